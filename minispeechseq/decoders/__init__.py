@@ -1,0 +1,1 @@
+"""Text decoders with cross-attention to the speech encoder: one file per architecture."""

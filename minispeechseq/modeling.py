@@ -1,0 +1,198 @@
+"""What every minispeechseq model shares: loading, saving, initialising, and choosing the attention backend.
+
+`from_pretrained(folder)` is four steps, each visible:
+    1. read config.json into the model's config dataclass;
+    2. build the model (random weights);
+    3. read the checkpoint's tensors and rename them to ours with the architecture's table in `weights_convert/`;
+    4. copy them in, strictly: a missing, unexpected or mis-shaped tensor is an error that names it.
+`save_pretrained(folder)` runs the table backwards, so transformers can load what we write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .attention import check_attn_implementation, set_attn_implementation
+from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, resolve_folder, save_state_dict
+
+logger = logging.getLogger("minispeechseq")
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype | None:
+    if dtype is None or dtype == "auto":
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype.replace("torch.", ""), None), torch.dtype):
+        return getattr(torch, dtype.replace("torch.", ""))
+    raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.float32, torch.bfloat16 or 'float16'.")
+
+
+def load_converted(
+    model: nn.Module, ours: dict[str, torch.Tensor], report: Any, may_initialize: Callable[[str], bool] = lambda k: False
+) -> None:
+    """Copy converted tensors into `model`, strictly. Keys allowed by `may_initialize` may be missing
+    (e.g. cross-attention when warm-starting from a plain language model): they keep their fresh init and
+    are listed in `report.initialized`."""
+    expected = model.state_dict()
+    unexpected = sorted(report.unexpected + [k for k in ours if k not in expected])
+    missing = [k for k in expected if k not in ours]
+    refused = [k for k in missing if not may_initialize(k)]
+    mismatched = [
+        f"{k}: checkpoint {tuple(ours[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in ours
+        if k in expected and ours[k].shape != expected[k].shape
+    ]
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected tensors in the checkpoint (no table entry): {unexpected[:20]}")
+    if refused:
+        problems.append(f"tensors the model needs but the checkpoint lacks: {refused[:20]}")
+    if mismatched:
+        problems.append(f"shape mismatches: {mismatched[:20]}")
+    if problems:
+        more = " (lists cut at 20)" if max(len(unexpected), len(refused), len(mismatched)) > 20 else ""
+        raise ValueError(
+            f"The checkpoint does not fit {type(model).__name__} with this config: " + "; ".join(problems) + more
+            + ". Check that config.json belongs to these weights and that the model type is right."
+        )
+    model.load_state_dict(ours, strict=False)
+    report.initialized = sorted(set(report.initialized) | set(missing))
+
+
+def log_report(name: str, report: Any) -> None:
+    if report.skipped:
+        logger.warning("%s: checkpoint tensors not used by this model (skipped): %s", name, report.skipped)
+    if report.initialized:
+        logger.warning(
+            "%s: weights not in the checkpoint, newly initialised (train them before use): %s", name, report.initialized
+        )
+    for note in report.notes:
+        logger.info("%s: %s", name, note)
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every model: subclasses set `config_class` and `converter` (a module of weights_convert)."""
+
+    config_class: ClassVar[type]
+    converter: ClassVar[ModuleType]
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # ------------------------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' default scheme: normal(0, initializer_range) weights, zero biases, unit norms."""
+        std = getattr(self.config, "initializer_range", None) or getattr(self.config, "init_std", 0.02)
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)):
+            if module.weight is not None:
+                module.weight.fill_(1.0)
+            if module.bias is not None:
+                module.bias.zero_()
+
+    def post_init(self) -> None:
+        self.apply(self._init_weights)
+        self.set_attn_implementation(getattr(self.config, "_attn_implementation", "sdpa"))
+
+    # --------------------------------------------------------------------------------------- attention
+    def set_attn_implementation(self, name: str) -> None:
+        """Use "eager", "sdpa" or "flash" attention from now on, in every layer."""
+        check_attn_implementation(name)
+        set_attn_implementation(self, name)
+        self.attn_implementation = name
+
+    # ------------------------------------------------------------------------------------ load and save
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        config: Any = None,
+        attn_implementation: str = "sdpa",
+        dtype: Any = None,
+        device: Any = None,
+        **config_overrides: Any,
+    ):
+        check_attn_implementation(attn_implementation)
+        folder = resolve_folder(name_or_path)
+        if config is None:
+            config = cls.config_class.from_pretrained(folder)
+        for k, v in config_overrides.items():
+            if not hasattr(config, k):
+                raise ValueError(f"{k!r} is not a field of {type(config).__name__}.")
+            setattr(config, k, v)
+        model = cls(config)
+        state = load_state_dict(folder)
+        ours, report = cls.converter.to_ours(state, config)
+        load_converted(model, ours, report, getattr(cls.converter, "may_initialize", lambda k: False))
+        log_report(f"{cls.__name__}.from_pretrained({os.fspath(name_or_path)!r})", report)
+        model.load_report = report
+        model.set_attn_implementation(attn_implementation)
+        model.eval()  # as in transformers: a loaded model starts in inference mode
+        return model.to(device=device, dtype=resolve_dtype(dtype))
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights under transformers' names."""
+        return self.converter.to_checkpoint(self.state_dict(), self.config)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors in transformers' layout, atomically."""
+        state = self.checkpoint_state_dict()
+
+        def write(tmp: str) -> None:
+            self.config.save_pretrained(tmp)
+            save_state_dict(state, os.path.join(tmp, SAFETENSORS))
+
+        atomic_save(folder, write)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ------------------------------------------------------------------------------------------- outputs
+class ModelOutput:
+    """Base of the output dataclasses: attribute access, `out["name"]`, and `out[0]` for the first field
+    that is set (transformers' convention, so `model(...)[0]` works as users expect)."""
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return tuple(v for v in vars(self).values() if v is not None)[key]
+
+    def keys(self) -> list[str]:
+        return [k for k, v in vars(self).items() if v is not None]
+
+
+@dataclass
+class EncoderOutput(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, T', D_out): after the adapter, if any
+    extract_features: torch.Tensor | None = None  # (B, T, C): the conv feature encoder's output, normalised
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # input of each layer, then the final output
+    attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, T, T) per layer, eager attention only
+
+
+@dataclass
+class DecoderOutput(ModelOutput):
+    logits: torch.Tensor  # (B, S, V), or (B, logits_to_keep, V)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each layer's output
+    attentions: tuple[torch.Tensor, ...] | None = None  # self-attention weights per layer (eager only)
+    cross_attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, S, T) per layer (eager only)
+    cache: Any = None  # the DecoderCache passed in, now holding this step's keys/values too
+    loss: torch.Tensor | None = None

@@ -1,0 +1,1 @@
+"""Key-mapping converters: transformers checkpoint names <-> minispeechseq names, one table per architecture."""
