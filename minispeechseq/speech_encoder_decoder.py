@@ -1,0 +1,411 @@
+"""SpeechEncoderDecoderModel: a speech encoder and a text decoder, joined by cross-attention.
+
+    waveform (B, N) ──encoder──> frames (B, T, D_enc) ──[enc_to_dec_proj]──> memory (B, T, D_dec)
+    tokens   (B, S) ──decoder (causal self-attention, cross-attention to memory)──> logits (B, S, V)
+
+The encoder is wav2vec2 or HuBERT; the decoder is BERT, GPT-2, BART, mBART or Speech2Text2, each a causal
+language model whose layers also attend to the encoder output. Nothing here is specific to one pair: this file
+only composes them, adds the optional projection, computes the loss, and hands generation to `generation/`.
+
+Shape legend: B batch, N audio samples, T encoder frames, S decoder tokens, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import weights_convert.speech_encoder_decoder as sed_convert
+
+from .checkpoint import SAFETENSORS, atomic_save, resolve_folder, save_state_dict
+from .config import ConfigMixin, extra_field
+from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger
+
+# model_type (config.json) -> (module, config class, model class). The two halves this model can join.
+ENCODERS = {
+    "wav2vec2": ("minispeechseq.wav2vec2", "Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": ("minispeechseq.wav2vec2", "HubertConfig", "HubertModel"),
+}
+DECODERS = {
+    "bert": ("minispeechseq.decoders.bert", "BertConfig", "BertForCausalLM"),
+    "gpt2": ("minispeechseq.decoders.gpt2", "GPT2Config", "GPT2LMHeadModel"),
+    "bart": ("minispeechseq.decoders.bart", "BartConfig", "BartForCausalLM"),
+    "mbart": ("minispeechseq.decoders.bart", "MBartConfig", "MBartForCausalLM"),
+    "speech_to_text_2": ("minispeechseq.decoders.speech2text2", "Speech2Text2Config", "Speech2Text2ForCausalLM"),
+}
+
+
+def _lookup(table: dict, model_type: str | None, role: str) -> tuple[type, type]:
+    if model_type not in table:
+        raise ValueError(
+            f"model_type={model_type!r} is not supported as the {role}; supported {role}s: {', '.join(table)}."
+        )
+    module, config_name, model_name = table[model_type]
+    mod = importlib.import_module(module)
+    return getattr(mod, config_name), getattr(mod, model_name)
+
+
+def encoder_classes(model_type: str | None) -> tuple[type, type]:
+    return _lookup(ENCODERS, model_type, "encoder")
+
+
+def decoder_classes(model_type: str | None) -> tuple[type, type]:
+    return _lookup(DECODERS, model_type, "decoder")
+
+
+def read_config_json(folder: str) -> dict[str, Any]:
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{folder} has no config.json; a transformers checkpoint folder was expected.")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class SpeechEncoderDecoderConfig(ConfigMixin):
+    """The two sub-configs plus the token ids that tie them together (transformers' config.json layout:
+    `model_type: speech-encoder-decoder`, nested `encoder` and `decoder` dicts with their own `model_type`)."""
+
+    model_type: ClassVar[str] = "speech-encoder-decoder"
+
+    encoder: Any = None  # a Wav2Vec2Config / HubertConfig
+    decoder: Any = None  # a BertConfig / GPT2Config / BartConfig / MBartConfig / Speech2Text2Config
+    decoder_start_token_id: int | None = None  # the first decoder input (BERT: [CLS]; BART: </s>)
+    pad_token_id: int | None = None  # replaces -100 in shifted labels; pads finished generations
+    eos_token_id: int | None = None
+    is_encoder_decoder: bool = True
+    tie_word_embeddings: bool = False  # encoder and decoder never share embeddings
+    extra: dict = extra_field()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = encoder_classes(self.encoder.get("model_type"))[0].from_dict(self.encoder)
+        if isinstance(self.decoder, dict):
+            self.decoder = decoder_classes(self.decoder.get("model_type"))[0].from_dict(self.decoder)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "SpeechEncoderDecoderConfig":
+        if not isinstance(d, dict) or "encoder" not in d or "decoder" not in d:
+            raise ValueError(
+                "A speech-encoder-decoder config needs nested 'encoder' and 'decoder' configs "
+                f"(got keys {sorted(d) if isinstance(d, dict) else type(d).__name__})."
+            )
+        return super().from_dict(d, **overrides)
+
+    @classmethod
+    def from_encoder_decoder_configs(cls, encoder_config: Any, decoder_config: Any, **kwargs: Any):
+        """Join two configs. The decoder becomes a decoder with cross-attention (is_decoder, add_cross_attention)."""
+        encoder_classes(getattr(encoder_config, "model_type", None))  # fail early on an unsupported pair
+        decoder_classes(getattr(decoder_config, "model_type", None))
+        decoder_config.is_decoder = True
+        decoder_config.add_cross_attention = True
+        return cls(encoder=encoder_config, decoder=decoder_config, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- output
+@dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # mean cross-entropy over labels != -100
+    logits: torch.Tensor | None = None  # (B, S, V)
+    encoder_last_hidden_state: torch.Tensor | None = None  # (B, T, D_dec): after enc_to_dec_proj, as transformers
+    encoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    encoder_attentions: tuple[torch.Tensor, ...] | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder reads [start, y0, ..., y_{S-2}] and must predict [y0, ..., y_{S-1}].
+    Ignored label positions (-100) become pad tokens in the input."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+# ----------------------------------------------------------------------------------------------- model
+class SpeechEncoderDecoderModel(PreTrainedModel):
+    config_class = SpeechEncoderDecoderConfig
+    converter = sed_convert
+
+    def __init__(self, config: SpeechEncoderDecoderConfig | None = None, encoder: nn.Module | None = None,
+                 decoder: nn.Module | None = None):
+        if config is None:
+            if encoder is None or decoder is None:
+                raise ValueError("SpeechEncoderDecoderModel needs a config, or both an encoder and a decoder.")
+            config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+        if not isinstance(config, SpeechEncoderDecoderConfig):
+            raise ValueError(f"config must be a SpeechEncoderDecoderConfig, got {type(config).__name__}.")
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else encoder_classes(config.encoder.model_type)[1](config.encoder)
+        self.decoder = decoder if decoder is not None else decoder_classes(config.decoder.model_type)[1](config.decoder)
+        # One config object per half: the sub-models read the same ones the user edits through model.config.
+        self.encoder.config, self.decoder.config = config.encoder, config.decoder
+
+        enc_size, dec_size = self.encoder.output_size, self.decoder.hidden_size
+        cross_size = getattr(config.decoder, "cross_attention_hidden_size", None)
+        if cross_size is not None and cross_size != enc_size:
+            raise ValueError(
+                f"The decoder's cross_attention_hidden_size ({cross_size}) must equal the encoder's output size "
+                f"({enc_size}), since cross-attention reads the encoder output directly."
+            )
+        self.enc_to_dec_proj = None
+        if enc_size != dec_size and cross_size is None:
+            # Deliberate difference: transformers sizes this Linear from the encoder's `hidden_size`, which
+            # crashes when the adapter changes the output size (output_hidden_size). We use the real output size.
+            self.enc_to_dec_proj = nn.Linear(enc_size, dec_size)
+            self._init_weights(self.enc_to_dec_proj)
+        self._generation_config = None
+        self.set_attn_implementation(getattr(self.decoder, "attn_implementation", "sdpa"))
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the projection is ours to initialise; each half initialises itself. transformers uses the
+        # decoder's initializer_range here (the "text config" of the pair).
+        std = getattr(self.config.decoder, "initializer_range", None) or getattr(self.config.decoder, "init_std", 0.02)
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            module.bias.zero_()
+
+    # ------------------------------------------------------------------------------------- properties
+    @property
+    def max_target_positions(self) -> int:
+        return self.decoder.max_positions
+
+    @property
+    def generation_config(self):
+        """The generation defaults: generation_config.json when the checkpoint has one (or one you set),
+        else built from the config's token ids each time, so edits to model.config are seen."""
+        from .generation import GenerationConfig
+
+        if self._generation_config is not None:
+            return self._generation_config
+        ids = {k: getattr(self.config, k) for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id")}
+        for k in ("bos_token_id", "forced_bos_token_id", "forced_eos_token_id"):
+            if getattr(self.config.decoder, k, None) is not None:
+                ids[k] = getattr(self.config.decoder, k)
+        if ids["eos_token_id"] is None:
+            ids["eos_token_id"] = getattr(self.config.decoder, "eos_token_id", None)
+        return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+
+    @generation_config.setter
+    def generation_config(self, value) -> None:
+        self._generation_config = value
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradients into the conv feature encoder (works for HuBERT too; transformers raises there)."""
+        self.encoder.freeze_feature_encoder()
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.encoder.gradient_checkpointing_enable()
+        if hasattr(self.decoder, "gradient_checkpointing_enable"):
+            self.decoder.gradient_checkpointing_enable()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.get_input_embeddings()
+
+    # ---------------------------------------------------------------------------------------- forward
+    def encode(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **encoder_kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Audio -> the memory the decoder attends to: (B, T, D_dec or cross size), frame mask (B, T) or None."""
+        memory, frame_mask, _ = self._encode(input_values, attention_mask, **encoder_kwargs)
+        return memory, frame_mask
+
+    def _encode(self, input_values, attention_mask, **encoder_kwargs):
+        enc = self.encoder(input_values, attention_mask=attention_mask, **encoder_kwargs)
+        memory = enc.last_hidden_state  # (B, T, D_enc)
+        if self.enc_to_dec_proj is not None:
+            memory = self.enc_to_dec_proj(memory)  # (B, T, D_dec)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.encoder.frame_attention_mask(memory.shape[1], attention_mask)  # (B, T)
+        return memory, frame_mask, enc
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> Seq2SeqLMOutput:
+        """Teacher-forced forward. With `labels` (B, S) and no decoder_input_ids, the decoder reads the labels
+        shifted right behind `decoder_start_token_id`, and `loss` is the cross-entropy over labels != -100."""
+        if labels is not None:
+            self._check_labels(labels, input_values)
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
+        if decoder_input_ids is None:
+            raise ValueError("forward() needs decoder_input_ids or labels (the text side of the pair).")
+        if decoder_input_ids.shape[0] != input_values.shape[0]:
+            raise ValueError(
+                f"The batch sizes differ: {input_values.shape[0]} audio inputs but "
+                f"{decoder_input_ids.shape[0]} decoder sequences."
+            )
+        memory, frame_mask, enc = self._encode(
+            input_values, attention_mask, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        dec = self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=memory,
+            encoder_attention_mask=frame_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        loss = None
+        if labels is not None:
+            # The loss in fp32 even under bf16: log-softmax over a large vocabulary loses precision in half.
+            loss = F.cross_entropy(dec.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=dec.logits,
+            encoder_last_hidden_state=memory,
+            encoder_hidden_states=enc.hidden_states,
+            encoder_attentions=enc.attentions,
+            decoder_hidden_states=dec.hidden_states,
+            decoder_attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions,
+        )
+
+    def _check_labels(self, labels: torch.Tensor, input_values: torch.Tensor) -> None:
+        missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]
+        if missing:
+            raise ValueError(
+                f"Training with labels needs model.config.{' and model.config.'.join(missing)} to be set "
+                "(e.g. model.config.decoder_start_token_id = tokenizer.cls_token_id; "
+                "model.config.pad_token_id = tokenizer.pad_token_id)."
+            )
+        if self.config.eos_token_id is not None and self.config.pad_token_id == self.config.eos_token_id:
+            warnings.warn(
+                "pad_token_id equals eos_token_id: padded label positions (-100) are ignored, but decoder inputs "
+                "padded with that id look like end-of-sequence, and a model trained so may never learn to stop.",
+                stacklevel=3,
+            )
+        if labels.dim() != 2 or labels.shape[0] != input_values.shape[0]:
+            raise ValueError(
+                f"labels must be (batch, tokens) with the audio's batch size {input_values.shape[0]}, "
+                f"got shape {tuple(labels.shape)}."
+            )
+        if labels.shape[1] > self.max_target_positions:
+            raise ValueError(
+                f"labels have {labels.shape[1]} tokens but the decoder has only {self.max_target_positions} "
+                "positions; shorten or split the transcripts."
+            )
+
+    # --------------------------------------------------------------------------------------- generate
+    @torch.no_grad()
+    def generate(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 generation_config: Any = None, **kwargs: Any):
+        """Autoregressive decoding (greedy, beam search or sampling): see minispeechseq/generation/."""
+        from .generation import generate
+
+        return generate(self, input_values, attention_mask=attention_mask, generation_config=generation_config,
+                        **kwargs)
+
+    # ----------------------------------------------------------------------------------- load and save
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "SpeechEncoderDecoderModel":
+        folder = resolve_folder(name_or_path)
+        d = read_config_json(folder)
+        if d.get("model_type") != SpeechEncoderDecoderConfig.model_type:
+            raise ValueError(
+                f"{name_or_path} holds a model_type={d.get('model_type')!r} checkpoint, not a speech-encoder-decoder "
+                "one. For two separate halves use SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(encoder, decoder)."
+            )
+        model = super().from_pretrained(folder, **kwargs)
+        gen_path = os.path.join(folder, "generation_config.json")
+        if os.path.exists(gen_path):
+            from .generation import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(folder)
+        return model
+
+    @classmethod
+    def from_encoder_decoder_pretrained(
+        cls,
+        encoder_pretrained_model_name_or_path: str | os.PathLike,
+        decoder_pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        attn_implementation: str = "sdpa",
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> "SpeechEncoderDecoderModel":
+        """Warm-start: a pretrained speech encoder + a pretrained text model (whose cross-attention, absent from
+        a plain language model, is freshly initialised and listed in a log message).
+
+        `encoder_<field>=...` / `decoder_<field>=...` override fields of the two configs; other kwargs set fields
+        of the joint config (decoder_start_token_id, pad_token_id, eos_token_id)."""
+        check_attn_implementation(attn_implementation)
+        top_fields = {f.name for f in dataclasses.fields(SpeechEncoderDecoderConfig)}
+        top = {k: kwargs.pop(k) for k in list(kwargs) if k in top_fields}
+        enc_over = {k[len("encoder_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")}
+        dec_over = {k[len("decoder_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")}
+        if kwargs:
+            raise ValueError(
+                f"Unknown arguments {sorted(kwargs)}: use encoder_<field> / decoder_<field> for the sub-configs, "
+                f"or one of {sorted(top_fields - {'encoder', 'decoder', 'extra'})}."
+            )
+
+        enc_folder = resolve_folder(encoder_pretrained_model_name_or_path)
+        enc_config_cls, enc_cls = encoder_classes(read_config_json(enc_folder).get("model_type"))
+        enc_config = enc_config_cls.from_pretrained(enc_folder)
+        encoder = enc_cls.from_pretrained(enc_folder, config=_override(enc_config, enc_over, "encoder"),
+                                          attn_implementation=attn_implementation)
+
+        dec_folder = resolve_folder(decoder_pretrained_model_name_or_path)
+        dec_config_cls, dec_cls = decoder_classes(read_config_json(dec_folder).get("model_type"))
+        dec_config = dec_config_cls.from_pretrained(dec_folder)
+        if not (dec_config.is_decoder and dec_config.add_cross_attention):
+            logger.info("Making %s a decoder with cross-attention (is_decoder, add_cross_attention).", dec_folder)
+        dec_config.is_decoder, dec_config.add_cross_attention = True, True
+        decoder = dec_cls.from_pretrained(dec_folder, config=_override(dec_config, dec_over, "decoder"),
+                                          attn_implementation=attn_implementation)
+
+        config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **top)
+        model = cls(config=config, encoder=encoder, decoder=decoder)
+        model.set_attn_implementation(attn_implementation)
+        model.eval()
+        from .modeling import resolve_dtype
+
+        return model.to(device=device, dtype=resolve_dtype(dtype))
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """config.json, generation_config.json and model.safetensors in transformers' layout, atomically."""
+        state = self.checkpoint_state_dict()
+        gen = self.generation_config
+
+        def write(tmp: str) -> None:
+            self.config.save_pretrained(tmp)
+            gen.save_pretrained(tmp)
+            save_state_dict(state, os.path.join(tmp, SAFETENSORS))
+
+        atomic_save(folder, write)
+
+
+def _override(config: Any, overrides: dict[str, Any], role: str) -> Any:
+    for k, v in overrides.items():
+        if not hasattr(config, k):
+            raise ValueError(f"{role}_{k}: {type(config).__name__} has no field {k!r}.")
+        setattr(config, k, v)
+    return config
+
