@@ -162,6 +162,14 @@ class PreTrainedModel(nn.Module):
 
         atomic_save(folder, write)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

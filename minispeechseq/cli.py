@@ -1,0 +1,293 @@
+"""The `minispeechseq` command line: transcribe, train, inspect, convert, bench.
+
+Every error reaches the user as one line on stderr and a non-zero exit code; commands over many files report
+the failing file and go on with the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64", ".opus")
+
+
+def bundled_model_dir() -> str:
+    """The small spoken-digits model that ships inside the package (see its MODEL_CARD.md)."""
+    return os.path.join(os.path.dirname(__file__), "bundled", "digits")
+
+
+class CLIError(Exception):
+    """An error to print as one line, without a traceback."""
+
+
+def _fail(message: str) -> None:
+    print(f"minispeechseq: error: {message}", file=sys.stderr)
+
+
+# -------------------------------------------------------------------------------------------- transcribe
+def expand_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """(path, error) for every input: a folder expands to its audio files, sorted."""
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(AUDIO_EXTENSIONS)
+            )
+            if not found:
+                yield path, f"{path}: the folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+            for f in found:
+                yield f, None
+        elif not os.path.exists(path):
+            yield path, f"{path}: no such file"
+        else:
+            yield path, None
+
+
+def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str):
+    import torch
+
+    from .processor import Processor
+    from .speech_encoder_decoder import SpeechEncoderDecoderModel
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for, but torch sees no CUDA GPU on this machine.")
+    try:
+        model = SpeechEncoderDecoderModel.from_pretrained(model_dir, attn_implementation=attn, dtype=dtype, device=device)
+        processor = Processor.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot load the model {model_dir}: {e}") from None
+    return model, processor
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict:
+    kwargs = {"num_beams": args.num_beams}
+    if args.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    if args.do_sample:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return kwargs
+
+
+def plot_attention(model, processor, features, ids, text: str, png: str) -> None:
+    """Cross-attention (decoder tokens x audio frames), averaged over layers and heads, as a picture."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CLIError("--plot-attention needs matplotlib: pip install 'minispeechseq[plot]'") from None
+    import torch
+
+    previous = model.attn_implementation
+    model.set_attn_implementation("eager")  # the only path that returns attention weights
+    try:
+        with torch.no_grad():
+            out = model(features.input_values, attention_mask=features.get("attention_mask"),
+                        decoder_input_ids=ids[None, :-1], output_attentions=True)
+    finally:
+        model.set_attn_implementation(previous)
+    weights = torch.stack(out.cross_attentions).float().mean(dim=(0, 2))[0]  # (layers, 1, H, S, T) -> (S, T)
+    tokens = processor.tokenizer.convert_ids_to_tokens(ids[1:].tolist())
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(tokens) + 1.5))
+    ax.imshow(weights.numpy(), aspect="auto", origin="upper", cmap="viridis")
+    ax.set_yticks(range(len(tokens)), tokens)
+    ax.set_xlabel("encoder frame")
+    ax.set_title(f"cross-attention: {text}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    import torch
+
+    from .audio import load_audio
+
+    model_dir = args.model or bundled_model_dir()
+    model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn)
+    fe = processor.feature_extractor
+    use_mask = bool(getattr(fe, "return_attention_mask", False))
+    failures = 0
+    items = list(expand_inputs(args.audio))
+    good: list[tuple[str, object]] = []
+    for path, error in items:
+        if error is not None:
+            _fail(error)
+            failures += 1
+            continue
+        try:
+            good.append((path, load_audio(path, sampling_rate=fe.sampling_rate)))
+        except (OSError, ValueError, RuntimeError) as e:
+            _fail(f"{path}: {e}")
+            failures += 1
+    for start in range(0, len(good), args.batch_size):
+        chunk = good[start : start + args.batch_size]
+        features = fe([audio for _, audio in chunk], sampling_rate=fe.sampling_rate, padding=True,
+                      return_attention_mask=use_mask, return_tensors="pt").to(model.device)
+        if args.dtype:
+            features.input_values = features.input_values.to(next(model.parameters()).dtype)
+        try:
+            with torch.no_grad():
+                ids = model.generate(features.input_values, attention_mask=features.get("attention_mask"),
+                                     **generation_kwargs(args))
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        per_item = ids.shape[0] // len(chunk)
+        texts = processor.batch_decode(ids[::per_item], skip_special_tokens=True)
+        for i, ((path, _), text) in enumerate(zip(chunk, texts)):
+            text = text.strip()
+            if args.json:
+                print(json.dumps({"path": path, "text": text}, ensure_ascii=False), flush=True)
+            else:
+                print(f"{path}\t{text}", flush=True)
+            if args.plot_attention:
+                png = args.plot_attention
+                if len(good) > 1:
+                    root, ext = os.path.splitext(png)
+                    png = f"{root}-{start + i}{ext or '.png'}"
+                single = fe(chunk[i][1], sampling_rate=fe.sampling_rate, return_tensors="pt").to(model.device)
+                ids_i = ids[i * per_item]
+                keep = ids_i != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
+                keep[0] = True
+                plot_attention(model, processor, single, ids_i[keep], text, png)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------ inspect / convert
+def _model_class(folder: str):
+    from .speech_encoder_decoder import (
+        DECODERS, ENCODERS, SpeechEncoderDecoderModel, decoder_classes, encoder_classes, read_config_json,
+    )
+
+    model_type = read_config_json(folder).get("model_type")
+    if model_type == "speech-encoder-decoder":
+        return SpeechEncoderDecoderModel
+    if model_type in ENCODERS:
+        return encoder_classes(model_type)[1]
+    if model_type in DECODERS:
+        return decoder_classes(model_type)[1]
+    raise CLIError(
+        f"{folder}: model_type={model_type!r} is not one minispeechseq reads "
+        f"(speech-encoder-decoder, {', '.join([*ENCODERS, *DECODERS])})."
+    )
+
+
+def _load(folder: str):
+    from .checkpoint import resolve_folder
+
+    try:
+        folder = resolve_folder(folder)
+        return _model_class(folder).from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise CLIError(str(e)) from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model = _load(args.checkpoint)
+    report = model.load_report
+    state = model.state_dict()
+    print(f"{type(model).__name__}: {model.num_parameters():,} parameters")
+    config = model.config.to_dict()
+    for key in ("model_type", "decoder_start_token_id", "pad_token_id", "eos_token_id"):
+        if config.get(key) is not None:
+            print(f"  {key}: {config[key]}")
+    for half in ("encoder", "decoder"):
+        if isinstance(config.get(half), dict):
+            sub = config[half]
+            fields = ["model_type", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "decoder_layers",
+                      "vocab_size", "add_adapter", "do_stable_layer_norm", "feat_extract_norm"]
+            print(f"  {half}: " + ", ".join(f"{k}={sub[k]}" for k in fields if k in sub))
+    print(f"\nkey mapping ({len(report.loaded)} tensors): checkpoint name -> ours [shape]")
+    for theirs, ours in report.loaded:
+        shape = tuple(state[ours].shape) if ours in state else "?"
+        print(f"  {theirs} -> {ours} {list(shape)}")
+    print(f"\nskipped ({len(report.skipped)}): " + (", ".join(report.skipped) or "none"))
+    print(f"newly initialised ({len(report.initialized)}): " + (", ".join(report.initialized) or "none"))
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    model = _load(args.src)
+    try:
+        model.save_pretrained(args.dst)
+    except OSError as e:
+        raise CLIError(f"cannot write {args.dst}: {e}") from None
+    report = model.load_report
+    print(f"wrote {args.dst}: {len(report.loaded)} tensors as model.safetensors "
+          f"({len(report.skipped)} skipped, {len(report.notes)} legacy layouts rewritten)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minispeechseq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="audio files or folders -> text, one line per file")
+    t.add_argument("audio", nargs="+", help="audio files (any format soundfile reads) or folders")
+    t.add_argument("--model", help="a SpeechEncoderDecoderModel folder or hub id (default: the bundled digits model)")
+    t.add_argument("--num-beams", type=int, default=1)
+    t.add_argument("--do-sample", action="store_true")
+    t.add_argument("--top-k", type=int, default=50)
+    t.add_argument("--top-p", type=float, default=1.0)
+    t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--max-new-tokens", type=int)
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    t.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash"])
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--json", action="store_true", help="one JSON object per line: {path, text}")
+    t.add_argument("--plot-attention", metavar="PNG", help="draw the cross-attention map (needs matplotlib)")
+    t.set_defaults(func=cmd_transcribe)
+
+    i = sub.add_parser("inspect", help="the key mapping and config summary of a checkpoint")
+    i.add_argument("checkpoint")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("convert", help="rewrite a checkpoint (.bin, legacy names) as clean safetensors")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.set_defaults(func=cmd_convert)
+
+    tr = sub.add_parser("train", help="train a recognizer (see minispeechseq train --help)", add_help=False)
+    tr.set_defaults(func=None)
+    b = sub.add_parser("bench", help="benchmark against transformers (see minispeechseq bench --help)", add_help=False)
+    b.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "bench"):  # these parse their own options
+        import importlib
+
+        try:
+            module = importlib.import_module(f"minispeechseq.{argv[0]}")
+        except ImportError as e:
+            _fail(f"`{argv[0]}` is not available: {e}")
+            return 2
+        return module.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        _fail("--batch-size must be at least 1")
+        return 2
+    try:
+        return args.func(args)
+    except CLIError as e:
+        _fail(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
