@@ -1,0 +1,288 @@
+"""BERT as a text decoder: transformers' `BertLMHeadModel`, warm-started from a BERT checkpoint.
+
+BERT was trained as a bidirectional encoder. "Leveraging Pre-trained Checkpoints for Sequence Generation Tasks"
+(Rothe et al., 2020) turned it into a decoder by (1) making its self-attention causal (`is_decoder=True`) and
+(2) inserting a freshly initialised cross-attention block into every layer (`add_cross_attention=True`).
+SpeechEncoderDecoderModel does the same with a speech encoder in front.
+
+One layer is post-LN (the original Transformer's order, norm *after* each residual add):
+
+    x = norm(x + SelfAttention(x, causal))          # attends to earlier tokens only
+    x = norm(x + CrossAttention(x, encoder_states))  # attends to the speech frames
+    x = norm(x + fc2(act(fc1(x))))                   # feed-forward
+
+Embeddings are word + token type (always type 0 here) + learned absolute position, then LayerNorm + dropout.
+The LM head is dense -> activation -> LayerNorm -> a projection tied to the word embeddings, plus a bias.
+
+Shape legend: B batch, S tokens (this call), P past tokens (cached), T encoder frames, D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import weights_convert.bert as bert_convert
+
+from ..attention import Attention
+from ..cache import DecoderCache
+from ..config import ConfigMixin, extra_field
+from ..modeling import DecoderOutput, PreTrainedModel
+
+# The activations transformers' configs name (ACT2FN). "gelu" is the exact erf form; "gelu_new" is the tanh
+# approximation of the original BERT/GPT-2 TensorFlow code, which torch computes as gelu(approximate="tanh").
+ACTIVATIONS: dict[str, Any] = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str) -> Any:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Activation {name!r} is not supported; choose one of {', '.join(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting token t+1 at position t; labels of -100 are ignored.
+
+    logits (B, S, V), labels (B, S): the shift happens here, so `labels` may simply be the input ids
+    (transformers' ForCausalLMLoss). Computed in fp32 like transformers, whatever the logits' dtype.
+    """
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)} but the logits cover {tuple(logits.shape[:2])} (batch, tokens); "
+            "give one label per input token (-100 to ignore one), and leave logits_to_keep=0 when passing labels."
+        )
+    shift_logits = logits[:, :-1].float()  # (B, S-1, V): position t predicts token t+1
+    shift_labels = labels[:, 1:].to(logits.device)  # (B, S-1)
+    return F.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+
+
+def check_decoder_inputs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    encoder_hidden_states: torch.Tensor | None,
+    encoder_attention_mask: torch.Tensor | None,
+    past: int,
+    max_positions: int,
+) -> None:
+    """Clear errors for the mistakes a caller can make with the decoder interface's tensors."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+    B, S = input_ids.shape
+    if past + S > max_positions:
+        raise ValueError(
+            f"{past + S} tokens ({past} cached + {S} new) exceed the {max_positions} positions this model has "
+            "embeddings for; generate fewer tokens."
+        )
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + S):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {past + S}): "
+            "one entry per token, cached tokens included."
+        )
+    if encoder_hidden_states is not None and encoder_hidden_states.shape[0] != B:
+        raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}.")
+    if encoder_attention_mask is not None and encoder_hidden_states is not None:
+        if tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2]):
+            raise ValueError(
+                f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
+                f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
+            )
+
+
+@dataclass
+class BertConfig(ConfigMixin):
+    """transformers' BertConfig fields; the defaults are bert-base-uncased's shape."""
+
+    model_type: ClassVar[str] = "bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072  # width of the feed-forward block
+    hidden_act: str = "gelu"  # feed-forward and LM-head activation
+    hidden_dropout_prob: float = 0.1  # on embeddings and every residual branch
+    attention_probs_dropout_prob: float = 0.1  # on attention weights
+    max_position_embeddings: int = 512  # the longest sequence: positions are learned, one row each
+    type_vocab_size: int = 2  # segment A/B embeddings; a decoder always uses segment 0
+    initializer_range: float = 0.02  # std of the normal init
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0  # its embedding row starts at zero and gets no gradient
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    use_cache: bool = True
+    classifier_dropout: float | None = None  # for classification heads; unused here, kept for config.json
+    is_decoder: bool = False  # True: causal self-attention (required to decode)
+    add_cross_attention: bool = False  # True: a cross-attention block per layer
+    cross_attention_hidden_size: int | None = None  # width of the encoder states; None = hidden_size
+    tie_word_embeddings: bool = True  # the LM head's projection is the word embedding matrix
+    extra: dict = extra_field()
+
+
+class BertLayer(nn.Module):
+    """Post-LN block: causal self-attention, cross-attention (optional), feed-forward; norm after each add."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        D, H = config.hidden_size, config.num_attention_heads
+        self.self_attn = Attention(D, H, dropout=config.attention_probs_dropout_prob)
+        self.self_attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.cross_attn = self.cross_attn_norm = None
+        if config.add_cross_attention:
+            # kv_dim: we honour cross_attention_hidden_size. transformers' BERT ignores it (its key/value
+            # projections always read hidden_size), so it crashes on wider encoder states; we don't.
+            self.cross_attn = Attention(
+                D, H, kv_dim=config.cross_attention_hidden_size, dropout=config.attention_probs_dropout_prob
+            )
+            self.cross_attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(D, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+        self.fc2 = nn.Linear(config.intermediate_size, D)
+        self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, attention_mask, causal, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
+                output_attentions):
+        h, self_weights = self.self_attn(
+            x, key_padding_mask=attention_mask, causal=causal, cache=self_cache, output_attentions=output_attentions
+        )
+        x = self.self_attn_norm(x + self.dropout(h))  # (B, S, D)
+        cross_weights = None
+        if encoder_hidden_states is not None:
+            h, cross_weights = self.cross_attn(
+                x, encoder_hidden_states, key_padding_mask=encoder_attention_mask, cache=cross_cache,
+                output_attentions=output_attentions,
+            )
+            x = self.cross_attn_norm(x + self.dropout(h))
+        h = self.fc2(self.act(self.fc1(x)))
+        return self.ffn_norm(x + self.dropout(h)), self_weights, cross_weights
+
+
+class BertForCausalLM(PreTrainedModel):
+    """BERT with a causal LM head and cross-attention: transformers' `BertLMHeadModel` (also exported as that)."""
+
+    config_class = BertConfig
+    converter = bert_convert
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        if config.add_cross_attention and not config.is_decoder:
+            raise ValueError(
+                "add_cross_attention=True needs is_decoder=True: cross-attention only makes sense in a decoder "
+                "(transformers refuses this config too)."
+            )
+        position_type = config.extra.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type={position_type!r} is not supported; only 'absolute' positions are."
+            )
+        if config.pad_token_id is not None and not 0 <= config.pad_token_id < config.vocab_size:
+            raise ValueError(f"pad_token_id={config.pad_token_id} is outside the vocabulary (0..{config.vocab_size - 1}).")
+        D = config.hidden_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, D, padding_idx=config.pad_token_id)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, D)
+        self.embed_token_types = nn.Embedding(config.type_vocab_size, D)
+        self.embed_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        # The LM head: BERT's masked-LM head, reused unchanged for next-token prediction.
+        self.head_dense = nn.Linear(D, D)
+        self.head_act = activation(config.hidden_act)
+        self.head_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.lm_head = nn.Linear(D, config.vocab_size)  # its own bias (cls.predictions.bias)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is self.lm_head and self.config.tie_word_embeddings:
+            module.bias.zero_()  # the weight is the embedding, initialised (with its zero padding row) already
+            return
+        super()._init_weights(module)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache(self.config.num_hidden_layers)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        logits_to_keep: int = 0,
+        labels: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
+        encoder_attention_mask (B, T), 1 = real frame. Returns logits (B, S, V) (or the last `logits_to_keep`)."""
+        config = self.config
+        past = cache.seq_len if cache is not None else 0
+        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
+                             config.max_position_embeddings)
+        if cache is not None and len(cache.self_attn) != len(self.layers):
+            raise ValueError(f"The cache has {len(cache.self_attn)} layers but this model has {len(self.layers)}; "
+                             "make it with model.new_cache().")
+        if cache is not None and not config.is_decoder:
+            raise ValueError("This BERT has is_decoder=False, so it attends in both directions and cannot decode "
+                             "token by token with a cache; set is_decoder=True in its config.")
+        if encoder_hidden_states is not None and not config.add_cross_attention:
+            raise ValueError("encoder_hidden_states were given but this BERT has no cross-attention; "
+                             "set add_cross_attention=True (and is_decoder=True) in its config.")
+
+        S = input_ids.shape[1]
+        positions = torch.arange(past, past + S, device=input_ids.device)  # (S,): continue after the cache
+        # Token type 0 for every token: a decoder input is one segment. Summed in transformers' order.
+        x = self.embed_tokens(input_ids) + self.embed_token_types.weight[0]
+        x = x + self.embed_positions(positions)  # (B, S, D)
+        x = self.dropout(self.embed_norm(x))
+
+        hidden_states = [x] if output_hidden_states else None
+        self_attns, cross_attns = [], []
+        for i, layer in enumerate(self.layers):
+            x, self_w, cross_w = layer(
+                x, attention_mask, config.is_decoder, encoder_hidden_states, encoder_attention_mask,
+                cache.self_attn[i] if cache is not None else None,
+                cache.cross_attn[i] if cache is not None else None,
+                output_attentions,
+            )
+            self_attns.append(self_w)
+            cross_attns.append(cross_w)
+            if output_hidden_states:
+                hidden_states.append(x)
+
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]  # (B, n, D): generation only needs the last position
+        logits = self.lm_head(self.head_norm(self.head_act(self.head_dense(x))))  # (B, S, V)
+        return DecoderOutput(
+            logits=logits,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(self_attns) if output_attentions else None,
+            cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
+            cache=cache,
+            loss=causal_lm_loss(logits, labels) if labels is not None else None,
+        )
+
+
+# transformers' name for the same model.
+BertLMHeadModel = BertForCausalLM
