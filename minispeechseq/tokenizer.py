@@ -1,0 +1,427 @@
+"""Text <-> token ids for the decoders (BERT WordPiece, GPT-2 / BART byte-level BPE), built on the `tokenizers` library.
+
+`Tokenizer.from_pretrained(folder)` reads what a transformers checkpoint ships:
+- `tokenizer.json`: the full `tokenizers` serialization (normalizer, pre-tokenizer, model, post-processor, decoder,
+  added tokens). When present it is trusted as is: it is what transformers itself loads.
+- otherwise the legacy files, from which we assemble the same pipeline transformers' tokenizer classes build:
+  - `vocab.txt` (BERT): BertNormalizer (lowercase/strip accents per `do_lower_case`/`strip_accents`), BertPreTokenizer,
+    WordPiece model and decoder, and the `[CLS] x [SEP]` template.
+  - `vocab.json` + `merges.txt` (GPT-2, BART/RoBERTa): byte-level pre-tokenizer and decoder, BPE model; BART/RoBERTa
+    add `<s> x </s>`, GPT-2 adds nothing (unless `add_bos_token`/`add_eos_token` say so).
+- `tokenizer_config.json` / `special_tokens_map.json`: the special tokens (plain strings or AddedToken dicts), the
+  tokenizer class (which decides the family and its default special tokens), `do_lower_case`, `padding_side`...
+
+Shape legend: B batch (texts), S tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as Backend
+from tokenizers.models import BPE, WordPiece
+
+from .audio import BatchFeature
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+
+SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+# The special tokens each transformers tokenizer class assumes when its config does not name them
+# (the defaults of BertTokenizer, GPT2Tokenizer and RobertaTokenizer.__init__, which BartTokenizer is).
+FAMILY_DEFAULTS: dict[str, dict[str, str]] = {
+    "bert": dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"),
+    "gpt2": dict(unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
+    "roberta": dict(
+        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    ),
+}
+
+# transformers' model_max_length when a checkpoint sets none (int(1e30)): "no limit".
+NO_MAX_LENGTH = int(1e30)
+
+
+# ============================================================================================ file reading
+def _read_json(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}).") from None
+
+
+def _as_added_token(value: Any, special: bool) -> AddedToken | None:
+    """A special token as written in tokenizer_config.json: a string, or an AddedToken dict (`{"content": ...}`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # Special tokens match the raw text, before normalization (transformers adds them with normalized=False).
+        return AddedToken(value, special=special, normalized=False)
+    if isinstance(value, dict) and "content" in value:
+        return AddedToken(
+            value["content"],
+            single_word=value.get("single_word", False),
+            lstrip=value.get("lstrip", False),
+            rstrip=value.get("rstrip", False),
+            normalized=value.get("normalized", not special),
+            special=value.get("special", special),
+        )
+    raise ValueError(f"A special token is {value!r}; expected a string or an AddedToken dict with a 'content' key.")
+
+
+def _family(tokenizer_class: str | None, folder: str) -> str | None:
+    """Which transformers tokenizer class this folder was written for: 'bert', 'gpt2', 'roberta' (BART) or None."""
+    name = (tokenizer_class or "").lower()
+    if "bert" in name and "roberta" not in name:
+        return "bert"
+    if name.startswith(("bart", "roberta", "mbart")) and os.path.isfile(os.path.join(folder, "merges.txt")):
+        return "roberta"
+    if name.startswith("gpt2"):
+        return "gpt2"
+    if not name:  # no class named: the files tell
+        if os.path.isfile(os.path.join(folder, "vocab.txt")):
+            return "bert"
+        if os.path.isfile(os.path.join(folder, "merges.txt")):
+            return "gpt2"
+    return None
+
+
+def _build_wordpiece(folder: str, config: dict[str, Any], unk_token: str) -> Backend:
+    """BERT's pipeline from vocab.txt, as transformers' BertTokenizer assembles it."""
+    backend = Backend(WordPiece.from_file(os.path.join(folder, "vocab.txt"), unk_token=unk_token))
+    lowercase = config.get("do_lower_case", True)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        # None means "follow lowercase", as in the original BERT (uncased models strip accents, cased keep them).
+        strip_accents=config.get("strip_accents"),
+        lowercase=lowercase,
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return backend
+
+
+def _build_byte_level_bpe(folder: str, config: dict[str, Any]) -> Backend:
+    """GPT-2 / RoBERTa / BART's pipeline from vocab.json + merges.txt: BPE over bytes mapped to printable characters."""
+    model = BPE.from_file(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    backend = Backend(model)
+    # add_prefix_space=False: GPT-2 sees "Hello" and " Hello" as different words; the checkpoints were trained so.
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=config.get("add_prefix_space", False))
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+# ================================================================================================ Tokenizer
+class Tokenizer:
+    """A `tokenizers.Tokenizer` plus the named special tokens and the padding/decoding rules of transformers."""
+
+    def __init__(self, backend: Backend, special_tokens: dict[str, str | None], config: dict[str, Any] | None = None):
+        self.backend = backend
+        self.config = dict(config or {})  # tokenizer_config.json, kept so save_pretrained writes it back
+        self._special = {name: special_tokens.get(name) for name in SPECIAL_NAMES}
+        self.padding_side = self.config.get("padding_side", "right")
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side={self.padding_side!r} in tokenizer_config.json; expected 'right' or 'left'.")
+        self.model_max_length = int(self.config.get("model_max_length") or NO_MAX_LENGTH)
+        # transformers 5 defaults this to False and never applies it to BPE (it would eat spaces before punctuation).
+        self.clean_up_tokenization_spaces = bool(self.config.get("clean_up_tokenization_spaces", False))
+        # We pad and truncate ourselves, per call: a tokenizer.json may carry fixed settings from training.
+        self.backend.no_padding()
+        self.backend.no_truncation()
+
+    # ------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "Tokenizer":
+        folder = str(folder)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"No tokenizer folder at {folder}.")
+        config = _read_json(os.path.join(folder, TOKENIZER_CONFIG_FILE))
+        special_map = _read_json(os.path.join(folder, SPECIAL_TOKENS_MAP_FILE))
+        family = _family(config.get("tokenizer_class"), folder)
+
+        # Named special tokens: tokenizer_config.json first, then special_tokens_map.json, then the class default.
+        tokens: dict[str, AddedToken | None] = {}
+        for name in SPECIAL_NAMES:
+            if name in config:
+                value = config[name]
+            elif name in special_map:
+                value = special_map[name]
+            else:
+                value = FAMILY_DEFAULTS.get(family or "", {}).get(name)
+            tokens[name] = _as_added_token(value, special=True)
+        extra_specials = config.get("additional_special_tokens") or config.get("extra_special_tokens") or \
+            special_map.get("additional_special_tokens") or []
+        if isinstance(extra_specials, dict):  # transformers 5 may store {name: token}
+            extra_specials = list(extra_specials.values())
+
+        tokenizer_file = os.path.join(folder, TOKENIZER_FILE)
+        legacy = not os.path.isfile(tokenizer_file)
+        if not legacy:
+            backend = Backend.from_file(tokenizer_file)
+        elif os.path.isfile(os.path.join(folder, "vocab.txt")):
+            unk = tokens["unk_token"].content if tokens["unk_token"] else "[UNK]"
+            backend = _build_wordpiece(folder, config, unk)
+        elif os.path.isfile(os.path.join(folder, "vocab.json")) and os.path.isfile(os.path.join(folder, "merges.txt")):
+            backend = _build_byte_level_bpe(folder, config)
+        else:
+            raise FileNotFoundError(
+                f"{folder} has no tokenizer files: expected tokenizer.json, or vocab.txt (WordPiece), "
+                "or vocab.json + merges.txt (byte-level BPE)."
+            )
+
+        if legacy:
+            # Tokens the config lists by id (added_tokens_decoder) come first, so they keep their ids.
+            decoder_entries = config.get("added_tokens_decoder") or {}
+            for _, entry in sorted(decoder_entries.items(), key=lambda kv: int(kv[0])):
+                token = _as_added_token(entry, special=bool(entry.get("special", False)))
+                (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+
+        # Every named special token must be an added *special* token of the backend: then it is matched in raw text
+        # before normalization, and skipped by decode(skip_special_tokens=True). A token already in the vocabulary keeps
+        # its id; one that is not gets the next id (transformers does the same).
+        known = {t.content for t in backend.get_added_tokens_decoder().values()}
+        to_add = [t for t in tokens.values() if t is not None and t.content not in known]
+        to_add += [t for t in (_as_added_token(x, special=True) for x in extra_specials) if t.content not in known]
+        for token in to_add:
+            token.special = True
+            backend.add_special_tokens([token])
+
+        if legacy:
+            backend.post_processor = _post_processor(family, config, tokens, backend)
+
+        names = {name: (t.content if t is not None else None) for name, t in tokens.items()}
+        return cls(backend, names, config={**config, "tokenizer_class": config.get("tokenizer_class") or _CLASS[family]})
+
+    # ------------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write tokenizer.json + tokenizer_config.json + special_tokens_map.json (readable by transformers too)."""
+        folder = str(folder)
+        os.makedirs(folder, exist_ok=True)
+        self.backend.save(os.path.join(folder, TOKENIZER_FILE))
+        specials = {name: tok for name, tok in self._special.items() if tok is not None}
+        config = {k: v for k, v in self.config.items() if k not in ("added_tokens_decoder", *SPECIAL_NAMES)}
+        config.update(specials, padding_side=self.padding_side, clean_up_tokenization_spaces=self.clean_up_tokenization_spaces)
+        if self.model_max_length < NO_MAX_LENGTH:
+            config["model_max_length"] = self.model_max_length
+        for name, payload in ((TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, specials)):
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                f.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+    # ------------------------------------------------------------------------------------------- vocabulary
+    @property
+    def vocab_size(self) -> int:
+        """The base vocabulary, without added tokens (transformers' `vocab_size`); `len(tok)` counts them too."""
+        return self.backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int] | None:
+        """Token string(s) -> id(s); a token outside the vocabulary maps to the unk id (None without an unk token)."""
+        if isinstance(tokens, str):
+            found = self.backend.token_to_id(tokens)
+            return found if found is not None else self.unk_token_id
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str] | None:
+        if isinstance(ids, (int, np.integer)) or (isinstance(ids, torch.Tensor) and ids.ndim == 0):
+            return self.backend.id_to_token(int(ids))
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self.backend.id_to_token(int(i)) for i in _as_id_list(ids) if int(i) not in special]
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [i for i, t in sorted(self.backend.get_added_tokens_decoder().items()) if t.special]
+
+    # ------------------------------------------------------------------------------------------- encoding
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        padding: bool | str = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        add_special_tokens: bool = True,
+    ) -> BatchFeature:
+        """Text(s) -> `input_ids` and `attention_mask` (1 = real token): lists, or (B, S) tensors with "pt"."""
+        single = isinstance(text, str)
+        texts = [text] if single else text
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"text must be a string or a list of strings, got {type(text).__name__}.")
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
+        strategy = {True: "longest", "longest": "longest", "max_length": "max_length", False: "do_not_pad",
+                    "do_not_pad": "do_not_pad"}.get(padding)
+        if strategy is None:
+            raise ValueError(f"padding={padding!r}; expected True/'longest', 'max_length', or False.")
+        if strategy != "do_not_pad" and self.pad_token_id is None:
+            raise ValueError(
+                "Padding was asked for but this tokenizer has no pad token; set one (e.g. tokenizer.pad_token = "
+                "tokenizer.eos_token) or call with padding=False."
+            )
+        limit = max_length if max_length is not None else (self.model_max_length if self.model_max_length < NO_MAX_LENGTH else None)
+        if (truncation or strategy == "max_length") and limit is None:
+            raise ValueError(f"truncation={truncation}, padding={padding!r} needs max_length (in tokens).")
+
+        if truncation:
+            # tokenizers counts the special tokens inside max_length, as transformers does.
+            self.backend.enable_truncation(limit)
+        try:
+            encodings = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        finally:
+            self.backend.no_truncation()
+        ids = [list(e.ids) for e in encodings]
+        masks = [[1] * len(row) for row in ids]
+
+        if strategy != "do_not_pad":
+            target = max(len(row) for row in ids) if strategy == "longest" else limit
+            for row, mask in zip(ids, masks):
+                pad = max(target - len(row), 0)
+                at = 0 if self.padding_side == "left" else len(row)
+                row[at:at] = [self.pad_token_id] * pad
+                mask[at:at] = [0] * pad
+
+        out = BatchFeature()
+        if return_tensors is None:
+            out["input_ids"], out["attention_mask"] = (ids[0], masks[0]) if single else (ids, masks)
+            return out
+        if len({len(row) for row in ids}) > 1:
+            raise ValueError(
+                f"The texts have different token counts {[len(r) for r in ids]}; tensors need padding=True "
+                "(or return_tensors=None)."
+            )
+        make = (lambda x: torch.tensor(x, dtype=torch.long)) if return_tensors == "pt" else (lambda x: np.array(x, dtype=np.int64))
+        out["input_ids"], out["attention_mask"] = make(ids), make(masks)  # (B, S) each
+        return out
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise ValueError(f"encode takes one string, got {type(text).__name__}; use tokenizer(list_of_texts) for a batch.")
+        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[str]:
+        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).tokens)
+
+    # ------------------------------------------------------------------------------------------- decoding
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Ids (a list, a 1-D tensor or array, or one int) -> text."""
+        text = self.backend.decode(_as_id_list(ids), skip_special_tokens=skip_special_tokens)
+        clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        # Like transformers 5, never for BPE: byte-level BPE keeps spaces exactly, and " ." -> "." would corrupt it.
+        if clean and not isinstance(self.backend.model, BPE):
+            text = _clean_up_tokenization(text)
+        return text
+
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """A (B, S) tensor/array or a list of id lists -> B texts."""
+        if isinstance(ids, (torch.Tensor, np.ndarray)):
+            if ids.ndim != 2:
+                raise ValueError(f"batch_decode expects (B, S) ids, got shape {tuple(ids.shape)}; use decode for one sequence.")
+            ids = ids.tolist()
+        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(class={self.config.get('tokenizer_class')}, vocab_size={self.vocab_size}, len={len(self)})"
+
+
+# Named special tokens, as properties: `tok.pad_token` (a string or None) and `tok.pad_token_id` (an int or None).
+def _special_property(name: str) -> property:
+    def get(self: Tokenizer) -> str | None:
+        return self._special[name]
+
+    def set_(self: Tokenizer, value: str | None) -> None:
+        if value is not None and self.backend.token_to_id(value) is None:
+            self.backend.add_special_tokens([AddedToken(value, special=True, normalized=False)])
+        self._special[name] = value
+
+    return property(get, set_, doc=f"The {name.replace('_', ' ')} string, or None when this tokenizer has none.")
+
+
+def _special_id_property(name: str) -> property:
+    def get(self: Tokenizer) -> int | None:
+        token = self._special[name]
+        return None if token is None else self.backend.token_to_id(token)
+
+    return property(get, doc=f"The id of the {name.replace('_', ' ')}, or None when this tokenizer has none.")
+
+
+for _name in SPECIAL_NAMES:
+    setattr(Tokenizer, _name, _special_property(_name))
+    setattr(Tokenizer, _name + "_id", _special_id_property(_name))
+
+
+# ================================================================================================ helpers
+_CLASS = {"bert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer", None: None}
+
+
+def _post_processor(family: str | None, config: dict[str, Any], tokens: dict[str, AddedToken | None], backend: Backend):
+    """The special tokens each family wraps a sequence in (legacy files carry no post-processor)."""
+    def ident(name: str) -> tuple[str, int]:
+        if tokens[name] is None:
+            raise ValueError(f"This {family} tokenizer needs a {name} in tokenizer_config.json to build its template.")
+        return tokens[name].content, backend.token_to_id(tokens[name].content)
+
+    if family == "bert":
+        (cls, cls_id), (sep, sep_id) = ident("cls_token"), ident("sep_token")
+        return processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, cls_id), (sep, sep_id)],
+        )
+    if family == "roberta":
+        # <s> x </s> (pairs: <s> a </s></s> b </s>), as RobertaTokenizer, which BartTokenizer is in transformers.
+        return processors.RobertaProcessing(
+            ident("sep_token"), ident("cls_token"),
+            trim_offsets=config.get("trim_offsets", True), add_prefix_space=config.get("add_prefix_space", False),
+        )
+    # GPT-2 adds nothing, unless its config asks for bos/eos (transformers' update_post_processor).
+    parts, specials = ["$A:0"], []
+    if config.get("add_bos_token", False) and tokens["bos_token"] is not None:
+        parts.insert(0, f"{ident('bos_token')[0]}:0")
+        specials.append(ident("bos_token"))
+    if config.get("add_eos_token", False) and tokens["eos_token"] is not None:
+        parts.append(f"{ident('eos_token')[0]}:0")
+        specials.append(ident("eos_token"))
+    return processors.TemplateProcessing(single=" ".join(parts), special_tokens=list(dict.fromkeys(specials)))
+
+
+def _as_id_list(ids: Any) -> list[int]:
+    if isinstance(ids, (int, np.integer)):
+        return [int(ids)]
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        if ids.ndim > 1:
+            raise ValueError(f"decode expects one sequence of ids, got shape {tuple(ids.shape)}; use batch_decode.")
+        return [int(i) for i in ids.reshape(-1).tolist()]
+    ids = list(ids)
+    if ids and isinstance(ids[0], (list, tuple)):
+        raise ValueError("decode expects one sequence of ids, got a list of lists; use batch_decode.")
+    return [int(i) for i in ids]
+
+
+def _clean_up_tokenization(text: str) -> str:
+    """transformers' clean_up_tokenization: glue punctuation and English contractions back to the word before."""
+    for spaced, glued in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(spaced, glued)
+    return text
+
+
+class AutoTokenizer:
+    """`AutoTokenizer.from_pretrained(folder)`, as in transformers' docs; every family loads into `Tokenizer`."""
+
+    @staticmethod
+    def from_pretrained(folder: str | os.PathLike) -> Tokenizer:
+        return Tokenizer.from_pretrained(folder)
