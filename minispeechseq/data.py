@@ -1,0 +1,533 @@
+"""Training data: a spoken-digits corpus made with espeak-ng, a manifest dataset, length-bucketed batches, augmentation.
+
+The path of one utterance, top to bottom:
+1. `make_digits_corpus(folder, seed)` plans random digit strings ("four two seven"), renders each with a random
+   espeak-ng English voice, variant, speed, pitch and word gap, resamples it to 16 kHz and writes
+   `wavs/NNNNNN.wav` plus one manifest per split (`train.tsv`, `valid.tsv`, `test.tsv`) and a word-level tokenizer.
+   The corpus is regenerated from its seed, never committed.
+2. `ManifestDataset(path)` reads a manifest: one `audio_path<TAB>transcript` per line, paths relative to the manifest.
+3. `BucketBatchSampler` groups utterances of similar length, so a batch holds little padding. Its batches are a
+   pure function of (seed, epoch): a resumed training recomputes exactly the order it was interrupted in.
+4. `Collator` turns a list of utterances into model inputs: augmentation (training only), padding with an attention
+   mask (the feature extractor), and labels with -100 on padding.
+
+Shape legend: B batch, N audio samples, S label tokens.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+from .audio import Wav2Vec2FeatureExtractor, load_audio
+
+SAMPLING_RATE = 16000
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPLITS = ("train", "valid", "test")
+# espeak-ng's voice variants (espeak-ng-data/voices/!v/m1 ... f4); "" is the voice's own sound.
+VARIANTS = ("",) + tuple(f"+m{i}" for i in range(1, 8)) + tuple(f"+f{i}" for i in range(1, 5))
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+
+
+# ========================================================================================= the corpus recipe
+@dataclass
+class DigitsRecipe:
+    """Everything that decides the corpus. Saved as recipe.json next to it, so the corpus can be remade."""
+
+    num_utterances: int = 4000
+    seed: int = 0
+    min_digits: int = 1
+    max_digits: int = 8
+    speed_wpm: tuple[int, int] = (130, 200)  # espeak-ng -s, words per minute (its default is 175)
+    pitch: tuple[int, int] = (25, 75)  # espeak-ng -p, 0..99 (default 50)
+    word_gap: tuple[int, int] = (0, 8)  # espeak-ng -g, extra pause between words in units of 10 ms
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    per_call: int = 8  # utterances rendered by one espeak-ng process (they share voice, speed, pitch and gap)
+
+
+@dataclass
+class PlannedUtterance:
+    index: int
+    text: str
+    split: str
+    voice: str  # e.g. "en-gb-x-rp+f2"
+    speed: int
+    pitch: int
+    word_gap: int
+
+    @property
+    def audio_path(self) -> str:
+        return f"wavs/{self.index:06d}.wav"
+
+
+def english_voices() -> list[str]:
+    """espeak-ng's English voices (`espeak-ng --voices=en`), without the MBROLA ones.
+
+    MBROLA voices (file `mb/...`) need the separate mbrola program and its voice databases, which espeak-ng does
+    not ship; rows of language "variant" are variants, which we add to every voice ourselves (VARIANTS)."""
+    espeak = _espeak_binary()
+    listing = subprocess.run([espeak, "--voices=en"], capture_output=True, text=True, check=True).stdout
+    voices = []
+    for line in listing.splitlines()[1:]:  # the first line is the column header
+        columns = line.split()
+        if len(columns) < 5:
+            continue
+        language, voice_file = columns[1], columns[4]
+        if voice_file.startswith("mb/") or language == "variant" or language in voices:
+            continue
+        voices.append(language)
+    if not voices:
+        raise ValueError(f"`{espeak} --voices=en` listed no usable English voice; is espeak-ng-data installed?")
+    return voices
+
+
+def _espeak_binary() -> str:
+    path = shutil.which("espeak-ng")
+    if path is None:
+        raise FileNotFoundError(
+            "espeak-ng is not installed (not on PATH); the digits recipe needs it: apt-get install espeak-ng."
+        )
+    return path
+
+
+def digits_to_text(digits: str) -> str:
+    """'407' -> 'four zero seven' (the transcript, and what espeak-ng reads)."""
+    return " ".join(DIGIT_WORDS[int(d)] for d in digits)
+
+
+def plan_digits_corpus(recipe: DigitsRecipe, voices: Sequence[str]) -> list[PlannedUtterance]:
+    """Draw every utterance's string, split and voice settings from `recipe.seed` alone (no audio made here).
+
+    Splits are by string: a multi-digit string belongs to exactly one split, so the test set measures
+    recognition of digit sequences never heard in training. The ten single-digit strings are the one exception:
+    each of them is in every split (said by different voices), which also puts every digit in every split.
+    """
+    if not 1 <= recipe.min_digits <= recipe.max_digits:
+        raise ValueError(f"Need 1 <= min_digits <= max_digits, got {recipe.min_digits} and {recipe.max_digits}.")
+    held_out = recipe.valid_fraction + recipe.test_fraction
+    if recipe.valid_fraction <= 0 or recipe.test_fraction <= 0 or held_out >= 1:
+        raise ValueError(
+            f"valid_fraction={recipe.valid_fraction} and test_fraction={recipe.test_fraction} must be > 0 "
+            "and leave some training data (their sum < 1)."
+        )
+    singles_needed = len(DIGIT_WORDS) * len(SPLITS)  # every digit, alone, in every split
+    if recipe.num_utterances < singles_needed:
+        raise ValueError(
+            f"num_utterances={recipe.num_utterances} is too few: every split needs each of the 10 single digits "
+            f"alone, so at least {singles_needed} utterances."
+        )
+    rng = random.Random(recipe.seed)
+
+    # The strings: the guaranteed single digits first, then random lengths and digits.
+    strings = [str(d) for _ in SPLITS for d in range(10)]
+    while len(strings) < recipe.num_utterances:
+        length = rng.randint(recipe.min_digits, recipe.max_digits)
+        strings.append("".join(rng.choice("0123456789") for _ in range(length)))
+
+    # Splits: one draw per distinct multi-digit string (so all its copies go together).
+    split_of_string: dict[str, str] = {}
+
+    def draw_split() -> str:
+        u = rng.random()
+        return "test" if u < recipe.test_fraction else "valid" if u < held_out else "train"
+
+    splits = []
+    for i, s in enumerate(strings):
+        if i < singles_needed:
+            splits.append(SPLITS[i // 10])
+        elif len(s) == 1:
+            splits.append(draw_split())  # single digits: an independent draw per utterance
+        else:
+            if s not in split_of_string:
+                split_of_string[s] = draw_split()
+            splits.append(split_of_string[s])
+
+    # Settings are drawn per group of `per_call` utterances: one espeak-ng process renders a whole group
+    # (see `synthesize_many`). The order is shuffled first, so a group mixes lengths, splits and digits.
+    pairs = list(zip(strings, splits))
+    rng.shuffle(pairs)
+    plan = []
+    for i, (s, split) in enumerate(pairs):
+        if i % recipe.per_call == 0:
+            voice = rng.choice(list(voices)) + rng.choice(VARIANTS)
+            speed, pitch, word_gap = rng.randint(*recipe.speed_wpm), rng.randint(*recipe.pitch), rng.randint(*recipe.word_gap)
+        plan.append(PlannedUtterance(i, digits_to_text(s), split, voice, speed, pitch, word_gap))
+    return plan
+
+
+def _espeak(text: str, voice: str, speed: int, pitch: int, word_gap: int, ssml: bool = False) -> tuple[np.ndarray, int]:
+    """One espeak-ng process -> (float32 samples at espeak-ng's own rate, that rate: 22050 Hz)."""
+    command = [_espeak_binary(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-g", str(word_gap), "--stdout"]
+    result = subprocess.run(command + (["-m"] if ssml else []) + [text], capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise ValueError(
+            f"espeak-ng failed for voice {voice!r} on {text!r}: {result.stderr.decode(errors='replace').strip()}"
+        )
+    # espeak-ng's streamed wav header has no final length; libsndfile reads it to the end of the data.
+    samples, rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")  # (N,)
+    return samples, rate
+
+
+def _to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    return soxr.resample(samples, rate, SAMPLING_RATE).astype(np.float32, copy=False)
+
+
+def synthesize(text: str, voice: str, speed: int = 175, pitch: int = 50, word_gap: int = 0) -> np.ndarray:
+    """One utterance, one espeak-ng call -> float32 mono waveform at 16 kHz."""
+    return _to_16k(*_espeak(text, voice, speed, pitch, word_gap))
+
+
+# The pause between utterances in one call: an SSML break, which espeak-ng renders as digital silence (exact
+# zeros, or int16 noise at about -93 dB for the breathy variants such as +f3, +f4, +m2). Within an utterance the
+# longest pause is the word gap (<= 80 ms here), so a quiet run of half the break can only be a break.
+_BREAK_S = 1.0
+_SILENCE_FLOOR = 1e-3  # |sample| below -60 dB of full scale counts as silence
+
+
+def synthesize_many(texts: Sequence[str], voice: str, speed: int = 175, pitch: int = 50,
+                    word_gap: int = 0) -> list[np.ndarray]:
+    """Several utterances with the same settings from one espeak-ng process, cut apart at the breaks.
+
+    Why: ~90 % of an espeak-ng call is start-up (loading the voice and phoneme tables), so eight utterances per
+    call make the corpus several times faster. If the cut does not give exactly len(texts) pieces (it never has),
+    we fall back to one call per utterance rather than guess."""
+    if len(texts) == 1:
+        return [synthesize(texts[0], voice, speed, pitch, word_gap)]
+    pause = f'<break time="{int(_BREAK_S * 1000)}ms"/>'
+    ssml = "<speak>" + pause.join(texts) + "</speak>"
+    samples, rate = _espeak(ssml, voice, speed, pitch, word_gap, ssml=True)
+    pieces = _split_at_silences(samples, min_run=int(_BREAK_S / 2 * rate))
+    if len(pieces) != len(texts):
+        return [synthesize(t, voice, speed, pitch, word_gap) for t in texts]
+    return [_to_16k(piece, rate) for piece in pieces]  # resampled after the cut: no filter ringing across pieces
+
+
+def _split_at_silences(samples: np.ndarray, min_run: int) -> list[np.ndarray]:
+    """Cut at every run of >= min_run silent samples; the runs themselves are dropped, and so is the silence
+    before the first and after the last sound."""
+    loud = np.flatnonzero(np.abs(samples) >= _SILENCE_FLOOR)  # positions of sound
+    if loud.size == 0:
+        return []
+    gaps = np.flatnonzero(np.diff(loud) > min_run)  # sound at loud[g], the next sound only after a long silence
+    starts = np.concatenate([[loud[0]], loud[gaps + 1]])
+    ends = np.concatenate([loud[gaps] + 1, [loud[-1] + 1]])
+    # Keep 50 ms of the surrounding quiet on each side, so no onset or decay is cut at a hard edge.
+    margin = min_run // 10
+    return [samples[max(s - margin, 0) : e + margin] for s, e in zip(starts, ends)]
+
+
+def _render_group(folder: str, group: list[PlannedUtterance]) -> None:
+    paths = [os.path.join(folder, item.audio_path) for item in group]
+    if all(os.path.exists(p) for p in paths):  # made by an earlier, interrupted run with the same recipe
+        return
+    first = group[0]
+    waves = synthesize_many([item.text for item in group], first.voice, first.speed, first.pitch, first.word_gap)
+    for path, wave in zip(paths, waves):
+        # Write beside, then rename: a killed run never leaves a truncated wav under the final name, and two
+        # processes rendering the same corpus only ever replace a file with an identical one.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp.wav"
+        soundfile.write(tmp, wave, SAMPLING_RATE, subtype="PCM_16")
+        os.replace(tmp, path)
+
+
+def make_digits_corpus(
+    folder: str | os.PathLike, recipe: DigitsRecipe | None = None, workers: int | None = None
+) -> dict[str, str]:
+    """Render the corpus into `folder` (resumable: existing wavs of the same recipe are kept).
+
+    Speed: each espeak-ng call costs ~20 ms, mostly process start-up, so one call renders `recipe.per_call`
+    utterances, and `workers` threads (default: the number of CPUs) each run their own espeak-ng process. Returns {split: manifest path}.
+    """
+    recipe = recipe or DigitsRecipe()
+    folder = os.fspath(folder)
+    os.makedirs(os.path.join(folder, "wavs"), exist_ok=True)
+    recipe_path = os.path.join(folder, "recipe.json")
+    voices = english_voices()
+    description = {**asdict(recipe), "voices": voices, "variants": list(VARIANTS)}
+    description = json.loads(json.dumps(description))  # tuples -> lists, to compare with what json gives back
+    if os.path.exists(recipe_path):
+        with open(recipe_path, encoding="utf-8") as f:
+            if json.load(f) != description:
+                raise ValueError(
+                    f"{folder} already holds a corpus made with another recipe (see {recipe_path}); "
+                    "choose an empty folder, or delete that one."
+                )
+    with open(recipe_path, "w", encoding="utf-8") as f:
+        json.dump(description, f, indent=2)
+
+    plan = plan_digits_corpus(recipe, voices)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        groups = [plan[i : i + recipe.per_call] for i in range(0, len(plan), recipe.per_call)]
+        for future in [pool.submit(_render_group, folder, group) for group in groups]:
+            future.result()  # re-raises the first failure
+
+    manifests = {}
+    for split in SPLITS:
+        manifests[split] = os.path.join(folder, f"{split}.tsv")
+        lines = [f"{item.audio_path}\t{item.text}\n" for item in plan if item.split == split]
+        with open(manifests[split] + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        os.replace(manifests[split] + ".tmp", manifests[split])
+    build_digits_tokenizer(os.path.join(folder, "tokenizer"))
+    return manifests
+
+
+# ============================================================================================== the tokenizer
+def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> None:
+    """A word-level tokenizer over the ten digit words plus <pad> <s> </s> <unk>, in transformers' layout
+    (tokenizer.json + tokenizer_config.json + special_tokens_map.json); load it with Tokenizer.from_pretrained.
+
+    It adds no special tokens itself (no post-processor): the collator appends </s> to the labels, and the model
+    starts decoding from <s> (decoder_start_token_id), so each side of the pair is explicit in our own code."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + DIGIT_WORDS)}
+    tokenizer = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # so decode(skip_special_tokens=True) drops them
+    tokenizer.save(os.path.join(folder, "tokenizer.json"))
+    specials = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    config = {
+        **specials,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,
+    }
+    for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+
+
+# ============================================================================================ the manifest
+class ManifestDataset(torch.utils.data.Dataset):
+    """Rows of a TSV manifest (`audio_path<TAB>transcript`, paths relative to the manifest's folder).
+
+    Item i is {"index": i, "audio": float32 (N,) at 16 kHz, "text": str}. Audio is read when asked for (a few
+    thousand short files read fast); `lengths` comes from the file headers, without decoding them."""
+
+    def __init__(self, manifest: str | os.PathLike, sampling_rate: int = SAMPLING_RATE):
+        manifest = os.fspath(manifest)
+        if not os.path.isfile(manifest):
+            raise FileNotFoundError(f"No manifest at {manifest}; expected a TSV of `audio_path<TAB>transcript` lines.")
+        self.sampling_rate = sampling_rate
+        root = os.path.dirname(os.path.abspath(manifest))
+        self.paths: list[str] = []
+        self.texts: list[str] = []
+        with open(manifest, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip() or (number == 1 and line == "audio_path\ttranscript"):
+                    continue  # blank lines, and an optional header
+                fields = line.split("\t")
+                if len(fields) != 2 or not fields[0]:
+                    raise ValueError(
+                        f"{manifest}, line {number}: expected `audio_path<TAB>transcript` (two tab-separated "
+                        f"fields), got {line!r}."
+                    )
+                path = os.path.join(root, fields[0])
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(f"{manifest}, line {number}: no audio file at {path}.")
+                self.paths.append(path)
+                self.texts.append(fields[1].strip())
+        if not self.paths:
+            raise ValueError(f"{manifest} lists no utterances.")
+        self._lengths: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": index, "audio": load_audio(self.paths[index], self.sampling_rate), "text": self.texts[index]}
+
+    @property
+    def lengths(self) -> list[int]:
+        """Samples per utterance at `sampling_rate` (from the headers), for length bucketing."""
+        if self._lengths is None:
+            lengths = []
+            for path in self.paths:
+                info = soundfile.info(path)
+                lengths.append(int(round(info.frames * self.sampling_rate / info.samplerate)))
+            self._lengths = lengths
+        return self._lengths
+
+
+# ============================================================================================ batching
+class BucketBatchSampler:
+    """Batches of utterances of similar length, as lists of dataset indices.
+
+    Each epoch: shuffle, cut into pools of `pool_batches` batches, sort each pool by length, cut it into batches,
+    shuffle the batches. Sorting within a pool (not globally) keeps batches random while padding stays small.
+    With `shortest_first`, epoch 0 instead walks the whole set from shortest to longest: a fresh model learns
+    the alignment of audio to text far more easily on one- and two-digit utterances first.
+
+    Everything depends on (seed, epoch) only, never on global RNG state: a resumed run recomputes the same batches.
+    For DistributedDataParallel each rank takes every world_size-th item of each global batch (`rank_share`).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        shortest_first: bool = False,
+        pool_batches: int = 50,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if len(lengths) == 0:
+            raise ValueError("Cannot batch an empty dataset.")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.shortest_first = shortest_first
+        self.pool_batches = pool_batches
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        if not self.shuffle or (self.shortest_first and epoch == 0):
+            if self.shuffle:  # shortest first: sorted by length (ties in index order, so deterministic)
+                order.sort(key=lambda i: self.lengths[i])
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        rng.shuffle(order)
+        pool = self.batch_size * self.pool_batches
+        out = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
+            out += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(out)
+        return out
+
+
+def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This rank's part of a global batch (every world_size-th item), so all ranks together see the whole batch."""
+    return batch[rank::world_size]
+
+
+# ========================================================================================== augmentation
+@dataclass
+class Augmentation:
+    """Training-time changes to a clean synthetic waveform, so the model does not learn espeak-ng's studio quiet."""
+
+    max_silence_s: float = 0.3  # leading and trailing silence, each uniform in [0, max]
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    snr_db: tuple[float, float] = (15.0, 40.0)  # white noise, relative to the speech's power
+
+    def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        lead, trail = (int(rng.uniform(0, self.max_silence_s) * SAMPLING_RATE) for _ in range(2))
+        gain = 10.0 ** (rng.uniform(*self.gain_db) / 20.0)  # dB of amplitude
+        speech = wave * gain
+        padded = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])  # (N',)
+        # Noise power from the speech part only (the added silence would lower the power and raise the noise).
+        signal_power = float(np.mean(speech.astype(np.float64) ** 2)) + 1e-12
+        noise_power = signal_power / 10.0 ** (rng.uniform(*self.snr_db) / 10.0)
+        noise = rng.standard_normal(padded.shape[0]) * np.sqrt(noise_power)
+        return (padded + noise).astype(np.float32)
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The augmentation randomness of one utterance in one epoch: independent of batch, rank, worker and resume."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+# ============================================================================================= collation
+class Collator:
+    """A list of dataset items -> {"input_values" (B, N), "attention_mask" (B, N), "labels" (B, S)}.
+
+    Labels are the transcript's tokens followed by </s>, padded with -100 (ignored by the loss). The model
+    shifts them right behind decoder_start_token_id for teacher forcing."""
+
+    def __init__(
+        self,
+        feature_extractor: Wav2Vec2FeatureExtractor,
+        tokenizer: Any,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ):
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(tokenizer, "sep_token_id", None)  # BERT-style tokenizers end with [SEP]
+        if eos is None:
+            raise ValueError("The tokenizer has neither an eos_token_id nor a sep_token_id to end the labels with.")
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.eos_token_id = eos
+        self.augmentation = augmentation
+        self.seed = seed
+
+    def __call__(self, items: list[dict[str, Any]], epoch: int = 0) -> dict[str, torch.Tensor]:
+        waves = [item["audio"] for item in items]
+        if self.augmentation is not None:
+            waves = [self.augmentation(w, item_rng(self.seed, epoch, item["index"])) for w, item in zip(waves, items)]
+        # A mask always: bucketed batches still pad, and padding must stay out of attention and of the
+        # normalization statistics (the tiny preset's conv front end uses layer norm, so the mask is exact).
+        features = self.feature_extractor(waves, sampling_rate=SAMPLING_RATE, padding=True,
+                                          return_attention_mask=True, return_tensors="pt")
+        token_lists = [list(self.tokenizer.encode(item["text"], add_special_tokens=False)) + [self.eos_token_id]
+                       for item in items]
+        labels = torch.full((len(items), max(map(len, token_lists))), -100, dtype=torch.long)  # (B, S)
+        for row, tokens in zip(labels, token_lists):
+            row[: len(tokens)] = torch.tensor(tokens)
+        return {
+            "input_values": features["input_values"],
+            "attention_mask": features["attention_mask"].long(),
+            "labels": labels,
+        }
+
+
+class BatchesDataset(torch.utils.data.Dataset):
+    """Item i = the collated batch i of a fixed list: lets a DataLoader's workers load and augment ahead, in order."""
+
+    def __init__(self, dataset: ManifestDataset, batches: list[list[int]], collator: Collator, epoch: int):
+        self.dataset, self.batches, self.collator, self.epoch = dataset, batches, collator, epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.collator([self.dataset[j] for j in self.batches[i]], epoch=self.epoch)
+
+
+# ================================================================================================ command line
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m minispeechseq.data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m minispeechseq.data", description=main.__doc__)
+    parser.add_argument("folder", help="where to write wavs/, train.tsv, valid.tsv, test.tsv and tokenizer/")
+    parser.add_argument("--utterances", type=int, default=DigitsRecipe.num_utterances)
+    parser.add_argument("--seed", type=int, default=DigitsRecipe.seed)
+    parser.add_argument("--workers", type=int, default=None, help="concurrent espeak-ng processes (default: CPUs)")
+    args = parser.parse_args(argv)
+    start = time.time()
+    manifests = make_digits_corpus(args.folder, DigitsRecipe(num_utterances=args.utterances, seed=args.seed),
+                                   workers=args.workers)
+    counts = {split: sum(1 for _ in open(path, encoding="utf-8")) for split, path in manifests.items()}
+    print(f"{args.folder}: {counts} utterances in {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
