@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -30,9 +30,39 @@ import soxr
 import torch
 
 # Everything a caller can hand us as one waveform.
-Waveform = Union[np.ndarray, torch.Tensor, list, tuple]
+Waveform = np.ndarray | torch.Tensor | list | tuple
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+
+
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+
+
+def read_extractor_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The feature extractor's keys from a checkpoint folder: `preprocessor_config.json` (what hub checkpoints ship),
+    else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them)."""
+    if not os.path.isdir(folder):
+        if os.path.isfile(folder):
+            return _read_json_file(str(folder))
+        raise FileNotFoundError(f"No folder or file at {folder}; a checkpoint folder with {PREPROCESSOR_CONFIG_NAME} was expected.")
+    path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
+    if os.path.isfile(path):
+        return _read_json_file(path)
+    nested = os.path.join(folder, PROCESSOR_CONFIG_NAME)
+    if os.path.isfile(nested) and isinstance(_read_json_file(nested).get("feature_extractor"), dict):
+        return _read_json_file(nested)["feature_extractor"]
+    raise FileNotFoundError(
+        f"{folder} has no {PREPROCESSOR_CONFIG_NAME} (nor a feature_extractor entry in {PROCESSOR_CONFIG_NAME}); "
+        "a transformers checkpoint folder was expected."
+    )
+
+
+def _read_json_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); a preprocessor_config.json was expected.") from None
 
 
 # ================================================================================================= load_audio
@@ -71,7 +101,7 @@ class BatchFeature(dict):
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
 
-    def to(self, device: str | torch.device) -> "BatchFeature":
+    def to(self, device: str | torch.device) -> BatchFeature:
         """Move every tensor to `device` (other values are left as they are); returns self, as transformers does."""
         for key, value in self.items():
             if isinstance(value, torch.Tensor):
@@ -188,21 +218,13 @@ class Wav2Vec2FeatureExtractor:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Wav2Vec2FeatureExtractor":
+    def from_dict(cls, d: dict[str, Any]) -> Wav2Vec2FeatureExtractor:
         return cls(**d)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> "Wav2Vec2FeatureExtractor":
+    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> Wav2Vec2FeatureExtractor:
         """Read `folder/preprocessor_config.json` (or that file's path directly)."""
-        path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(folder) else str(folder)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder} has no {PREPROCESSOR_CONFIG_NAME}; a transformers checkpoint folder was expected.")
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); a preprocessor_config.json was expected.") from None
-        return cls.from_dict({**d, **overrides})
+        return cls.from_dict({**read_extractor_config(folder), **overrides})
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         os.makedirs(folder, exist_ok=True)
@@ -310,12 +332,9 @@ class AutoFeatureExtractor:
 
     @staticmethod
     def from_pretrained(folder: str | os.PathLike, **overrides: Any) -> Wav2Vec2FeatureExtractor:
-        path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME) if os.path.isdir(folder) else str(folder)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                kind = json.load(f).get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
-            if kind != "Wav2Vec2FeatureExtractor":
-                raise ValueError(
-                    f"{path} asks for a {kind}; minispeechseq only has Wav2Vec2FeatureExtractor (raw-waveform encoders)."
-                )
+        kind = read_extractor_config(folder).get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+        if kind != "Wav2Vec2FeatureExtractor":
+            raise ValueError(
+                f"{folder} asks for a {kind}; minispeechseq only has Wav2Vec2FeatureExtractor (raw-waveform encoders)."
+            )
         return Wav2Vec2FeatureExtractor.from_pretrained(folder, **overrides)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,7 +143,7 @@ class Tokenizer:
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "Tokenizer":
+    def from_pretrained(cls, folder: str | os.PathLike) -> Tokenizer:
         folder = str(folder)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"No tokenizer folder at {folder}.")

@@ -6,7 +6,11 @@ import soundfile
 import torch
 import transformers
 
-from minispeechseq.audio import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, load_audio
+from minispeechseq.audio import (
+    AutoFeatureExtractor,
+    Wav2Vec2FeatureExtractor,
+    load_audio,
+)
 from tests.utils import assert_close
 
 # The extractor is float32 numpy math in the same order as transformers'; 1e-6 is the bar the task sets for it.
@@ -181,8 +185,11 @@ def test_extractor_config_round_trip_with_transformers(tmp_path):
     assert again.extra["custom_key"] == 7
     back = transformers.Wav2Vec2FeatureExtractor.from_pretrained(tmp_path / "ours")
     assert back.return_attention_mask is True and back.padding_value == 0.5
-    with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
+    with pytest.raises(FileNotFoundError, match="No folder or file"):
         Wav2Vec2FeatureExtractor.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no preprocessor_config.json"):
+        Wav2Vec2FeatureExtractor.from_pretrained(tmp_path / "empty")
 
 
 def test_batch_feature_access_and_to():
@@ -190,4 +197,4 @@ def test_batch_feature_access_and_to():
     assert out["input_values"] is out.input_values
     assert out.to("cpu") is out and out.attention_mask.device.type == "cpu"
     with pytest.raises(AttributeError, match="input_values"):
-        out.labels
+        _ = out.labels

@@ -1,0 +1,92 @@
+"""One object for both ends of a speech encoder-decoder: audio in (feature extractor), text out (tokenizer).
+
+`Processor.from_pretrained(folder)` reads `preprocessor_config.json` and the tokenizer files from one folder, as
+transformers' `Wav2Vec2Processor` does; `Wav2Vec2Processor` is an alias so its documentation's examples run.
+
+For training, `processor(audio=waves, text=transcripts)` returns the features with `labels` = the transcripts'
+token ids (transformers' Wav2Vec2Processor behaviour); for inference, `processor.batch_decode(generated_ids)`.
+
+Shape legend: B batch, T samples, S tokens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from .audio import BatchFeature, Wav2Vec2FeatureExtractor
+from .tokenizer import Tokenizer
+
+# Which keyword arguments each half accepts, read from the signatures so the two lists cannot drift from the code.
+_AUDIO_KWARGS = set(inspect.signature(Wav2Vec2FeatureExtractor.__call__).parameters) - {"self", "raw_speech", "sampling_rate"}
+_TEXT_KWARGS = set(inspect.signature(Tokenizer.__call__).parameters) - {"self", "text"}
+
+
+class Processor:
+    """A feature extractor and a tokenizer, saved and loaded together."""
+
+    def __init__(self, feature_extractor: Wav2Vec2FeatureExtractor, tokenizer: Tokenizer) -> None:
+        if not isinstance(feature_extractor, Wav2Vec2FeatureExtractor):
+            raise ValueError(f"feature_extractor is a {type(feature_extractor).__name__}; expected a Wav2Vec2FeatureExtractor.")
+        if not isinstance(tokenizer, Tokenizer):
+            raise ValueError(f"tokenizer is a {type(tokenizer).__name__}; expected a minispeechseq Tokenizer.")
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> Processor:
+        """Read preprocessor_config.json and the tokenizer files (tokenizer.json or vocab files) from `folder`."""
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"No processor folder at {folder}.")
+        return cls(Wav2Vec2FeatureExtractor.from_pretrained(folder), Tokenizer.from_pretrained(folder))
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        self.feature_extractor.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    def __call__(self, audio: Any = None, sampling_rate: int | None = None, text: Any = None, **kwargs: Any) -> BatchFeature:
+        """audio -> features; text -> token ids; both -> the features with `labels` = the text's input_ids.
+
+        Keyword arguments go to whichever half accepts them (padding, max_length, truncation and return_tensors to
+        both, as transformers routes its shared kwargs). return_tensors defaults to "pt" for audio and to lists for
+        text, as each half does alone.
+        """
+        if audio is None and text is None:
+            raise ValueError("Give audio=..., text=..., or both; the processor got neither.")
+        unknown = set(kwargs) - _AUDIO_KWARGS - _TEXT_KWARGS
+        if unknown:
+            raise ValueError(
+                f"Unknown processor argument(s) {sorted(unknown)}; the feature extractor takes {sorted(_AUDIO_KWARGS)} "
+                f"and the tokenizer {sorted(_TEXT_KWARGS)}."
+            )
+        features = encodings = None
+        if audio is not None:
+            audio_kwargs = {k: v for k, v in kwargs.items() if k in _AUDIO_KWARGS}
+            features = self.feature_extractor(audio, sampling_rate=sampling_rate, **audio_kwargs)
+        if text is not None:
+            text_kwargs = {k: v for k, v in kwargs.items() if k in _TEXT_KWARGS}
+            encodings = self.tokenizer(text, **text_kwargs)
+        if encodings is None:
+            return features
+        if features is None:
+            return encodings
+        # Labels are the token ids alone; their padding (if any) uses pad_token_id, which a training loop replaces
+        # by -100 where attention_mask is 0 (transformers' Wav2Vec2Processor does not do it for you either).
+        features["labels"] = encodings["input_ids"]
+        return features
+
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
+        """The tokenizer's batch_decode: (B, S) ids -> B texts."""
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
+        """The tokenizer's decode: (S,) ids -> text."""
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Processor({self.feature_extractor!r}, {self.tokenizer!r})"
+
+
+# transformers' name for the same thing, so `Wav2Vec2Processor.from_pretrained(folder)` from its docs runs.
+Wav2Vec2Processor = Processor
