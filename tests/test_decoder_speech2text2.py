@@ -1,0 +1,146 @@
+"""Speech2Text2 decoder parity against transformers 4.50.3, through committed reference outputs.
+
+transformers 5.x no longer has Speech2Text2, so tests/make_speech2text2_fixtures.py ran the reference once (see
+its docstring for what each fixture holds). Every expected value below comes from that run, none from our code.
+"""
+
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minispeechseq.checkpoint import load_state_dict
+from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM, sinusoids
+from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "speech2text2")
+IO = load_file(os.path.join(FIXTURES, "decoder_io.safetensors"))
+IMPLS = ("eager", "sdpa")
+
+
+def load(name: str = "decoder", impl: str = "eager") -> Speech2Text2ForCausalLM:
+    return Speech2Text2ForCausalLM.from_pretrained(os.path.join(FIXTURES, name), attn_implementation=impl)
+
+
+def full(model, ids_key="input_ids", mask_key="attention_mask", enc_key="encoder_hidden_states", **kw):
+    with torch.no_grad():
+        return model(IO[ids_key], IO[mask_key], IO[enc_key], IO["encoder_attention_mask"], **kw)
+
+
+def stepwise(model, ids, mask, enc, enc_mask, prefix=3) -> torch.Tensor:
+    """Our cached decoding: `prefix` tokens at once, then one token per call."""
+    cache = model.new_cache()
+    with torch.no_grad():
+        logits = [model(ids[:, :prefix], mask[:, :prefix], enc, enc_mask, cache=cache).logits]
+        for t in range(prefix, ids.shape[1]):
+            logits.append(model(ids[:, t : t + 1], mask[:, : t + 1], enc, enc_mask, cache=cache).logits)
+    return torch.cat(logits, dim=1)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_full_forward_matches_transformers(impl):
+    assert_close(full(load(impl=impl)).logits, IO["logits"], ATOL_FP32, f"logits ({impl})")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cached_steps_match_full_forward_and_transformers(impl):
+    model = load(impl=impl)
+    ours_full = full(model).logits
+    ours_step = stepwise(model, IO["input_ids"], IO["attention_mask"], IO["encoder_hidden_states"],
+                         IO["encoder_attention_mask"])
+    assert_close(ours_step, ours_full, ATOL_FP32, f"cached steps vs our full forward ({impl})")
+    assert_close(ours_step, IO["logits_step"], ATOL_FP32, f"cached steps vs transformers' cached steps ({impl})")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_left_padding_positions_skip_pads_with_and_without_cache(impl):
+    """Pads get no position and real tokens count on from the real tokens before them, also across cached steps.
+    transformers 4.x's cached steps count from the past length instead (a bug): we match its full forward."""
+    model = load(impl=impl)
+    real = IO["attention_mask_left"].bool()  # a pad query row attends to nothing real: its logits mean nothing
+    ours_full = full(model, "input_ids_left", "attention_mask_left").logits
+    assert_close(ours_full[real], IO["logits_left"][real], ATOL_FP32, f"left-padded full forward ({impl})")
+    ours_step = stepwise(model, IO["input_ids_left"], IO["attention_mask_left"], IO["encoder_hidden_states"],
+                         IO["encoder_attention_mask"])
+    assert_close(ours_step[real], IO["logits_left"][real], ATOL_FP32, f"left-padded cached steps ({impl})")
+    # The reference's own cached run really differs there (so the comparison above is the meaningful one).
+    assert (IO["logits_left_step"][1, 3:] - IO["logits_left"][1, 3:]).abs().max() > 1e-3
+
+
+def test_cache_reorder_keeps_padding_counts():
+    model = load()
+    ids, mask = IO["input_ids_left"], IO["attention_mask_left"]
+    enc, enc_mask = IO["encoder_hidden_states"], IO["encoder_attention_mask"]
+    cache = model.new_cache()
+    flip = torch.tensor([1, 0])
+    with torch.no_grad():
+        model(ids[:, :4], mask[:, :4], enc, enc_mask, cache=cache)
+        cache.reorder(flip, cross=True)
+        step = model(ids[flip, 4:5], mask[flip, :5], enc[flip], enc_mask[flip], cache=cache).logits
+    assert isinstance(cache, Speech2Text2Cache)
+    assert_close(step[:, 0], IO["logits_left"][flip, 4], ATOL_FP32, "step after reordering the cache")
+
+
+def test_attentions_and_loss_match_transformers():
+    out = full(load("decoder", "eager"), output_attentions=True, labels=IO["labels"])
+    for i in range(2):
+        assert_close(out.attentions[i], IO[f"attentions.{i}"], ATOL_FP32, f"self-attention weights, layer {i}")
+        assert_close(out.cross_attentions[i], IO[f"cross_attentions.{i}"], ATOL_FP32, f"cross-attention, layer {i}")
+    assert_close(out.loss.reshape(1), IO["loss"], ATOL_FP32, "loss")
+
+
+def test_without_encoder_states_is_a_plain_lm():
+    with torch.no_grad():
+        logits = load()(IO["input_ids"], IO["attention_mask"]).logits
+    assert_close(logits, IO["logits_no_encoder"], ATOL_FP32, "logits without encoder states")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cross_attention_hidden_size(impl):
+    model = load("decoder_kv24", impl)
+    assert model.layers[0].cross_attn.k_proj.in_features == 24
+    logits = full(model, enc_key="encoder_hidden_states_24").logits
+    assert_close(logits, IO["logits_kv24"], ATOL_FP32, f"logits with a 24-wide encoder ({impl})")
+
+
+def test_eager_and_sdpa_agree():
+    assert_close(full(load(impl="sdpa")).logits, full(load(impl="eager")).logits, ATOL_BACKENDS, "sdpa vs eager")
+
+
+def test_logits_to_keep():
+    model = load()
+    assert_close(full(model, logits_to_keep=1).logits, IO["logits"][:, -1:], ATOL_FP32, "last-position logits")
+
+
+def test_stored_position_table_is_checked_not_loaded():
+    stored = load_state_dict(os.path.join(FIXTURES, "decoder"))["model.decoder.embed_positions.weights"]
+    ours = sinusoids(torch.arange(stored.shape[0]), 32, 1)
+    assert_close(ours, stored, ATOL_FP32, "computed sinusoid table vs the stored one")
+    model = load()
+    assert any("embed_positions.weights (66 rows) matches" in note for note in model.load_report.notes)
+    model.config.pad_token_id = 0  # another padding row: the stored table no longer fits the formula
+    with pytest.raises(ValueError, match="differs from the sinusoidal positions"):
+        Speech2Text2ForCausalLM.converter.to_ours(load_state_dict(os.path.join(FIXTURES, "decoder")), model.config)
+
+
+def test_save_round_trip(tmp_path):
+    model = load()
+    model.save_pretrained(tmp_path)
+    again = Speech2Text2ForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    assert_close(full(again).logits, IO["logits"], ATOL_FP32, "logits after our save + load")
+    saved = load_state_dict(tmp_path)
+    reference = load_state_dict(os.path.join(FIXTURES, "decoder"))
+    assert sorted(saved) == sorted(reference), "we write transformers' Speech2Text2ForCausalLM key names"
+
+
+def test_missing_weight_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    state = load_state_dict(os.path.join(FIXTURES, "decoder"))
+    del state["model.decoder.layers.1.fc2.weight"]
+    save_file(state, str(tmp_path / "model.safetensors"))
+    shutil.copy(os.path.join(FIXTURES, "decoder", "config.json"), tmp_path / "config.json")
+    with pytest.raises(ValueError, match=r"layers\.1\.fc2\.weight"):
+        Speech2Text2ForCausalLM.from_pretrained(tmp_path)

@@ -1,0 +1,111 @@
+"""Speech2Text2 decoder checkpoints <-> minispeechseq's Speech2Text2ForCausalLM.
+
+Layouts read: Speech2Text2ForCausalLM (`model.decoder.*` + `lm_head.weight`), the same names inside a
+SpeechEncoderDecoderModel's `decoder.` part, and the decoder alone (`decoder.*`). Written: Speech2Text2ForCausalLM's names, so transformers 4.x loads what we save.
+
+The sinusoidal table `model.decoder.embed_positions.weights` is stored in checkpoints (transformers 4.x made it a
+frozen nn.Parameter) but is not a weight: we compute it. We do not load it, but we *check* it when present:
+a checkpoint whose table differs from the formula would be decoded with other positions than it was trained
+with, so that is an error rather than a silent difference. `to_checkpoint` writes it back (computed), because
+transformers 4.x would otherwise report it missing and keep its own copy (the same values).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
+
+# Modules: checkpoint name (after "model.") -> ours; `{}` is the layer index. Each carries `.weight` and `.bias`.
+MODULES = {
+    "decoder.layers.{}.self_attn.q_proj": "layers.{}.self_attn.q_proj",
+    "decoder.layers.{}.self_attn.k_proj": "layers.{}.self_attn.k_proj",
+    "decoder.layers.{}.self_attn.v_proj": "layers.{}.self_attn.v_proj",
+    "decoder.layers.{}.self_attn.out_proj": "layers.{}.self_attn.out_proj",
+    "decoder.layers.{}.self_attn_layer_norm": "layers.{}.self_attn_norm",
+    "decoder.layers.{}.encoder_attn.q_proj": "layers.{}.cross_attn.q_proj",
+    "decoder.layers.{}.encoder_attn.k_proj": "layers.{}.cross_attn.k_proj",
+    "decoder.layers.{}.encoder_attn.v_proj": "layers.{}.cross_attn.v_proj",
+    "decoder.layers.{}.encoder_attn.out_proj": "layers.{}.cross_attn.out_proj",
+    "decoder.layers.{}.encoder_attn_layer_norm": "layers.{}.cross_attn_norm",
+    "decoder.layers.{}.fc1": "layers.{}.fc1",
+    "decoder.layers.{}.fc2": "layers.{}.fc2",
+    "decoder.layers.{}.final_layer_norm": "layers.{}.mlp_norm",
+}
+TABLE = KeyTable(
+    {
+        "decoder.embed_tokens.weight": "embed_tokens.weight",
+        **{f"{theirs}.{p}": f"{ours}.{p}" for theirs, ours in MODULES.items() for p in ("weight", "bias")},
+        "lm_head.weight": "lm_head.weight",
+        "decoder.version": None,  # fairseq bookkeeping
+    }
+)
+POSITIONS_KEY = "decoder.embed_positions.weights"
+
+_CROSS = re.compile(r"layers\.\d+\.cross_attn(_norm)?\.")
+
+
+def may_initialize(our_key: str) -> bool:
+    """Cross-attention may be absent (a decoder trained as a plain LM): it is then initialised."""
+    return _CROSS.match(our_key) is not None
+
+
+def position_table(config) -> torch.Tensor:
+    """The table transformers 4.x stores: rows 0 .. max_target_positions + 1 (fairseq's offset of 2)."""
+    from minispeechseq.decoders.speech2text2 import sinusoids  # here: that module imports this one
+
+    return sinusoids(torch.arange(config.max_target_positions + 2), config.d_model, config.pad_token_id)
+
+
+def check_positions(stored: torch.Tensor, config) -> str:
+    """Raise if a stored sinusoid table is not the one we compute; return a note for the report."""
+    from minispeechseq.decoders.speech2text2 import sinusoids  # here: that module imports this one
+
+    rows = stored.shape[0]
+    ours = sinusoids(torch.arange(rows), config.d_model, config.pad_token_id)  # (rows, D)
+    if stored.shape != ours.shape:
+        raise ValueError(
+            f"{POSITIONS_KEY} has shape {tuple(stored.shape)}, but d_model={config.d_model}; "
+            "config.json does not belong to these weights."
+        )
+    # Half-precision checkpoints round the table: allow a couple of units in the last place of their dtype.
+    tolerance = max(1e-3, 2 * torch.finfo(stored.dtype).eps)
+    diff = (stored.float() - ours).abs().max().item()
+    if diff > tolerance:
+        raise ValueError(
+            f"{POSITIONS_KEY} differs from the sinusoidal positions this model computes (max abs difference "
+            f"{diff:.3e} > {tolerance:.1e}); the checkpoint was trained with other positions and cannot be "
+            "loaded as Speech2Text2 (check pad_token_id and d_model in config.json)."
+        )
+    return f"{POSITIONS_KEY} ({rows} rows) matches the computed sinusoids (max abs difference {diff:.1e}); not loaded"
+
+
+def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
+    report = ConversionReport()
+    state = strip_prefix(hf_state, ("model.",), report)
+    stored_positions = state.pop(POSITIONS_KEY, None)
+    if stored_positions is not None:
+        report.notes.append(check_positions(stored_positions, config))  # a note, not `skipped`: nothing is lost
+    if config.tie_word_embeddings and "lm_head.weight" in state:
+        # Tied: the head *is* the embedding (transformers re-ties after loading, ignoring a stored copy).
+        state.pop("lm_head.weight")
+        report.notes.append("lm_head.weight is tied to the token embeddings; the stored copy is not used")
+    ours = rename_keys(state, TABLE, report)
+    if config.tie_word_embeddings and "embed_tokens.weight" in ours:
+        ours["lm_head.weight"] = ours["embed_tokens.weight"]
+    return ours, report
+
+
+def to_checkpoint(our_state: StateDict, config) -> StateDict:
+    """Our weights under transformers' Speech2Text2ForCausalLM names (plus the computed position table)."""
+    out: StateDict = {}
+    for key, tensor in our_state.items():
+        if key == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # a tied duplicate: transformers re-ties it on load
+        name = TABLE.to_checkpoint(key)
+        out[name if name == "lm_head.weight" else "model." + name] = tensor
+    dtype = our_state["embed_tokens.weight"].dtype
+    out["model." + POSITIONS_KEY] = position_table(config).to(dtype)
+    return out
