@@ -168,6 +168,12 @@ class Tokenizer:
 
         tokenizer_file = os.path.join(folder, TOKENIZER_FILE)
         legacy = not os.path.isfile(tokenizer_file)
+        if legacy and family is None and config.get("tokenizer_class"):
+            # e.g. Speech2Text2Tokenizer ("@@" BPE) or MBart (sentencepiece): their legacy files are not byte-level BPE.
+            raise ValueError(
+                f"{folder} holds the legacy files of a {config['tokenizer_class']}, which minispeechseq only reads "
+                "through tokenizer.json (legacy files are read for BERT, GPT-2, BART and RoBERTa)."
+            )
         if not legacy:
             backend = Backend.from_file(tokenizer_file)
         elif os.path.isfile(os.path.join(folder, "vocab.txt")):

@@ -22,6 +22,7 @@ TEXTS = [
     "numbers 1234567 and 3.14159",
     "naïve façade 東京 😀 Ünïcödé",
     "don't stop: it's 10:30 p.m. (okay) [CLS] inside",
+    "special tokens in text: a <mask> b </s> <|endoftext|> [SEP]",
     "",
 ]
 
@@ -159,7 +160,8 @@ def test_tokens_and_ids_conversion(folders):
 @pytest.mark.parametrize("name", ["gpt2", "bart"])
 def test_byte_level_round_trip_is_exact(folders, name):
     ours = Tokenizer.from_pretrained(folders[name])
-    for text in TEXTS + ["\u00a0nbsp and zero\u200bwidth", "emoji 👩‍👩‍👧 family"]:
+    plain = [t for t in TEXTS if "special tokens" not in t]  # special tokens in the text are skipped on decode
+    for text in plain + ["\u00a0nbsp and zero\u200bwidth", "emoji 👩‍👩‍👧 family"]:
         assert ours.decode(ours.encode(text), skip_special_tokens=True) == text
 
 
@@ -182,6 +184,11 @@ def test_errors(folders, tmp_path):
     with pytest.raises(FileNotFoundError, match="No tokenizer folder"):
         Tokenizer.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "vocab.json").write_text("{}")
+    (tmp_path / "merges.txt").write_text("")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Speech2Text2Tokenizer"}))
+    with pytest.raises(ValueError, match="only reads through tokenizer.json"):
         Tokenizer.from_pretrained(tmp_path)
     bert = Tokenizer.from_pretrained(folders["bert-uncased"])
     with pytest.raises(ValueError, match="different token counts"):
