@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 from minispeechseq.decoders.bert import BertConfig, BertForCausalLM, BertLMHeadModel
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 
-TINY = dict(
-    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-    max_position_embeddings=64, hidden_act="gelu", is_decoder=True, add_cross_attention=True,
-)
+TINY = {
+    "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,
+    "max_position_embeddings": 64, "hidden_act": "gelu", "is_decoder": True, "add_cross_attention": True,
+}
 B, S, T, ENC = 2, 7, 9, 32
 
 
@@ -74,7 +74,7 @@ def test_plain_lm_without_encoder_states(tiny):
 
 
 def test_eager_and_sdpa_agree(tiny):
-    _, folder = tiny
+    folder = tiny[1]
     ours = BertForCausalLM.from_pretrained(folder, attn_implementation="eager")
     ids, mask, enc, enc_mask = inputs()
     with torch.no_grad():
@@ -203,7 +203,7 @@ def test_bert_model_layout_initialises_the_head(tmp_path):
 
 
 def test_transformers_loads_our_save(tiny, tmp_path):
-    ref, folder = tiny
+    folder = tiny[1]
     ours = BertForCausalLM.from_pretrained(folder)
     ours.save_pretrained(tmp_path)
     back = transformers.BertLMHeadModel.from_pretrained(tmp_path).eval()
@@ -218,7 +218,7 @@ def test_transformers_loads_our_save(tiny, tmp_path):
 
 
 def test_unknown_and_missing_keys_are_named(tiny, tmp_path):
-    _, folder = tiny
+    folder = tiny[1]
     state = load_file(os.path.join(folder, "model.safetensors"))
     state["bert.encoder.layer.0.mystery.weight"] = torch.zeros(1)
     del state["bert.encoder.layer.1.output.dense.weight"]
@@ -248,3 +248,9 @@ def test_init_and_config():
         BertForCausalLM(BertConfig(**{**TINY, "hidden_act": "mish"}))
     with pytest.raises(ValueError, match="attention_mask has shape"):
         model(torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 4))
+
+
+def test_checkpoint_of_other_cross_width_is_refused_with_a_reason(tiny):
+    folder = tiny[1]
+    with pytest.raises(ValueError, match="ignores cross_attention_hidden_size"):
+        BertForCausalLM.from_pretrained(folder, cross_attention_hidden_size=48)

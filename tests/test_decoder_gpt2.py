@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 from minispeechseq.decoders.gpt2 import GPT2Config, GPT2LMHeadModel
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 
-TINY = dict(
-    vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2,
-    is_decoder=True, add_cross_attention=True,
-)
+TINY = {
+    "vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "bos_token_id": 1,
+    "eos_token_id": 2, "is_decoder": True, "add_cross_attention": True,
+}
 B, S, T, ENC = 2, 7, 9, 32
 
 
@@ -64,8 +64,8 @@ def test_logits_and_hidden_states_match_transformers(tiny, impl):
 
 
 @pytest.mark.parametrize("variant", [
-    dict(scale_attn_by_inverse_layer_idx=True, activation_function="relu", n_inner=40),
-    dict(scale_attn_weights=False, activation_function="gelu", layer_norm_epsilon=1e-3),
+    {"scale_attn_by_inverse_layer_idx": True, "activation_function": "relu", "n_inner": 40},
+    {"scale_attn_weights": False, "activation_function": "gelu", "layer_norm_epsilon": 1e-3},
 ])
 def test_config_variants_match_transformers(tmp_path, variant):
     ref = hf_model(tmp_path, **variant)
@@ -86,7 +86,7 @@ def test_plain_lm_without_encoder_states(tiny):
 
 
 def test_eager_and_sdpa_agree(tiny):
-    _, folder = tiny
+    folder = tiny[1]
     ours = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager")
     ids, mask, enc, enc_mask = inputs()
     with torch.no_grad():
@@ -205,7 +205,7 @@ def test_lm_head_layout_with_explicit_lm_head(tiny, tmp_path):
 
 
 def test_transformers_loads_our_save(tiny, tmp_path):
-    ref, folder = tiny
+    folder = tiny[1]
     ours = GPT2LMHeadModel.from_pretrained(folder)
     ours.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
@@ -222,7 +222,7 @@ def test_transformers_loads_our_save(tiny, tmp_path):
 
 
 def test_unknown_and_missing_keys_are_named(tiny, tmp_path):
-    _, folder = tiny
+    folder = tiny[1]
     state = load_file(os.path.join(folder, "model.safetensors"))
     state["transformer.h.0.mystery.weight"] = torch.zeros(1)
     del state["transformer.h.1.mlp.c_proj.weight"]

@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from .core import ConversionReport, KeyTable, StateDict, rename_keys, rename_legacy_layernorm, strip_prefix
+from .core import (
+    ConversionReport,
+    KeyTable,
+    StateDict,
+    rename_keys,
+    rename_legacy_layernorm,
+    strip_prefix,
+)
 
 # Checkpoint module -> our module; each has a weight and a bias unless listed in WEIGHT_ONLY.
 MODULES = {

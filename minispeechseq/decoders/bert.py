@@ -92,12 +92,15 @@ def check_decoder_inputs(
         )
     if encoder_hidden_states is not None and encoder_hidden_states.shape[0] != B:
         raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}.")
-    if encoder_attention_mask is not None and encoder_hidden_states is not None:
-        if tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2]):
-            raise ValueError(
-                f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
-                f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
-            )
+    if (
+        encoder_attention_mask is not None
+        and encoder_hidden_states is not None
+        and tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2])
+    ):
+        raise ValueError(
+            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
+            f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
+        )
 
 
 @dataclass
