@@ -368,7 +368,7 @@ class _SpeechEncoder(PreTrainedModel):
         self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not isinstance(input_values, torch.Tensor):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 (the project's rule: bad user input is a ValueError)
                 f"input_values must be a torch.Tensor of audio samples, got {type(input_values).__name__}; "
                 "use torch.as_tensor(...) or Wav2Vec2FeatureExtractor(..., return_tensors='pt')."
             )

@@ -120,7 +120,7 @@ class Wav2Vec2Config(_SpeechEncoderConfig):
     num_adapter_layers: int = 3
     output_hidden_size: int | None = None  # the adapter's width; None means hidden_size (transformers fills it in)
     adapter_attn_dim: int | None = None  # MMS per-language attention adapters: not supported (an error if set)
-    extra: dict = extra_field()
+    extra: dict = extra_field()  # noqa: RUF009 (a dataclasses.field factory, evaluated once by design)
 
 
 @dataclass
@@ -131,4 +131,4 @@ class HubertConfig(_SpeechEncoderConfig):
 
     feat_proj_layer_norm: bool = True  # LayerNorm the conv features before projecting them (False in some ports)
     conv_pos_batch_norm: bool = False  # BatchNorm before the positional conv, which then has no weight norm
-    extra: dict = extra_field()
+    extra: dict = extra_field()  # noqa: RUF009 (a dataclasses.field factory, evaluated once by design)

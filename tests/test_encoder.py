@@ -27,19 +27,19 @@ from minispeechseq.wav2vec2 import (
 from minispeechseq.wav2vec2_config import HubertConfig, Wav2Vec2Config
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-    conv_dim=(16, 16, 24), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
-)
-LARGE = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, num_conv_pos_embeddings=15)
+TINY = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37,
+    "conv_dim": (16, 16, 24), "conv_kernel": (10, 3, 3), "conv_stride": (5, 2, 2),
+    "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2,
+    "hidden_dropout": 0.0, "activation_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0, "layerdrop": 0.0,
+}
+LARGE = {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True, "num_conv_pos_embeddings": 15}
 VARIANTS = {
     "wav2vec2_base": ("wav2vec2", {}),
     "wav2vec2_large": ("wav2vec2", LARGE),
     "hubert_base": ("hubert", {}),
     "hubert_large": ("hubert", LARGE),
-    "hubert_pos_batchnorm": ("hubert", dict(conv_pos_batch_norm=True, feat_proj_layer_norm=False)),
+    "hubert_pos_batchnorm": ("hubert", {"conv_pos_batch_norm": True, "feat_proj_layer_norm": False}),
     "wav2vec2_adapter": ("wav2vec2", dict(LARGE, add_adapter=True, output_hidden_size=24, num_adapter_layers=2)),
 }
 HF = {
@@ -139,7 +139,7 @@ def test_positional_conv_weight_equals_checkpoint(pair):
 
 
 def test_frame_mask_and_lengths_match_transformers(pair):
-    name, hf, ours, _ = pair
+    _name, hf, ours, _ = pair
     lengths = torch.tensor([400, 401, 999, 1200, 16000])
     add = getattr(hf.config, "add_adapter", False)
     ref = hf._get_feat_extract_output_lengths(lengths, add_adapter=add) if add else hf._get_feat_extract_output_lengths(lengths)
@@ -196,7 +196,7 @@ def test_padding_never_reaches_valid_frames(tmp_path):
 def test_legacy_key_names(tmp_path):
     """A ...ForCTC checkpoint with every old name: wav2vec2. prefix, lm_head, weight_g/weight_v, gamma/beta,
     mask_time_emb_vector."""
-    hf = hf_model("wav2vec2", dict(mask_time_prob=0.05))
+    hf = hf_model("wav2vec2", {"mask_time_prob": 0.05})
     legacy = {}
     for k, v in hf.state_dict().items():
         k = k.replace("conv.parametrizations.weight.original0", "conv.weight_g")
@@ -266,7 +266,8 @@ def test_config_defaults_and_round_trip(ours_cls, ref_cls, tmp_path):
             ref_default = tuple(ref_default)
         assert ours_default == ref_default, f"{f.name}: ours {ours_default!r}, transformers {ref_default!r}"
     ref_cls(**TINY, vocab_size=7).save_pretrained(tmp_path)
-    written = json.load(open(os.path.join(tmp_path, "config.json")))
+    with open(os.path.join(tmp_path, "config.json")) as f:
+        written = json.load(f)
     config = ours_cls.from_pretrained(tmp_path)
     assert config.hidden_size == 32 and config.conv_kernel == (10, 3, 3) and config.num_feat_extract_layers == 3
     again = config.to_dict()
@@ -335,7 +336,8 @@ def test_gradient_checkpointing_gives_the_same_grads():
     grads = []
     for on in (False, True):
         model.zero_grad()
-        model.gradient_checkpointing = on
+        if on:
+            model.gradient_checkpointing_enable()
         model(x, attention_mask=mask).last_hidden_state.pow(2).sum().backward()
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for k in grads[0]:

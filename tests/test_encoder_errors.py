@@ -8,11 +8,11 @@ import torch
 from minispeechseq.wav2vec2 import HubertModel, Wav2Vec2Model
 from minispeechseq.wav2vec2_config import HubertConfig, Wav2Vec2Config
 
-TINY = dict(
-    hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
-    conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2),
-    num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
-)
+TINY = {
+    "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 20,
+    "conv_dim": (8, 8), "conv_kernel": (10, 3), "conv_stride": (5, 2),
+    "num_conv_pos_embeddings": 4, "num_conv_pos_embedding_groups": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def test_checkpoint_folder_errors(tmp_path):
         Wav2Vec2Model.from_pretrained(tmp_path)
     Wav2Vec2Model(Wav2Vec2Config(**TINY)).save_pretrained(tmp_path)
     path = os.path.join(tmp_path, "model.safetensors")
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):

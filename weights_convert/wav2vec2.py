@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import ConversionReport, KeyTable, StateDict, rename_keys, rename_legacy_layernorm, strip_prefix
+from .core import (
+    ConversionReport,
+    KeyTable,
+    StateDict,
+    rename_keys,
+    rename_legacy_layernorm,
+    strip_prefix,
+)
 
 POS = "encoder.pos_conv_embed"
 
