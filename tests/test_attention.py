@@ -16,7 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-from minispeechseq.attention import ATTN_IMPLEMENTATIONS, Attention, attend, set_attn_implementation
+from minispeechseq.attention import (
+    ATTN_IMPLEMENTATIONS,
+    Attention,
+    attend,
+    set_attn_implementation,
+)
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close, max_abs, requires_cuda
 
 # bf16 keeps 8 bits of mantissa (relative step 2^-8 ≈ 4e-3); outputs of unit-scale random inputs differ from a
@@ -50,7 +55,7 @@ def reference_attention(q, k, v, pad=None, causal=False, scale=None):
     """Float64 softmax attention. A query with no visible key averages all values uniformly: that is the
     convention of transformers (its mask adds the most negative finite number, so softmax sees a flat row),
     and the one our backends promise instead of NaN."""
-    B, H, Sq, hd = q.shape
+    B, _, Sq, hd = q.shape
     Sk = k.shape[2]
     scale = hd**-0.5 if scale is None else scale
     q, k, v = q.double(), k.double(), v.double()
@@ -276,7 +281,7 @@ def test_fully_masked_rows_are_finite(impl, dtype, causal):
     ref, _ = reference_attention(q, k, v, pad, causal)
     atol = ATOL_FP32 if dtype == torch.float32 else ATOL_BF16
     diff = assert_close(out, ref, atol, f"{impl} {dtype} with fully masked rows")
-    print(f"\n{impl:5s} {str(dtype):15s} fully masked rows ({'causal' if causal else 'padded'}): max diff = {diff:.2e}")
+    print(f"\n{impl:5s} {dtype!s:15s} fully masked rows ({'causal' if causal else 'padded'}): max diff = {diff:.2e}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
