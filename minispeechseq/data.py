@@ -454,7 +454,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 # ============================================================================================= collation
 class Collator:
-    """A list of dataset items -> {"input_values" (B, N), "attention_mask" (B, N), "labels" (B, S)}.
+    """A list of dataset items -> {"input_values" (B, N), "labels" (B, S)} (+ "attention_mask" (B, N) when the
+    feature extractor's config asks for one).
 
     Labels are the transcript's tokens followed by </s>, padded with -100 (ignored by the loss). The model
     shifts them right behind decoder_start_token_id for teacher forcing."""
@@ -481,20 +482,21 @@ class Collator:
         waves = [item["audio"] for item in items]
         if self.augmentation is not None:
             waves = [self.augmentation(w, item_rng(self.seed, epoch, item["index"])) for w, item in zip(waves, items)]
-        # A mask always: bucketed batches still pad, and padding must stay out of attention and of the
-        # normalization statistics (the tiny preset's conv front end uses layer norm, so the mask is exact).
+        # The feature extractor's config decides the mask (see audio.py): layer-norm encoders such as the tiny
+        # preset get one, so padding stays out of attention and of the normalization statistics; group-norm
+        # checkpoints were trained without one and get zero padding only.
+        with_mask = self.feature_extractor.return_attention_mask
         features = self.feature_extractor(waves, sampling_rate=SAMPLING_RATE, padding=True,
-                                          return_attention_mask=True, return_tensors="pt")
+                                          return_attention_mask=with_mask, return_tensors="pt")
         token_lists = [list(self.tokenizer.encode(item["text"], add_special_tokens=False)) + [self.eos_token_id]
                        for item in items]
         labels = torch.full((len(items), max(map(len, token_lists))), -100, dtype=torch.long)  # (B, S)
         for row, tokens in zip(labels, token_lists):
             row[: len(tokens)] = torch.tensor(tokens)
-        return {
-            "input_values": features["input_values"],
-            "attention_mask": features["attention_mask"].long(),
-            "labels": labels,
-        }
+        batch = {"input_values": features["input_values"], "labels": labels}
+        if with_mask:
+            batch["attention_mask"] = features["attention_mask"].long()
+        return batch
 
 
 class BatchesDataset(torch.utils.data.Dataset):
