@@ -16,7 +16,8 @@ What it writes (all fp32, a few hundred KB in all):
   generate/                  SpeechEncoderDecoderModel(wav2vec2 width 24 + the Speech2Text2 decoder, with the
                              enc_to_dec_proj 24 -> 32 that transformers adds), save_pretrained
   generate_io.safetensors    input_values, attention_mask, greedy `generated_ids`, and the teacher-forced
-                             forward on them: `logits`, `encoder_last_hidden_state`
+                             forward on them: `logits`, `encoder_last_hidden_state` (4.50.3 returns it after
+                             enc_to_dec_proj, i.e. 32 wide: what the decoder's cross-attention reads)
 """
 
 from __future__ import annotations

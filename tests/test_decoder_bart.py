@@ -24,10 +24,10 @@ D, V, T, PAD = 32, 99, 11, 1
 def hf_config(variant: str, **overrides):
     # encoder_layers = decoder_layers: transformers 5.x sizes the decoder's DynamicCache from the config's
     # num_hidden_layers, which BartConfig maps to *encoder*_layers.
-    kw = dict(vocab_size=V, d_model=D, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=37,
-              encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37, max_position_embeddings=64,
-              is_decoder=True, add_cross_attention=True, scale_embedding=True, dropout=0.0, init_std=0.2,
-              pad_token_id=PAD, activation_function="gelu" if variant == "bart" else "relu")
+    kw = {"vocab_size": V, "d_model": D, "decoder_layers": 2, "decoder_attention_heads": 4, "decoder_ffn_dim": 37,
+              "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 37, "max_position_embeddings": 64,
+              "is_decoder": True, "add_cross_attention": True, "scale_embedding": True, "dropout": 0.0, "init_std": 0.2,
+              "pad_token_id": PAD, "activation_function": "gelu" if variant == "bart" else "relu"}
     return VARIANTS[variant][0](**{**kw, **overrides})
 
 
@@ -106,7 +106,7 @@ def test_attentions_hidden_states_and_loss(pair):
     variant, hf, folder = pair
     ids, mask, enc, enc_mask = inputs()
     labels = ids.masked_fill(ids == PAD, -100)
-    kw = dict(output_attentions=True, output_hidden_states=True)
+    kw = {"output_attentions": True, "output_hidden_states": True}
     with torch.no_grad():
         ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc, encoder_attention_mask=enc_mask,
                  labels=labels, **kw)

@@ -4,6 +4,7 @@ transformers 5.x no longer has Speech2Text2, so tests/make_speech2text2_fixtures
 its docstring for what each fixture holds). Every expected value below comes from that run, none from our code.
 """
 
+import json
 import os
 import shutil
 
@@ -144,3 +145,30 @@ def test_missing_weight_is_named(tmp_path):
     shutil.copy(os.path.join(FIXTURES, "decoder", "config.json"), tmp_path / "config.json")
     with pytest.raises(ValueError, match=r"layers\.1\.fc2\.weight"):
         Speech2Text2ForCausalLM.from_pretrained(tmp_path)
+
+
+def test_decoder_part_of_a_speech_encoder_decoder_checkpoint():
+    """The `decoder.` sub-dict of transformers' SpeechEncoderDecoderModel (fixture generate/) loads with our
+    converter and, fed transformers' encoder output, gives its logits."""
+    from minispeechseq.decoders.speech2text2 import Speech2Text2Config
+
+    folder = os.path.join(FIXTURES, "generate")
+    io = load_file(os.path.join(FIXTURES, "generate_io.safetensors"))
+    state = load_state_dict(folder)
+    with open(os.path.join(folder, "config.json")) as f:
+        config = Speech2Text2Config.from_dict(json.load(f)["decoder"])
+    model = Speech2Text2ForCausalLM(config).eval()
+    decoder_state = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+    ours, _ = Speech2Text2ForCausalLM.converter.to_ours(decoder_state, config)
+    model.load_state_dict(ours)
+    enc = io["encoder_last_hidden_state"]  # transformers 4.50.3 returns it after enc_to_dec_proj (24 -> 32)
+    # wav2vec2's frame mask: conv kernels (10, 8), strides (5, 4) -> 2000 samples give 98 frames, 1500 give 73.
+    frames = torch.tensor([98, 73])
+    enc_mask = (torch.arange(enc.shape[1])[None] < frames[:, None]).long()
+    assert enc.shape[1] == 98
+    ids = io["generated_ids"]
+    with torch.no_grad():
+        logits = model(ids, ids.ne(1).long(), enc, enc_mask).logits
+    assert_close(logits, io["logits"], ATOL_FP32, "decoder logits inside the speech encoder-decoder")
+    # Greedy decoding picked each next token as the argmax of these logits.
+    assert torch.equal(logits[:, :-1].argmax(-1), ids[:, 1:])
