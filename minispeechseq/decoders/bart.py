@@ -206,13 +206,13 @@ class BartForCausalLM(PreTrainedModel):
     config_class = BartConfig
     converter = weights_convert.bart
     pre_norm = False  # BART is post-LN
+    POSITION_OFFSET = 2  # fairseq reserved rows 0 and 1 of the learned position table; position p is row p + 2
 
     def __init__(self, config: BartConfig):
         super().__init__(config)
         D, V = config.d_model, config.vocab_size
         self.embed_tokens = nn.Embedding(V, D, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
-        # fairseq's learned positions: row p + 2 holds position p (see POSITION_OFFSET).
         self.embed_positions = nn.Embedding(config.max_position_embeddings + self.POSITION_OFFSET, D)
         self.embed_norm = nn.LayerNorm(D)  # transformers' `layernorm_embedding`
         self.layers = nn.ModuleList(BartDecoderLayer(config, self.pre_norm) for _ in range(config.decoder_layers))
@@ -225,8 +225,6 @@ class BartForCausalLM(PreTrainedModel):
         self.post_init()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-
-    POSITION_OFFSET = 2
 
     @property
     def hidden_size(self) -> int:
