@@ -19,13 +19,15 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import math
 import os
 import random
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -363,7 +365,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             lengths = []
             for path in self.paths:
                 info = soundfile.info(path)
-                lengths.append(int(round(info.frames * self.sampling_rate / info.samplerate)))
+                lengths.append(round(info.frames * self.sampling_rate / info.samplerate))
             self._lengths = lengths
         return self._lengths
 
@@ -402,7 +404,7 @@ class BucketBatchSampler:
         self.pool_batches = pool_batches
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return math.ceil(len(self.lengths) / self.batch_size)  # batches per epoch
 
     def batches(self, epoch: int) -> list[list[int]]:
         order = list(range(len(self.lengths)))
@@ -527,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.time()
     manifests = make_digits_corpus(args.folder, DigitsRecipe(num_utterances=args.utterances, seed=args.seed),
                                    workers=args.workers)
-    counts = {split: sum(1 for _ in open(path, encoding="utf-8")) for split, path in manifests.items()}
+    counts = {split: len(ManifestDataset(path)) for split, path in manifests.items()}
     print(f"{args.folder}: {counts} utterances in {time.time() - start:.1f} s")
 
 

@@ -11,7 +11,7 @@ program below, which tests check against jiwer.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 try:
     import jiwer

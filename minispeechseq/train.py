@@ -31,7 +31,8 @@ import re
 import shutil
 import sys
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,14 @@ from torch import nn
 
 from .audio import Wav2Vec2FeatureExtractor
 from .checkpoint import atomic_save
-from .data import Augmentation, BatchesDataset, BucketBatchSampler, Collator, ManifestDataset, rank_share
+from .data import (
+    Augmentation,
+    BatchesDataset,
+    BucketBatchSampler,
+    Collator,
+    ManifestDataset,
+    rank_share,
+)
 from .metrics import character_error_rate, word_error_rate
 from .speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
@@ -60,37 +68,37 @@ def _tiny() -> tuple[dict[str, Any], dict[str, Any]]:
     """The bundled spoken-digits model (~1.8 M parameters). What mattered, measured on the digits corpus: a first
     try with 20 ms frames, a narrow positional conv and batch 32 stalled at 62 % WER; 40 ms frames, a positional conv
     as wide as an utterance and batch 16 reached 1.4 % test WER."""
-    encoder = dict(
+    encoder = {
         # Conv front end: strides 10*4*4*4 = 640 samples = one frame per 40 ms at 16 kHz (wav2vec2: 20 ms); a
         # spoken digit then spans ~8 frames. Each kernel >= its stride, so no sample is skipped; receptive field
         # 680 samples. Layer norm on every conv layer ("layer"), so padding never enters the statistics.
-        conv_dim=(32, 64, 128, 144), conv_kernel=(10, 8, 4, 4), conv_stride=(10, 4, 4, 4),
-        conv_bias=True, feat_extract_norm="layer",
-        hidden_size=144, num_hidden_layers=4, num_attention_heads=4, intermediate_size=576,
+        "conv_dim": (32, 64, 128, 144), "conv_kernel": (10, 8, 4, 4), "conv_stride": (10, 4, 4, 4),
+        "conv_bias": True, "feat_extract_norm": "layer",
+        "hidden_size": 144, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 576,
         # The encoder's only position signal: a grouped conv over 128 frames = 5.1 s, the longest utterance.
-        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
-        do_stable_layer_norm=True,  # pre-LN layers: stable at a learning rate of 2e-3 from scratch
-        hidden_dropout=0.1, activation_dropout=0.0, attention_dropout=0.1, feat_proj_dropout=0.0,
-        layerdrop=0.0,  # 4 layers are too few to drop; and DistributedDataParallel wants every layer used
+        "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
+        "do_stable_layer_norm": True,  # pre-LN layers: stable at a learning rate of 2e-3 from scratch
+        "hidden_dropout": 0.1, "activation_dropout": 0.0, "attention_dropout": 0.1, "feat_proj_dropout": 0.0,
+        "layerdrop": 0.0,  # 4 layers are too few to skip any
         # SpecAugment, short spans: 2 frames = 80 ms, less than one digit.
-        apply_spec_augment=True, mask_time_prob=0.05, mask_time_length=2, mask_time_min_masks=1,
-    )
-    decoder = dict(n_embd=144, n_layer=2, n_head=4, n_inner=288, n_positions=32,
-                   resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+        "apply_spec_augment": True, "mask_time_prob": 0.05, "mask_time_length": 2, "mask_time_min_masks": 1,
+    }
+    decoder = {"n_embd": 144, "n_layer": 2, "n_head": 4, "n_inner": 288, "n_positions": 32,
+               "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}
     return encoder, decoder
 
 
 def _debug() -> tuple[dict[str, Any], dict[str, Any]]:
-    """A few thousand parameters, for tests: the loop's mechanics, not its results."""
-    encoder = dict(
-        conv_dim=(16, 24), conv_kernel=(10, 8), conv_stride=(10, 8), conv_bias=True, feat_extract_norm="layer",
-        hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
-        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, do_stable_layer_norm=True,
-        hidden_dropout=0.1, activation_dropout=0.1, attention_dropout=0.1, feat_proj_dropout=0.1, layerdrop=0.0,
-        apply_spec_augment=True, mask_time_prob=0.1, mask_time_length=2, mask_time_min_masks=1,
-    )
-    decoder = dict(n_embd=24, n_layer=1, n_head=2, n_inner=48, n_positions=32,
-                   resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    """~19 k parameters, for tests: the loop's mechanics, not its results."""
+    encoder = {
+        "conv_dim": (16, 24), "conv_kernel": (10, 8), "conv_stride": (10, 8), "conv_bias": True, "feat_extract_norm": "layer",
+        "hidden_size": 24, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 48,
+        "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4, "do_stable_layer_norm": True,
+        "hidden_dropout": 0.1, "activation_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.1, "layerdrop": 0.0,
+        "apply_spec_augment": True, "mask_time_prob": 0.1, "mask_time_length": 2, "mask_time_min_masks": 1,
+    }
+    decoder = {"n_embd": 24, "n_layer": 1, "n_head": 2, "n_inner": 48, "n_positions": 32,
+               "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}
     return encoder, decoder
 
 
@@ -309,8 +317,11 @@ def batch_stream(dataset: ManifestDataset, sampler: BucketBatchSampler, collator
     while True:
         batches = [b for b in sampler.batches(epoch) if len(b) >= world_size]
         shares = [rank_share(b, rank, world_size) for b in batches[position:]]
+        # A generator of its own: a DataLoader otherwise draws its workers' base seed from the global torch RNG,
+        # which a resumed run (a loader opened mid-epoch, at another moment) would then be out of step with.
         loader = torch.utils.data.DataLoader(BatchesDataset(dataset, shares, collator, epoch), batch_size=None,
-                                             shuffle=False, num_workers=workers)
+                                             shuffle=False, num_workers=workers,
+                                             generator=torch.Generator().manual_seed(sampler.seed + epoch))
         for i, batch in enumerate(loader, start=position + 1):
             yield epoch, i, batch
         epoch, position = epoch + 1, 0
@@ -413,8 +424,12 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         set_rng_state(state["rng"][d.rank])
-    ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-           if d.world_size > 1 else None)
+    ddp = None
+    if d.world_size > 1:
+        # find_unused_parameters: some parameters get no gradient in some steps (masked_spec_embed when
+        # SpecAugment is off or masks nothing; layers skipped by layerdrop), which DDP otherwise treats as an error.
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
     bf16 = d.device.type == "cuda" and not args.no_bf16
 
     def autocast():

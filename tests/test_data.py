@@ -1,6 +1,7 @@
 """The digits recipe, the manifest dataset, bucketing, augmentation, collation, and WER/CER."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from minispeechseq import data, metrics
 from minispeechseq.audio import Wav2Vec2FeatureExtractor
+
 
 def _digits_of(text: str) -> str:
     return "".join(str(data.DIGIT_WORDS.index(w)) for w in text.split())
@@ -51,7 +53,6 @@ def test_plan_rejects_bad_recipes():
 
 
 def test_split_at_silences_cuts_at_long_quiet_runs_only():
-    rate = 1000
     sound = np.full(100, 0.5, np.float32)
     short_gap = np.zeros(50, np.float32)  # a word gap: kept inside the piece
     breath = np.full(600, 2e-5, np.float32)  # a break with -94 dB noise (espeak-ng's breathy variants)
@@ -84,7 +85,7 @@ def test_synthesize_many_matches_one_call_per_utterance():
 def test_make_digits_corpus_writes_manifests_tokenizer_and_16k_audio(tmp_path):
     recipe = data.DigitsRecipe(num_utterances=40, seed=5)
     manifests = data.make_digits_corpus(tmp_path, recipe, workers=2)
-    rows = {s: open(p, encoding="utf-8").read().splitlines() for s, p in manifests.items()}
+    rows = {s: Path(p).read_text(encoding="utf-8").splitlines() for s, p in manifests.items()}
     assert sum(map(len, rows.values())) == 40
     path, text = rows["test"][0].split("\t")
     info = soundfile.info(os.path.join(tmp_path, path))
@@ -170,7 +171,7 @@ def test_shortest_first_epoch_then_random():
 def test_rank_shares_partition_a_global_batch():
     batch = list(range(10))
     shares = [data.rank_share(batch, r, 3) for r in range(3)]
-    assert sorted(sum(shares, [])) == batch
+    assert sorted(i for share in shares for i in share) == batch
 
 
 # --------------------------------------------------------------------------------------- augmentation
