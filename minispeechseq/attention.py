@@ -77,11 +77,12 @@ def eager_attention(q, k, v, allowed, scale, dropout, training):
     return torch.matmul(weights, v), weights  # (B, H, Sq, hd)
 
 
-def sdpa_attention(q, k, v, allowed, scale, dropout, training, causal_square):
-    if allowed is None or (causal_square and allowed.shape[0] == 1):
-        # No padding: let SDPA build the causal mask itself, which unlocks its fastest kernels.
+def sdpa_attention(q, k, v, allowed, scale, dropout, training, causal_only):
+    """causal_only: the mask is exactly the square causal one (no padding), which SDPA can build itself."""
+    if allowed is None or causal_only:
+        # Let SDPA build the causal mask itself: that unlocks its fastest kernels.
         return F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout if training else 0.0, is_causal=causal_square and allowed is not None, scale=scale
+            q, k, v, dropout_p=dropout if training else 0.0, is_causal=causal_only, scale=scale
         )
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=_additive(allowed, q.dtype), dropout_p=dropout if training else 0.0, scale=scale
@@ -145,13 +146,16 @@ def flash_attention(q, k, v, key_padding_mask, causal, scale, dropout, training)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         if key_padding_mask is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=scale)
-        for b in range(B):  # the flash backend takes no mask: cut each sequence to its real length
-            L = int(k_lens[b])
-            qb = q[b : b + 1, :, :L] if trim_q else q[b : b + 1]
+        for b in range(B):  # the flash backend takes no mask: keep each sequence's real positions, wherever
+            keep = key_padding_mask[b].bool()  # the padding is (left or right)
+            q_rows = keep if trim_q else slice(None)
             ob = F.scaled_dot_product_attention(
-                qb, k[b : b + 1, :, :L], v[b : b + 1, :, :L], dropout_p=dropout, is_causal=causal, scale=scale
-            )
-            outs.append(F.pad(ob, (0, 0, 0, Sq - ob.shape[2])))
+                q[b : b + 1, :, q_rows], k[b : b + 1, :, keep], v[b : b + 1, :, keep],
+                dropout_p=dropout, is_causal=causal, scale=scale,
+            )  # (1, H, Sq or real length, hd)
+            full = q.new_zeros(1, H, Sq, hd)
+            full[:, :, q_rows] = ob
+            outs.append(full)
     return torch.cat(outs, dim=0)
 
 
@@ -187,7 +191,8 @@ def attend(
         out, weights = eager_attention(q, k, v, allowed, scale, dropout, training)
         return out, (weights if return_weights else None)
     if impl == "sdpa":
-        return sdpa_attention(q, k, v, allowed, scale, dropout, training, causal and Sq == Sk), None
+        causal_only = causal and Sq == Sk and key_padding_mask is None
+        return sdpa_attention(q, k, v, allowed, scale, dropout, training, causal_only), None
     raise ValueError(f"Unknown attention implementation {impl!r}; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}.")
 
 

@@ -52,7 +52,7 @@ def load_converted(
     ]
     problems = []
     if unexpected:
-        problems.append(f"unexpected tensors in the checkpoint (no table entry): {unexpected[:20]}")
+        problems.append(f"checkpoint tensors this model has no place for: {unexpected[:20]}")
     if refused:
         problems.append(f"tensors the model needs but the checkpoint lacks: {refused[:20]}")
     if mismatched:

@@ -183,7 +183,9 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
     # ------------------------------------------------------------------------------------- properties
     @property
     def max_target_positions(self) -> int:
-        return self.decoder.max_positions
+        """How many tokens the decoder has positions for (Speech2Text2 names it max_target_positions)."""
+        dec = self.config.decoder
+        return getattr(dec, "max_position_embeddings", None) or dec.max_target_positions
 
     @property
     def generation_config(self):

@@ -35,24 +35,9 @@ from torch.utils.checkpoint import checkpoint
 from weights_convert import wav2vec2 as wav2vec2_convert
 
 from .attention import Attention
+from .layers import activation
 from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
-
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "selu": F.selu,
-    "tanh": torch.tanh,
-}
-
-
-def activation(name: str):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Activation {name!r} is not supported; use one of {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[name]
 
 
 def conv_output_length(length: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:

@@ -22,11 +22,8 @@ from minispeechseq.attention import (
     attend,
     set_attn_implementation,
 )
-from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close, max_abs, requires_cuda
+from tests.utils import ATOL_BACKENDS, ATOL_BF16, ATOL_FP32, assert_close, max_abs, requires_cuda
 
-# bf16 keeps 8 bits of mantissa (relative step 2^-8 ≈ 4e-3); outputs of unit-scale random inputs differ from a
-# float64 reference by up to a few steps. TODO(core): move to tests/utils.py next to the fp32 tolerances.
-ATOL_BF16 = 3e-2
 # Mean over many dropout draws vs the eval output: the standard error of the mean is ~7e-3 for these sizes,
 # the max over all entries ~3e-2; 8e-2 is far from a false alarm and far below the ~0.5 a missing 1/(1-p)
 # rescaling would produce.
@@ -117,18 +114,10 @@ CASES = {
     "causal_right_pad_batch1": (1, 7, 7, True, "right"),
 }
 
-SDPA_B1_BUG = (
-    "bug in minispeechseq/attention.py sdpa_attention: for a batch of one, causal and Sq == Sk, the combined mask "
-    "has batch size 1 and is mistaken for a plain causal mask (is_causal=True), so the key padding is dropped"
-)
-
-
 def backend_case_params():
     for name in CASES:
         for impl in CPU_BACKENDS:
-            marks = [pytest.mark.xfail(strict=True, reason=SDPA_B1_BUG)] if (name, impl) == (
-                "causal_right_pad_batch1", "sdpa") else []
-            yield pytest.param(impl, name, marks=marks, id=f"{impl}-{name}")
+            yield pytest.param(impl, name, id=f"{impl}-{name}")
 
 
 def random_qkv(B, H, Sq, Sk, hd, dtype=torch.float32, device="cpu", seed=0):
@@ -368,11 +357,6 @@ def _has_flash_attn_package() -> bool:
     return True
 
 
-FLASH_LEFT_PAD_BUG = (
-    "bug in minispeechseq/attention.py flash_attention (torch SDPA fallback, used without the flash_attn "
-    "package): each sequence is cut to its first L keys/queries (k[b, :, :L]), which assumes right padding; "
-    "with left padding the real keys are the last L"
-)
 
 CUDA_CASES = {
     "self": (2, 16, 16, False, None),
@@ -389,10 +373,7 @@ CUDA_CASES = {
 def cuda_params():
     for impl in ATTN_IMPLEMENTATIONS:
         for name in CUDA_CASES:
-            marks = [requires_cuda]
-            if impl == "flash" and "left_pad" in name and not _has_flash_attn_package():
-                marks.append(pytest.mark.xfail(strict=True, reason=FLASH_LEFT_PAD_BUG))
-            yield pytest.param(impl, name, marks=marks, id=f"{impl}-{name}")
+            yield pytest.param(impl, name, marks=[requires_cuda], id=f"{impl}-{name}")
 
 
 @pytest.mark.parametrize("impl, case", list(cuda_params()))

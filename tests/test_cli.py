@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 import transformers
-from test_doc_examples import VOCAB, tiny_bert_config, tiny_encoder_config, write_bert_tokenizer
+from tests.test_doc_examples import VOCAB, tiny_bert_config, tiny_encoder_config, write_bert_tokenizer
 
 from minispeechseq.cli import main
 

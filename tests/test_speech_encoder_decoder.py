@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 import transformers
-from utils import ATOL_FP32, assert_close
+from tests.utils import ATOL_FP32, assert_close
 
 import minispeechseq
 from minispeechseq.speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -63,7 +63,8 @@ def hf_decoder_config(kind: str, **kw):
                                        attn_pdrop=0.0, **d)
     if kind in ("bart", "mbart"):
         cls = transformers.BartConfig if kind == "bart" else transformers.MBartConfig
-        return cls(d_model=24, decoder_layers=2, encoder_layers=1, decoder_attention_heads=4, encoder_attention_heads=4,
+        # encoder_layers = decoder_layers: transformers sizes BartForCausalLM's cache by encoder_layers.
+        return cls(d_model=24, decoder_layers=2, encoder_layers=2, decoder_attention_heads=4, encoder_attention_heads=4,
                    decoder_ffn_dim=40, encoder_ffn_dim=40, max_position_embeddings=64, dropout=0.0,
                    attention_dropout=0.0, activation_dropout=0.0, decoder_layerdrop=0.0,
                    decoder_start_token_id=2, **d)
@@ -141,14 +142,29 @@ def test_logits_match_for_both_attention_paths(attn, tmp_path):
     assert_close(got.logits[keep], ref.logits[keep], ATOL_FP32, f"{attn} logits")
 
 
-def test_cross_attention_hidden_size_skips_the_projection(tmp_path):
-    hf = build_hf("wav2vec2", "bert", cross_attention_hidden_size=32).eval()
-    ours = load_ours(hf, tmp_path)
-    assert ours.enc_to_dec_proj is None and getattr(hf, "enc_to_dec_proj", None) is None
+def test_cross_attention_hidden_size_replaces_the_projection(tmp_path):
+    # transformers' BERT/GPT-2/BART decoders ignore cross_attention_hidden_size (their cross-attention always reads
+    # the decoder width), so transformers cannot run this pair. Ours honours it. The reference is still
+    # transformers: its model with a projection P computes k = W_k (P x + b_P) + b_k, which is exactly our model
+    # without P and with k_proj folded to (W_k P, W_k b_P + b_k) reading the encoder width directly.
+    hf = build_hf("wav2vec2", "bert").eval()
+    with_proj = load_ours(hf, tmp_path)
+    config = SpeechEncoderDecoderConfig.from_dict(with_proj.config.to_dict())
+    config.decoder.cross_attention_hidden_size = 32
+    folded = SpeechEncoderDecoderModel(config=config).eval()
+    assert folded.enc_to_dec_proj is None
+    state = {k: v for k, v in with_proj.state_dict().items() if not k.startswith("enc_to_dec_proj")}
+    P, b_P = with_proj.enc_to_dec_proj.weight, with_proj.enc_to_dec_proj.bias
+    for name in list(state):
+        if ".cross_attn.k_proj.weight" in name or ".cross_attn.v_proj.weight" in name:
+            W, bias_name = state[name], name[: -len("weight")] + "bias"
+            state[name], state[bias_name] = W @ P, W @ b_P + state[bias_name]
+    folded.load_state_dict(state)
     audio, mask, labels = batch(2)
     with torch.no_grad():
-        assert_close(ours(audio, mask, labels=labels).logits, hf(input_values=audio, attention_mask=mask,
-                     labels=labels).logits, ATOL_FP32, "logits with cross_attention_hidden_size")
+        got = folded(audio, mask, labels=labels).logits
+        ref = hf(input_values=audio, attention_mask=mask, labels=labels).logits
+    assert_close(got, ref, ATOL_FP32, "logits with cross_attention_hidden_size (folded projection)")
 
 
 def test_adapter_projection_uses_the_encoder_output_size():
@@ -191,10 +207,12 @@ def test_config_round_trips_both_ways(tmp_path):
     again = transformers.SpeechEncoderDecoderConfig.from_pretrained(tmp_path / "back")
     assert again.encoder.to_dict()["conv_dim"] == list(hf.config.encoder.conv_dim)
     assert again.decoder.n_embd == 24 and again.decoder.add_cross_attention
-    # Unknown keys survive our round trip.
-    assert json.load(open(tmp_path / "back" / "config.json"))["encoder"]["architectures"] == hf.config.encoder.to_dict().get(
-        "architectures"
-    )
+    # Keys we do not model survive our round trip, at every level.
+    d = json.load(open(tmp_path / "config.json"))
+    d["encoder"]["a_future_key"], d["decoder"]["another"], d["top_level_extra"] = [1, 2], {"x": 1}, "kept"
+    back = SpeechEncoderDecoderConfig.from_dict(d).to_dict()
+    assert back["encoder"]["a_future_key"] == [1, 2] and back["decoder"]["another"] == {"x": 1}
+    assert back["top_level_extra"] == "kept"
 
 
 def test_from_config_initialises_like_transformers():

@@ -8,6 +8,9 @@ import torch
 ATOL_FP32 = 1e-5
 # Two attention backends (eager vs sdpa) on CPU in fp32.
 ATOL_BACKENDS = 1e-5
+# bf16 keeps 8 bits of mantissa (relative step 2^-8 ~ 4e-3): unit-scale outputs differ from an fp64 reference
+# by a few steps.
+ATOL_BF16 = 3e-2
 
 
 

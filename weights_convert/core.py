@@ -40,14 +40,15 @@ class KeyTable:
     def _pattern(template: str) -> re.Pattern:
         escaped = re.escape(template).replace(r"\{\}", r"(\d+)")
         if escaped.endswith(r"\*"):
-            escaped = escaped[:-2] + ".*"
+            escaped = escaped[:-2] + "(.*)"  # captured, so "a.*" -> "b.*" carries the rest of the key over
         return re.compile(escaped + "$")
 
     @staticmethod
     def _fill(template: str, groups: tuple[str, ...]) -> str:
-        for g in groups:
+        rest = groups[-1] if template.endswith("*") else None
+        for g in groups[: len(groups) - (rest is not None)]:
             template = template.replace("{}", g, 1)
-        return template
+        return template[:-1] + rest if rest is not None else template
 
     def to_ours(self, key: str) -> str | None:
         """Our name for a checkpoint key; None if the key is dropped on purpose; KeyError if unknown."""

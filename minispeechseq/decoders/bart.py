@@ -34,25 +34,8 @@ import weights_convert.bart
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
 from ..config import ConfigMixin, extra_field
+from ..layers import activation, causal_lm_loss
 from ..modeling import DecoderOutput, PreTrainedModel
-
-# The activation functions BART-family config.json files name (transformers' ACT2FN keys).
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # the exact, erf-based GELU (BART's default)
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,  # Speech2Text2's default
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
-
-
-def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation_function={name!r} is not supported; choose one of {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[name]
-
 
 # ------------------------------------------------------------------------------------------------- config
 @dataclass
@@ -139,7 +122,7 @@ class BartDecoderLayer(nn.Module):
         self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
         self.mlp_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
-        self.act = get_activation(config.activation_function)
+        self.act = activation(config.activation_function)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> tuple[torch.Tensor, object]:
         """x + sublayer(...) with the LayerNorm before (mBART) or after (BART) the residual sum."""
@@ -185,21 +168,6 @@ class BartDecoderLayer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- model
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of logits (B, S, V) against labels (B, S), -100 ignored, *not* shifted.
-
-    transformers' BartForCausalLM, MBartForCausalLM and Speech2Text2ForCausalLM compare logits[:, i] with
-    labels[:, i] (their docstring: "The labels are not shifted inside the model"), unlike BERT/GPT-2, which shift
-    by one. We keep each model's transformers behaviour so its documented examples give the same numbers.
-    """
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"labels have shape {tuple(labels.shape)} but the logits cover {tuple(logits.shape[:2])} (batch, tokens); "
-            "pass one label per input token and logits_to_keep=0."
-        )
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().to(logits.device), ignore_index=-100)
-
-
 class BartForCausalLM(PreTrainedModel):
     """The BART decoder with its LM head: input_ids (B, S) + encoder states (B, T, D_enc) -> logits (B, S, V)."""
 
@@ -294,7 +262,7 @@ class BartForCausalLM(PreTrainedModel):
             attentions=tuple(self_attns) if output_attentions else None,
             cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
             cache=cache,
-            loss=causal_lm_loss(logits, labels) if labels is not None else None,
+            loss=causal_lm_loss(logits, labels, shift=False) if labels is not None else None,
         )
 
 

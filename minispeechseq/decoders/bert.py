@@ -20,10 +20,9 @@ Shape legend: B batch, S tokens (this call), P past tokens (cached), T encoder f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import weights_convert.bert as bert_convert
@@ -31,77 +30,8 @@ import weights_convert.bert as bert_convert
 from ..attention import Attention
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
+from ..layers import activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
-
-# The activations transformers' configs name (ACT2FN). "gelu" is the exact erf form; "gelu_new" is the tanh
-# approximation of the original BERT/GPT-2 TensorFlow code, which torch computes as gelu(approximate="tanh").
-ACTIVATIONS: dict[str, Any] = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
-
-
-def activation(name: str) -> Any:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Activation {name!r} is not supported; choose one of {', '.join(ACTIVATIONS)}.")
-    return ACTIVATIONS[name]
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting token t+1 at position t; labels of -100 are ignored.
-
-    logits (B, S, V), labels (B, S): the shift happens here, so `labels` may simply be the input ids
-    (transformers' ForCausalLMLoss). Computed in fp32 like transformers, whatever the logits' dtype.
-    """
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"labels have shape {tuple(labels.shape)} but the logits cover {tuple(logits.shape[:2])} (batch, tokens); "
-            "give one label per input token (-100 to ignore one), and leave logits_to_keep=0 when passing labels."
-        )
-    shift_logits = logits[:, :-1].float()  # (B, S-1, V): position t predicts token t+1
-    shift_labels = labels[:, 1:].to(logits.device)  # (B, S-1)
-    return F.cross_entropy(shift_logits.reshape(-1, logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
-
-
-def check_decoder_inputs(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    encoder_hidden_states: torch.Tensor | None,
-    encoder_attention_mask: torch.Tensor | None,
-    past: int,
-    max_positions: int,
-) -> None:
-    """Clear errors for the mistakes a caller can make with the decoder interface's tensors."""
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
-    B, S = input_ids.shape
-    if past + S > max_positions:
-        raise ValueError(
-            f"{past + S} tokens ({past} cached + {S} new) exceed the {max_positions} positions this model has "
-            "embeddings for; generate fewer tokens."
-        )
-    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + S):
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {past + S}): "
-            "one entry per token, cached tokens included."
-        )
-    if encoder_hidden_states is not None and encoder_hidden_states.shape[0] != B:
-        raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}.")
-    if (
-        encoder_attention_mask is not None
-        and encoder_hidden_states is not None
-        and tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2])
-    ):
-        raise ValueError(
-            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
-            f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
-        )
-
 
 @dataclass
 class BertConfig(ConfigMixin):
@@ -283,7 +213,7 @@ class BertForCausalLM(PreTrainedModel):
             attentions=tuple(self_attns) if output_attentions else None,
             cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
             cache=cache,
-            loss=causal_lm_loss(logits, labels) if labels is not None else None,
+            loss=causal_lm_loss(logits, labels, shift=True) if labels is not None else None,
         )
 
 

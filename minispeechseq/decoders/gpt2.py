@@ -34,7 +34,7 @@ from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # Shared with the BERT decoder (the activation table, the causal-LM loss, the input checks).
-from .bert import activation, causal_lm_loss, check_decoder_inputs
+from ..layers import activation, causal_lm_loss, check_decoder_inputs
 
 
 @dataclass
@@ -241,5 +241,5 @@ class GPT2LMHeadModel(PreTrainedModel):
             attentions=tuple(self_attns) if output_attentions else None,
             cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
             cache=cache,
-            loss=causal_lm_loss(logits, labels) if labels is not None else None,
+            loss=causal_lm_loss(logits, labels, shift=True) if labels is not None else None,
         )

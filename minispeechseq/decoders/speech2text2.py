@@ -29,7 +29,8 @@ import weights_convert.speech2text2
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
-from .bart import BartDecoderLayer, causal_lm_loss
+from ..layers import causal_lm_loss
+from .bart import BartDecoderLayer
 
 
 @dataclass
@@ -211,5 +212,5 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
             attentions=tuple(self_attns) if output_attentions else None,
             cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
             cache=cache,
-            loss=causal_lm_loss(logits, labels) if labels is not None else None,
+            loss=causal_lm_loss(logits, labels, shift=False) if labels is not None else None,
         )
