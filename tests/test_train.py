@@ -124,7 +124,7 @@ def test_warmup_cosine_schedule():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[60] == pytest.approx(0.5)  # half way through the cosine
     assert lrs[110] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in itertools.pairwise(lrs)), "the decay must be monotone"
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:])), "the decay must be monotone"
 
 
 def test_tiny_preset_shape(tmp_path):
