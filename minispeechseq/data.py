@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -515,7 +516,7 @@ class BatchesDataset(torch.utils.data.Dataset):
 
 
 # ================================================================================================ command line
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m minispeechseq.data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
     import argparse
     import time
@@ -531,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                    workers=args.workers)
     counts = {split: len(ManifestDataset(path)) for split, path in manifests.items()}
     print(f"{args.folder}: {counts} utterances in {time.time() - start:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -573,11 +573,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers must be >= 0, got {args.workers}.")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 on success; a bad argument or missing file is one line on stderr and status 2."""
     args = build_parser().parse_args(argv)
-    check_args(args)
-    train(args)
+    try:
+        check_args(args)
+        train(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minispeechseq train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
