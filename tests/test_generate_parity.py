@@ -43,7 +43,7 @@ def test_greedy(pair):
 def test_beam_search(pair, early_stopping):
     name, hf, ours = pair
     x, mask = audio(2, 1)
-    kw = dict(num_beams=3, num_return_sequences=2, max_new_tokens=12, length_penalty=0.8, early_stopping=early_stopping)
+    kw = {"num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 12, "length_penalty": 0.8, "early_stopping": early_stopping}
     ref = hf.generate(x, attention_mask=mask, return_dict_in_generate=True, output_scores=True, **kw)
     got = ours.generate(x, attention_mask=mask, return_dict=True, **kw)
     assert_tokens(got.sequences, bert_padding_fix(name, ref.sequences, ours.config.pad_token_id), f"{name} beams {kw}")
@@ -53,7 +53,7 @@ def test_beam_search(pair, early_stopping):
 def test_sampling(pair):
     name, hf, ours = pair
     x, mask = audio(2, 2)
-    kw = dict(do_sample=True, temperature=0.8, top_k=6, top_p=0.9, max_new_tokens=12, num_return_sequences=2)
+    kw = {"do_sample": True, "temperature": 0.8, "top_k": 6, "top_p": 0.9, "max_new_tokens": 12, "num_return_sequences": 2}
     torch.manual_seed(5)
     ref = hf.generate(x, attention_mask=mask, **kw)
     torch.manual_seed(5)

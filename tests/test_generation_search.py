@@ -97,11 +97,11 @@ def build(decoder: str, seed: int = 0, tmp_path=None):
     if decoder == "gpt2":
         dec = GPT2Config(vocab_size=V, n_embd=24, n_layer=2, n_head=2, n_positions=64, add_cross_attention=True,
                          is_decoder=True, bos_token_id=START, eos_token_id=EOS, pad_token_id=PAD)
-        ids = dict(decoder_start_token_id=START, eos_token_id=EOS, pad_token_id=PAD)
+        ids = {"decoder_start_token_id": START, "eos_token_id": EOS, "pad_token_id": PAD}
     else:  # BERT: pad id 0, the case where transformers' beam search pads with EOS (see test_bert_pad_zero)
         dec = BertConfig(vocab_size=V, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                          max_position_embeddings=64, is_decoder=True, add_cross_attention=True, pad_token_id=0)
-        ids = dict(decoder_start_token_id=START, eos_token_id=EOS, pad_token_id=0)
+        ids = {"decoder_start_token_id": START, "eos_token_id": EOS, "pad_token_id": 0}
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(tiny_encoder_config(), dec)
     for k, v in ids.items():
         setattr(config, k, v)
@@ -174,12 +174,12 @@ def test_greedy_default_length_from_generation_config_file(gpt2):
 @pytest.mark.parametrize(
     "kw",
     [
-        dict(no_repeat_ngram_size=2),
-        dict(repetition_penalty=1.5),
-        dict(min_new_tokens=8, max_new_tokens=12),
-        dict(min_length=6, max_length=10, forced_eos_token_id=EOS),
-        dict(forced_bos_token_id=7, suppress_tokens=[4, 5]),
-        dict(bad_words_ids=[[6], [8, 9]], eos_token_id=[EOS, 10]),
+        {"no_repeat_ngram_size": 2},
+        {"repetition_penalty": 1.5},
+        {"min_new_tokens": 8, "max_new_tokens": 12},
+        {"min_length": 6, "max_length": 10, "forced_eos_token_id": EOS},
+        {"forced_bos_token_id": 7, "suppress_tokens": [4, 5]},
+        {"bad_words_ids": [[6], [8, 9]], "eos_token_id": [EOS, 10]},
     ],
     ids=lambda kw: ",".join(kw),
 )
@@ -199,8 +199,8 @@ BEAM_CASES = [(2, 0.5, True), (2, 1.0, False), (2, 2.0, "never"), (3, 0.5, False
 @pytest.mark.parametrize("num_beams, length_penalty, early_stopping", BEAM_CASES)
 def test_beam_search(gpt2, num_beams, length_penalty, early_stopping):
     x, mask = audio(2, num_beams)
-    kw = dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-              num_return_sequences=min(2, num_beams), max_new_tokens=12)
+    kw = {"num_beams": num_beams, "length_penalty": length_penalty, "early_stopping": early_stopping,
+              "num_return_sequences": min(2, num_beams), "max_new_tokens": 12}
     hf, ours = gpt2
     ref = hf.generate(x, attention_mask=mask, return_dict_in_generate=True, output_scores=True, **kw)
     got = generate(ours, x, mask, return_dict=True, **kw)
@@ -210,7 +210,7 @@ def test_beam_search(gpt2, num_beams, length_penalty, early_stopping):
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(no_repeat_ngram_size=2), dict(repetition_penalty=1.3, min_new_tokens=5), dict(forced_bos_token_id=7)],
+    [{"no_repeat_ngram_size": 2}, {"repetition_penalty": 1.3, "min_new_tokens": 5}, {"forced_bos_token_id": 7}],
     ids=lambda kw: ",".join(kw),
 )
 def test_beam_search_token_control(gpt2, kw):
@@ -237,7 +237,7 @@ def test_bert_pad_zero(tmp_path):
 # ----------------------------------------------------------------------------------------- sampling
 @pytest.mark.parametrize(
     "seed, kw",
-    [(0, dict()), (1, dict(temperature=0.7, top_k=5)), (2, dict(top_p=0.8)), (3, dict(temperature=1.5, top_k=6, top_p=0.9))],
+    [(0, {}), (1, {"temperature": 0.7, "top_k": 5}), (2, {"top_p": 0.8}), (3, {"temperature": 1.5, "top_k": 6, "top_p": 0.9})],
     ids=["plain", "temperature,top_k", "top_p", "all"],
 )
 def test_sampling_same_seed_as_transformers(gpt2, seed, kw):
@@ -267,14 +267,14 @@ def test_generator_reproducible(gpt2):
 
 
 def test_one_beam_is_greedy(gpt2):
-    from minispeechseq.generation.loop import _beam_loop, resolve_config
     from minispeechseq.generation.logits_process import build_processors
+    from minispeechseq.generation.loop import _beam_loop, resolve_config
 
-    hf, ours = gpt2
+    _hf, ours = gpt2
     x, mask = audio(2, 8)
     greedy = generate(ours, x, mask, max_new_tokens=12)
     # num_beams=1 normally means greedy; drive the beam bookkeeping with one beam directly.
-    s = resolve_config(ours, None, dict(max_new_tokens=12, early_stopping="never", length_penalty=0.0))
+    s = resolve_config(ours, None, {"max_new_tokens": 12, "early_stopping": "never", "length_penalty": 0.0})
     enc, enc_mask = ours.encode(x, mask)
 
     def next_scores(ids, cache):
@@ -287,7 +287,7 @@ def test_one_beam_is_greedy(gpt2):
     assert_tokens(beams, greedy, "one beam vs greedy")
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beams"])
+@pytest.mark.parametrize("kw", [{}, {"num_beams": 3, "num_return_sequences": 2}], ids=["greedy", "beams"])
 def test_cache_on_off_identical(gpt2, kw):
     x, mask = audio(2, 9)
     on = generate(gpt2[1], x, mask, max_new_tokens=12, **kw)
@@ -309,13 +309,13 @@ def test_return_dict_scores_greedy(gpt2):
 @pytest.mark.parametrize(
     "kw, name",
     [
-        (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
-        (dict(do_sample=True, top_p=1.5), "top_p"),
-        (dict(do_sample=True, top_p=0.0), "top_p"),
-        (dict(do_sample=True, temperature=0.0), "temperature"),
-        (dict(max_new_tokens=500), "max_new_tokens"),
-        (dict(num_beamz=2), "num_beamz"),
-        (dict(early_stopping="sometimes"), "early_stopping"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences"),
+        ({"do_sample": True, "top_p": 1.5}, "top_p"),
+        ({"do_sample": True, "top_p": 0.0}, "top_p"),
+        ({"do_sample": True, "temperature": 0.0}, "temperature"),
+        ({"max_new_tokens": 500}, "max_new_tokens"),
+        ({"num_beamz": 2}, "num_beamz"),
+        ({"early_stopping": "sometimes"}, "early_stopping"),
     ],
 )
 def test_bad_input(gpt2, kw, name):

@@ -13,7 +13,14 @@ import math
 import pytest
 import torch
 
-from minispeechseq.generation import Temperature, TopK, TopP, apply_processors, greedy, sample
+from minispeechseq.generation import (
+    Temperature,
+    TopK,
+    TopP,
+    apply_processors,
+    greedy,
+    sample,
+)
 
 LOGITS = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
 N = 20000

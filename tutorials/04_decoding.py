@@ -10,12 +10,21 @@ The pieces (minispeechseq/generation/):
     loop               generate(): encode once, then decoder step -> processors -> search, until EOS
 """
 
+import itertools
 import math
 import os
 
 import torch
 
-from minispeechseq.generation import BeamSearch, Temperature, TopK, TopP, apply_processors, greedy, sample
+from minispeechseq.generation import (
+    BeamSearch,
+    Temperature,
+    TopK,
+    TopP,
+    apply_processors,
+    greedy,
+    sample,
+)
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
 
@@ -42,7 +51,7 @@ def toy_log_probs(prefixes: torch.Tensor) -> torch.Tensor:
 
 
 def sentence_log_prob(tokens: list[int]) -> float:
-    return sum(math.log(TABLE[a, b]) for a, b in zip(tokens, tokens[1:]))
+    return sum(math.log(TABLE[a, b]) for a, b in itertools.pairwise(tokens))
 
 
 # Greedy: argmax at every step.
@@ -103,10 +112,10 @@ assert torch.equal(draws, sample(logits.expand(1000, -1), torch.Generator().manu
 assert bool((sample(TopK(1)(None, logits.expand(50, -1))) == greedy(logits)).all())
 print("\nfrequency of token 0 in 1000 plain draws:", (draws == 0).float().mean().item(), f"(p = {p[0]:.3f})")
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 fig, axes = plt.subplots(1, len(dists), figsize=(3 * len(dists), 2.6), sharey=True)
 for ax, (name, d) in zip(axes, dists.items()):
@@ -125,7 +134,12 @@ print("plot:", path)
 # 4. The same functions on a tiny (random) speech model: `model.generate` is `generate(model, ...)`, the loop
 #    above with a real decoder, a KV cache, and a beam bookkeeping that reorders that cache.
 # ------------------------------------------------------------------------------------------------------------
-from minispeechseq import GPT2Config, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel, Wav2Vec2Config  # noqa: E402
+from minispeechseq import (
+    GPT2Config,
+    SpeechEncoderDecoderConfig,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2Config,
+)
 
 torch.manual_seed(0)
 encoder = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..config import ConfigMixin, extra_field
 
@@ -41,7 +41,7 @@ class GenerationConfig(ConfigMixin):
     # are finished; False stops when a heuristic (best running score at the *current* length) says no running
     # beam can beat the worst finished one; "never" uses the best score reachable by max_length (with a positive
     # length_penalty), i.e. canonical beam search.
-    early_stopping: Union[bool, str] = False
+    early_stopping: bool | str = False
     length_penalty: float = 1.0  # finished score = sum log-probs / (new tokens ** length_penalty)
     # ------------------------------------------------------------------------------- sampling
     temperature: float = 1.0  # logits / temperature before top-k / top-p; must be > 0 when sampling
@@ -63,11 +63,11 @@ class GenerationConfig(ConfigMixin):
     use_cache: bool = True  # False re-runs the whole prefix every step (slow; a check of the cache)
     return_dict_in_generate: bool = False  # same as `return_dict=True` in a generate call
     output_scores: bool = False  # kept for transformers' files; our return_dict always carries scores
-    extra: dict[str, Any] = extra_field()
+    extra: dict = extra_field()  # noqa: RUF009 (it returns a dataclasses.field)
 
     # ------------------------------------------------------------------------------- files
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> "GenerationConfig":
+    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> GenerationConfig:
         """Read `folder/generation_config.json` (or that file's path)."""
         path = os.path.join(folder, GENERATION_CONFIG_NAME) if os.path.isdir(folder) else folder
         if not os.path.exists(path):
@@ -81,7 +81,7 @@ class GenerationConfig(ConfigMixin):
             f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_model_config(cls, config: Any) -> "GenerationConfig":
+    def from_model_config(cls, config: Any) -> GenerationConfig:
         """The token ids a model config carries (decoder_start/bos/eos/pad), everything else default."""
         ids = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
         return cls(**{name: getattr(config, name, None) for name in ids})
@@ -91,7 +91,7 @@ class GenerationConfig(ConfigMixin):
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
 
-    def update(self, **kwargs: Any) -> "GenerationConfig":
+    def update(self, **kwargs: Any) -> GenerationConfig:
         """A copy with `kwargs` set. An unknown name is a ValueError: a typo must not silently do nothing."""
         unknown = sorted(set(kwargs) - self.field_names())
         if unknown:

@@ -17,7 +17,7 @@ Shape legend: N rows (batch x beams), S tokens so far (start token included), V 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,7 +66,7 @@ class NoRepeatNGram:
         self.n = ngram_size
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        N, S = input_ids.shape
+        _N, S = input_ids.shape
         if S < self.n:
             return scores
         # The next token completes the n-gram (last n-1 tokens, next). Every earlier window whose first n-1
