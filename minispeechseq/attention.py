@@ -19,6 +19,7 @@ Shape legend: B batch, H heads, Sq query length, Sk key length, hd head size, D 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,13 @@ from torch import nn
 from .cache import CrossAttentionCache, SelfAttentionCache
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash")
+
+# The eager path materialises the (B, H, Sq, Sk) weights: for 10 minutes of audio (30 000 frames) that is
+# 3.6 GB per head in fp32, enough to exhaust a machine. Above this many bytes it refuses, before allocating,
+# and points to sdpa (whose kernels never hold the whole matrix). Override it per call (`attend(...,
+# eager_max_bytes=...)`), by setting this attribute, or with the environment variable below (read at each call).
+EAGER_ATTENTION_MAX_BYTES = 2 * 1024**3
+EAGER_MAX_BYTES_ENV = "MINISPEECHSEQ_EAGER_MAX_BYTES"
 
 
 def check_attn_implementation(name: str) -> str:
@@ -64,6 +72,36 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # then softmaxes to a uniform distribution instead of NaN, as in transformers.
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def eager_limit_bytes() -> int:
+    """The eager path's limit: the environment variable when set, else EAGER_ATTENTION_MAX_BYTES."""
+    raw = os.environ.get(EAGER_MAX_BYTES_ENV)
+    if raw is None or raw.strip() == "":
+        return EAGER_ATTENTION_MAX_BYTES
+    try:
+        value = int(float(raw))  # accepts "4e9" as well as "4000000000"
+    except ValueError:
+        raise ValueError(f"{EAGER_MAX_BYTES_ENV}={raw!r} is not a number; expected a byte count such as 4e9.") from None
+    if value <= 0:
+        raise ValueError(f"{EAGER_MAX_BYTES_ENV}={raw!r} must be a positive byte count.")
+    return value
+
+
+def check_eager_memory(q: torch.Tensor, k: torch.Tensor, limit: int | None = None) -> None:
+    """Refuse, before allocating, an eager attention whose weights would exceed `limit` bytes."""
+    limit = eager_limit_bytes() if limit is None else limit
+    B, H, Sq, _ = q.shape
+    Sk = k.shape[2]
+    # The scores (B, H, Sq, Sk) in q's dtype, then their softmax in fp32: the fp32 copy is the largest tensor.
+    need = B * H * Sq * Sk * max(q.element_size(), 4)
+    if need > limit:
+        raise ValueError(
+            f"Eager attention over {Sq} queries x {Sk} keys (batch {B}, {H} heads) would materialise "
+            f"{need / 1e9:.2f} GB of attention weights, above the limit of {limit / 1e9:.2f} GB. Use "
+            "attn_implementation='sdpa' (model.set_attn_implementation('sdpa')), which never holds the whole matrix, "
+            f"or raise the limit with the environment variable {EAGER_MAX_BYTES_ENV} (bytes)."
+        )
 
 
 def eager_attention(q, k, v, allowed, scale, dropout, training):
@@ -171,11 +209,13 @@ def attend(
     training: bool = False,
     impl: str = "sdpa",
     return_weights: bool = False,
+    eager_max_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(q kᵀ · scale + mask) v with the chosen backend.
 
     q (B, H, Sq, hd); k, v (B, H, Sk, hd); key_padding_mask (B, Sk), nonzero = a real key.
     Returns the output (B, H, Sq, hd) and, for "eager" with return_weights, the weights (B, H, Sq, Sk).
+    eager_max_bytes: the eager path's memory limit for this call (default: `eager_limit_bytes()`).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if return_weights and impl != "eager":
@@ -185,6 +225,8 @@ def attend(
         )
     if impl == "flash":
         return flash_attention(q, k, v, key_padding_mask, causal, scale, dropout, training), None
+    if impl == "eager":  # before build_mask: even the (B, 1, Sq, Sk) bool mask is large for long audio
+        check_eager_memory(q, k, eager_max_bytes)
     Sq, Sk = q.shape[2], k.shape[2]
     allowed = build_mask(key_padding_mask, causal, Sq, Sk, q.device)
     if impl == "eager":

@@ -5,13 +5,15 @@ A checkpoint folder holds `config.json` and the weights in one of four forms, lo
 `.bin` files are pickles: they are read with `torch.load(weights_only=True)`, which refuses to run code.
 
 Writing is atomic: everything goes to a temporary folder next to the destination, which then replaces it by
-renames, so an interrupted save never leaves a half-written checkpoint where a good one was.
+renames, so an interrupted save never leaves a half-written checkpoint where a good one was (and a save killed
+between its two renames is undone by the next load or save: see `atomic_save`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +31,8 @@ BIN, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 def resolve_folder(name_or_path: str | os.PathLike) -> str:
     """A local folder as it is; otherwise a hub id looked up through huggingface_hub's cache (if installed)."""
     path = os.fspath(name_or_path)
+    if not os.path.exists(path):
+        recover_interrupted_save(path)  # a save that died between its two renames leaves the old folder aside
     if os.path.isdir(path):
         return path
     if os.path.exists(path):
@@ -91,6 +95,8 @@ def _load_sharded(folder: str, index_name: str) -> StateDict:
 def load_state_dict(folder: str | os.PathLike) -> StateDict:
     """All tensors of a transformers checkpoint folder, by their checkpoint names."""
     folder = os.fspath(folder)
+    if not os.path.exists(folder):
+        recover_interrupted_save(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} is not a folder; a checkpoint folder (config.json + weights) was expected.")
     for name, loader in (
@@ -119,34 +125,98 @@ def save_state_dict(state: StateDict, path: str) -> None:
     save_file(out, path, metadata={"format": "pt"})
 
 
+def _is_weights_file(name: str) -> bool:
+    """Weights in any of the four layouts, shards included (`model-00001-of-00002.safetensors`)."""
+    return name in (SAFETENSORS, SAFETENSORS_INDEX, BIN, BIN_INDEX) or bool(
+        re.fullmatch(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)", name)
+    )
+
+
+def _aside_folders(folder: str, kind: str) -> list[str]:
+    """The `.old-<name>-XXXX` (or `.tmp-...`) folders atomic_save made next to `folder`; mkdtemp's random suffix
+    has no '-', so `ckpt`'s never match those of a sibling named `ckpt-2`."""
+    parent, name = os.path.split(folder)
+    if not os.path.isdir(parent):
+        return []
+    pattern = re.compile(rf"\.{kind}-{re.escape(name)}-[a-z0-9_]+")
+    return sorted(os.path.join(parent, n) for n in os.listdir(parent) if pattern.fullmatch(n))
+
+
+def recover_interrupted_save(folder: str | os.PathLike, remove_temporaries: bool = False) -> bool:
+    """Undo an atomic_save that died between its two renames (the old checkpoint moved aside, the new one not
+    yet in place): put the old checkpoint back, which was complete, and drop that save's temporary folder.
+    Returns True when it restored. Also removes the aside copy left by a save that completed but died before
+    deleting it. `remove_temporaries`: also remove `.tmp-` folders of saves killed while writing (only safe
+    when no other save to this folder is running: atomic_save passes True)."""
+    folder = os.path.abspath(os.fspath(folder))
+    restored = False
+    for old in _aside_folders(folder, "old"):
+        inner = os.path.join(old, "x")
+        if not os.path.exists(folder) and os.path.isdir(inner):
+            os.rename(inner, folder)
+            restored = True
+        shutil.rmtree(old, ignore_errors=True)
+    if restored or remove_temporaries:
+        for tmp in _aside_folders(folder, "tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
+def _fsync_tree(root: str) -> None:
+    for here, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(here, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
 def atomic_save(folder: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call `write(tmp_folder)` to fill a fresh folder, then put it in place of `folder` by renames.
 
-    If `write` fails (or the process dies), the temporary folder is removed (or left aside, under a name
-    starting with `.tmp-`) and whatever was at `folder` before is untouched. Files already in `folder` that
-    this save does not write are kept.
+    If `write` fails, the temporary folder is removed and whatever was at `folder` before is untouched. Files
+    already in `folder` that this save does not write (a tokenizer, a README) are kept; weights files of another
+    layout are not (they would be stale weights next to the new ones).
+
+    Replacing a folder takes two renames (old aside, new in place). If the second one fails, the old folder is
+    renamed back. If the process dies between them, `folder` is missing: the next load or save through this
+    module (`recover_interrupted_save`) puts the old checkpoint back. A save killed while writing leaves only
+    its `.tmp-` folder, which the next save to `folder` removes. (One save per folder at a time.)
     """
     folder = os.path.abspath(os.fspath(folder))
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
+    recover_interrupted_save(folder, remove_temporaries=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(folder)}-", dir=parent)
     try:
         write(tmp)
-        for name in os.listdir(tmp):  # flush file contents before the rename makes them visible
-            with open(os.path.join(tmp, name), "rb") as f:
-                os.fsync(f.fileno())
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                src, dst = os.path.join(folder, name), os.path.join(tmp, name)
+                if not os.path.exists(dst) and not _is_weights_file(name):
+                    (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, dst)
+        _fsync_tree(tmp)  # the contents on disk before a rename makes them visible
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if os.path.isdir(folder):
-        # Files of the old folder that this save does not write (a tokenizer, a README) are carried over.
-        for name in os.listdir(folder):
-            src, dst = os.path.join(folder, name), os.path.join(tmp, name)
-            if not os.path.exists(dst):
-                (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, dst)
-        old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(folder)}-", dir=parent)
-        os.rename(folder, os.path.join(old, "x"))  # the old checkpoint, out of the way but not yet deleted
-        os.rename(tmp, folder)
+    if not os.path.isdir(folder):
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(folder)}-", dir=parent)
+    aside = os.path.join(old, "x")
+    try:
+        os.rename(folder, aside)  # the old checkpoint, out of the way but not yet deleted
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        raise
+    try:
         os.rename(tmp, folder)
+    except BaseException:
+        os.rename(aside, folder)  # the new one could not be put in place: the old one goes back
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
