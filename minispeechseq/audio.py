@@ -80,6 +80,11 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarra
         raise ValueError(f"{path} could not be read as audio by libsndfile ({e}); expected wav, flac, ogg, ...") from None
     if samples.shape[0] == 0:
         raise ValueError(f"{path} holds no audio samples (0 frames); expected a non-empty recording.")
+    # Float WAV/FLAC can store NaN/inf (a crashed recorder, a bad export). Refused here, naming the file, rather
+    # than later by the feature extractor where a batch no longer knows which file it came from.
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).any(axis=1).sum())
+        raise ValueError(f"{path} contains {bad} NaN or infinite samples; expected finite audio.")
     # Downmix: the mean of the channels keeps the level of a centred (identical L/R) source unchanged.
     mono = samples.mean(axis=1, dtype=np.float32)  # (N,)
     if file_rate != sampling_rate:
