@@ -98,7 +98,7 @@ def check_eager_memory(q: torch.Tensor, k: torch.Tensor, limit: int | None = Non
     if need > limit:
         raise ValueError(
             f"Eager attention over {Sq} queries x {Sk} keys (batch {B}, {H} heads) would materialise "
-            f"{need / 1e9:.2f} GB of attention weights, above the limit of {limit / 1e9:.2f} GB. Use "
+            f"{need:,} bytes ({need / 2**30:.2f} GiB) of attention weights, above the limit of {limit:,} bytes. Use "
             "attn_implementation='sdpa' (model.set_attn_implementation('sdpa')), which never holds the whole matrix, "
             f"or raise the limit with the environment variable {EAGER_MAX_BYTES_ENV} (bytes)."
         )
