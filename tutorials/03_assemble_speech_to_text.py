@@ -1,0 +1,308 @@
+"""Tutorial 03: a speech-to-text model from two pretrained halves.
+
+Run it:  python tutorials/03_assemble_speech_to_text.py   (the picture goes to $MINISPEECHSEQ_TUTORIAL_OUT, default ".")
+
+Nobody has a pretrained speech-to-*text* model lying around for every language and domain, but there are plenty of
+pretrained speech encoders (wav2vec2, HuBERT: they turn audio into contextual frames) and pretrained text models
+(BERT, GPT-2: they predict the next word). SpeechEncoderDecoderModel glues one of each together:
+
+    waveform (B, N) --wav2vec2--> frames (B, T, D_enc) --enc_to_dec_proj--> memory (B, T, D_dec)
+    text so far (B, S) --BERT with causal self-attention + NEW cross-attention to memory--> next-token logits (B, S, V)
+
+We (1) write two tiny "pretrained" halves to disk (random weights: there is no model hub on this machine, but the
+folders have exactly the layout of real checkpoints), (2) join them, (3) look at what is new, (4) compute the loss on
+one (audio, text) pair and take one optimizer step, (5) save the joint model and load it back, in minispeechseq and,
+when it is installed, in transformers' own SpeechEncoderDecoderModel.
+
+Shape legend: B batch, N audio samples, T encoder frames, S text tokens, D width, V vocabulary.
+"""
+
+# %%
+import logging
+import os
+
+import numpy as np
+import torch
+
+from minispeechseq import (
+    BertConfig,
+    BertForCausalLM,
+    SpeechEncoderDecoderModel,
+    Tokenizer,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+)
+
+OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
+os.makedirs(OUT, exist_ok=True)
+WORK = os.path.join(OUT, "03_checkpoints")  # the checkpoint folders this tutorial writes
+torch.manual_seed(0)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+SR = 16000
+
+# %% [markdown]
+# ## 1. Two pretrained halves, on disk
+#
+# A speech encoder: wav2vec2 with a shortened conv stack (3 layers, 80 samples = 5 ms per frame; the real one has
+# 7 layers and 20 ms) and width 32. A text model: BERT, width 24, trained (in real life) as a masked language model,
+# so its config says `is_decoder=False, add_cross_attention=False`: it has never seen audio and has no
+# cross-attention at all. Each is written with `save_pretrained`, in transformers' layout (config.json +
+# model.safetensors), which is what `transformers.Wav2Vec2Model.save_pretrained` and
+# `BertForMaskedLM.save_pretrained` write too. BERT also needs its tokenizer: a WordPiece vocabulary (vocab.txt).
+
+# %%
+WORDS = ["hello", "world", "speech", "to", "text", "the", "a", "model", "is", "small"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
+
+encoder_dir, decoder_dir = os.path.join(WORK, "tiny-wav2vec2"), os.path.join(WORK, "tiny-bert")
+encoder_config = Wav2Vec2Config(
+    conv_dim=(16, 16, 16), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+)
+Wav2Vec2Model(encoder_config).save_pretrained(encoder_dir)
+Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(encoder_dir)
+
+decoder_config = BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=48, max_position_embeddings=64)  # is_decoder=False: a plain BERT
+BertForCausalLM(decoder_config).save_pretrained(decoder_dir)
+with open(os.path.join(decoder_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(VOCAB) + "\n")
+with open(os.path.join(decoder_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    f.write('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}\n')
+
+print("encoder folder:", sorted(os.listdir(encoder_dir)))
+print("decoder folder:", sorted(os.listdir(decoder_dir)))
+assert {"config.json", "model.safetensors"} <= set(os.listdir(encoder_dir)) & set(os.listdir(decoder_dir))
+
+# %% [markdown]
+# ## 2. Join them
+#
+# `from_encoder_decoder_pretrained(encoder_folder, decoder_folder)` loads each half with its own `from_pretrained`,
+# after switching the text model into a decoder: causal self-attention (`is_decoder=True`, a token may only look
+# back) and one cross-attention block per layer (`add_cross_attention=True`). The BERT checkpoint has no weights
+# for those blocks, so they are initialised fresh, and the loader says so in a log message (a warning on the
+# "minispeechseq" logger) and in the decoder's `load_report`. We catch the log to show it.
+
+# %%
+class Remember(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+log = Remember()
+logging.getLogger("minispeechseq").addHandler(log)
+model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(encoder_dir, decoder_dir)
+logging.getLogger("minispeechseq").removeHandler(log)
+
+print("\nthe loader's warning:\n ", "\n  ".join(m[:160] + " ..." for m in log.messages))
+new_in_decoder = model.decoder.load_report.initialized
+print(f"\nnewly initialised in the decoder ({len(new_in_decoder)} tensors):", new_in_decoder[:4], "...")
+assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+assert any("newly initialised" in m for m in log.messages)
+# Everything new is cross-attention (its four projections and its LayerNorm), in every layer, and nothing else.
+assert new_in_decoder and all(".cross_attn" in k for k in new_in_decoder)
+assert {k.split(".")[1] for k in new_in_decoder} == {str(i) for i in range(decoder_config.num_hidden_layers)}
+assert model.encoder.load_report.initialized == []  # the encoder is the checkpoint, entirely
+
+# The pretrained parts really are the checkpoint's: compare with the halves loaded alone.
+alone = BertForCausalLM.from_pretrained(decoder_dir)
+assert torch.equal(model.decoder.layers[0].self_attn.q_proj.weight, alone.layers[0].self_attn.q_proj.weight)
+encoder_alone = Wav2Vec2Model.from_pretrained(encoder_dir).state_dict()
+assert all(torch.equal(v, encoder_alone[k]) for k, v in model.encoder.state_dict().items())
+
+# %% [markdown]
+# ## 3. The projection between them: enc_to_dec_proj
+#
+# Cross-attention computes its keys and values from the encoder's frames with the decoder's k_proj / v_proj, which
+# BERT's layout sizes (D_dec -> D_dec). Our encoder speaks width 32, our decoder 24 (wav2vec2-large speaks 1024,
+# bert-base 768): the widths differ, so the model inserts one Linear(D_enc, D_dec), `enc_to_dec_proj`, also freshly
+# initialised. When the widths are equal there is no projection. (A decoder config may instead set
+# `cross_attention_hidden_size` = D_enc, sizing its k_proj / v_proj for the encoder directly; then there is no
+# projection either.) transformers does not list this projection in its "newly initialised" message either, since
+# it belongs to neither checkpoint: remember that it is new.
+
+# %%
+fe = Wav2Vec2FeatureExtractor.from_pretrained(encoder_dir)
+tokenizer = Tokenizer.from_pretrained(decoder_dir)
+print("\nprojection:", model.enc_to_dec_proj)
+assert model.enc_to_dec_proj.in_features == encoder_config.hidden_size
+assert model.enc_to_dec_proj.out_features == decoder_config.hidden_size
+
+probe = torch.randn(1, 4000)  # a quarter of a second of noise, only to look at shapes
+with torch.no_grad():
+    frames = model.encoder(probe).last_hidden_state  # (B, T, D_enc)
+    memory, _ = model.encode(probe)  # (B, T, D_dec): the same frames, projected
+print(f"encoder frames {tuple(frames.shape)} -> memory for cross-attention {tuple(memory.shape)}")
+assert frames.shape[-1] == 32 and memory.shape == (*frames.shape[:2], 24)
+assert torch.allclose(memory, model.enc_to_dec_proj(frames), atol=1e-6)
+
+# %% [markdown]
+# ## 4. One (audio, text) pair, its loss, one optimizer step
+#
+# The audio: espeak-ng saying "hello world" when it is installed, else a synthetic stand-in (two tone bursts, one
+# per "word"). The feature extractor normalises it to zero mean and unit variance.
+#
+# The text: BERT's tokenizer writes `[CLS] hello world [SEP]`. The decoder starts from
+# `decoder_start_token_id` = [CLS] and must predict each next token, ending with [SEP]. So the labels are the tokens
+# *after* [CLS]; the model shifts them right behind the start token itself (teacher forcing):
+#
+#     decoder reads  [CLS]  hello  world
+#     must predict   hello  world  [SEP]
+#
+# (transformers' documentation passes the whole `input_ids`, [CLS] included, as labels; the model then learns to
+# predict [CLS] after [CLS], harmless but useless. We drop it.) pad_token_id is needed too: it fills the decoder's
+# input where a batch's labels are padded (-100).
+
+# %%
+text = "hello world"
+audio = None
+if __import__("shutil").which("espeak-ng"):
+    from minispeechseq.data import synthesize
+
+    try:
+        audio = synthesize(text, voice="en-us")
+    except (OSError, ValueError):  # a broken espeak-ng install: fall back, as when it is missing
+        audio = None
+source = "espeak-ng" if audio is not None else "synthetic tones"
+if audio is None:
+    t = np.arange(int(0.4 * SR)) / SR
+    audio = np.concatenate([np.sin(2 * np.pi * 300 * t), np.zeros(SR // 10), np.sin(2 * np.pi * 700 * t)])
+audio = audio.astype(np.float32)
+input_values = fe(audio, sampling_rate=SR, return_tensors="pt").input_values  # (B=1, N)
+
+model.config.decoder_start_token_id = tokenizer.cls_token_id
+model.config.pad_token_id = tokenizer.pad_token_id
+model.config.eos_token_id = tokenizer.sep_token_id
+ids = tokenizer(text, return_tensors="pt").input_ids  # (1, S+1): [CLS] hello world [SEP]
+labels = ids[:, 1:]  # (1, S): hello world [SEP]
+print(f"\naudio: {source}, {input_values.shape[1] / SR:.2f} s; tokens: {tokenizer.convert_ids_to_tokens(ids[0].tolist())}")
+assert tokenizer.decode(labels[0], skip_special_tokens=True) == text
+assert ids[0, 0] == tokenizer.cls_token_id and ids[0, -1] == tokenizer.sep_token_id
+
+
+def pair_loss() -> float:
+    """The loss on our pair, in eval mode (no dropout, no SpecAugment masking), so two calls are comparable."""
+    model.eval()
+    with torch.no_grad():
+        return model(input_values, labels=labels).loss.item()
+
+
+before = pair_loss()
+model.train()  # dropout and SpecAugment on, as in training
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+out = model(input_values, labels=labels)
+print(f"logits {tuple(out.logits.shape)}; loss {out.loss.item():.4f} (ln V = {np.log(len(VOCAB)):.4f}: a guess)")
+out.loss.backward()
+# Gradients reach every part: the new cross-attention, the new projection, and both pretrained halves. (We look at
+# the encoder's input projection, not at one of its layers: wav2vec2 configs have layerdrop=0.1, which skips a
+# random layer now and then in training, and a skipped layer gets no gradient in that step.)
+assert model.decoder.layers[0].cross_attn.q_proj.weight.grad is not None
+assert model.enc_to_dec_proj.weight.grad is not None
+assert model.encoder.feature_projection.proj.weight.grad is not None
+optimizer.step()
+optimizer.zero_grad()
+after = pair_loss()
+print(f"loss on the pair: {before:.4f} before the step, {after:.4f} after")
+assert out.logits.shape == (1, labels.shape[1], len(VOCAB))
+assert after < before, f"one step on this pair should lower its loss: {before:.4f} -> {after:.4f}"
+
+# %% [markdown]
+# ## 5. A picture: what is pretrained, and what is new
+#
+# Parameter counts per part. In a real pair (wav2vec2-base + bert-base) the new parts are ~10 % of the model; in
+# our tiny pair they are a larger share, but they are the same parts.
+
+# %%
+n = {name: p.numel() for name, p in model.named_parameters()}
+new = {k for k in n if k.startswith("decoder.") and k[len("decoder."):] in new_in_decoder} | {
+    k for k in n if k.startswith("enc_to_dec_proj.")}
+parts = {
+    "encoder (pretrained)": sum(v for k, v in n.items() if k.startswith("encoder.")),
+    "decoder (pretrained)": sum(v for k, v in n.items() if k.startswith("decoder.") and k not in new),
+    "cross-attention (new)": sum(n[k] for k in new if k.startswith("decoder.")),
+    "enc_to_dec_proj (new)": sum(n[k] for k in new if k.startswith("enc_to_dec_proj.")),
+}
+assert sum(parts.values()) == model.num_parameters()
+for name, count in parts.items():
+    print(f"  {name:24s} {count:7d} parameters")
+
+import matplotlib
+
+matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(8, 2.8))
+left = 0
+for (name, count), color in zip(parts.items(), ["tab:blue", "tab:green", "tab:red", "tab:orange"]):
+    ax.barh(0, count, left=left, color=color, label=f"{name}: {count}")
+    left += count
+ax.set_yticks([])
+ax.set_xlabel("parameters")
+ax.set_title("a warm-started speech encoder-decoder: two checkpoints + the new glue")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=2, fontsize=8)
+fig.tight_layout()
+picture = os.path.join(OUT, "03_pretrained_and_new.png")
+fig.savefig(picture, dpi=80)
+plt.close(fig)
+print("picture:", picture)
+assert os.path.getsize(picture) > 0
+
+# %% [markdown]
+# ## 6. Save the joint model, load it back
+#
+# `save_pretrained` writes one folder: config.json (model_type "speech-encoder-decoder", with the two sub-configs
+# nested), generation_config.json, and model.safetensors under transformers' parameter names. Our own names are
+# cleaner (`q_proj`, `cross_attn`); the table in weights_convert/ translates both ways. From now on the model
+# loads with `from_pretrained(folder)` in one piece, and nothing is "newly initialised" any more.
+
+# %%
+joint_dir = os.path.join(WORK, "tiny-wav2vec2-bert")
+model.save_pretrained(joint_dir)
+fe.save_pretrained(joint_dir)
+tokenizer.save_pretrained(joint_dir)
+
+ours = model.state_dict()
+theirs = model.checkpoint_state_dict()
+print("\nthe same tensor under two names:")
+print("  ours:        decoder.layers.0.cross_attn.q_proj.weight")
+print("  checkpoint:  decoder.bert.encoder.layer.0.crossattention.self.query.weight")
+assert torch.equal(ours["decoder.layers.0.cross_attn.q_proj.weight"],
+                   theirs["decoder.bert.encoder.layer.0.crossattention.self.query.weight"])
+
+model.eval()
+reloaded = SpeechEncoderDecoderModel.from_pretrained(joint_dir)
+with torch.no_grad():
+    logits = model(input_values, labels=labels).logits
+    logits_reloaded = reloaded(input_values, labels=labels).logits
+assert reloaded.load_report.initialized == [], "a saved joint model has every weight"
+assert torch.equal(logits, logits_reloaded), "save + load changes nothing"
+print("reloaded in minispeechseq: identical logits")
+
+# %% [markdown]
+# ## 7. The same folder in transformers
+#
+# The folder is a transformers checkpoint: `transformers.SpeechEncoderDecoderModel.from_pretrained(folder)` reads it
+# (when transformers is installed; this library never needs it). Same weights, same input: the logits agree to
+# floating-point rounding (1e-5).
+
+# %%
+try:
+    import transformers
+except ImportError:
+    transformers = None
+    print("\ntransformers is not installed: step 7 skipped.")
+if transformers is not None:
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    reference = transformers.SpeechEncoderDecoderModel.from_pretrained(joint_dir).eval()
+    with torch.no_grad():
+        ref_logits = reference(input_values=input_values, labels=labels).logits
+    diff = (logits - ref_logits).abs().max().item()
+    print(f"\ntransformers' SpeechEncoderDecoderModel on the same folder: max |logits difference| = {diff:.2e}")
+    assert diff <= 1e-5, f"our logits and transformers' differ by {diff:.2e} (> 1e-5)"
