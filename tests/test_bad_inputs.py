@@ -25,9 +25,18 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from minispeechseq import SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor, load_audio
+from minispeechseq import (
+    SpeechEncoderDecoderModel,
+    Tokenizer,
+    Wav2Vec2FeatureExtractor,
+    load_audio,
+)
 from minispeechseq.cli import main
-from tests.test_doc_examples import tiny_bert_config, tiny_encoder_config, write_bert_tokenizer
+from tests.test_doc_examples import (
+    tiny_bert_config,
+    tiny_encoder_config,
+    write_bert_tokenizer,
+)
 from tests.utils import assert_close
 
 transformers.logging.set_verbosity_error()
@@ -363,17 +372,17 @@ def test_the_pickle_payload_is_live(tmp_path):
 
 # ====================================================================================== generation arguments
 BAD_GENERATION = {
-    "num_return_sequences > num_beams": (dict(num_beams=2, num_return_sequences=3), "num_return_sequences=3 .* num_beams=2"),
-    "top_p = 0": (dict(do_sample=True, top_p=0.0), "top_p must be in \\(0, 1\\]"),
-    "top_p > 1": (dict(do_sample=True, top_p=1.5), "top_p must be in \\(0, 1\\]"),
-    "temperature = 0 with sampling": (dict(do_sample=True, temperature=0.0), "temperature must be > 0"),
-    "temperature < 0 with sampling": (dict(do_sample=True, temperature=-1.0), "temperature must be > 0"),
-    "max_new_tokens beyond positions": (dict(max_new_tokens=1000), "beyond the decoder's 64 positions"),
-    "max_length beyond positions": (dict(max_length=65), "beyond the decoder's 64 positions"),
-    "max_new_tokens = 0": (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
-    "num_beams = 0": (dict(num_beams=0), "num_beams must be an int >= 1"),
-    "unknown kwarg": (dict(max_tokens=5), "Unknown generation argument.*max_tokens"),
-    "misspelt kwarg": (dict(num_beam=2), "Unknown generation argument.*num_beam"),
+    "num_return_sequences > num_beams": ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences=3 .* num_beams=2"),
+    "top_p = 0": ({"do_sample": True, "top_p": 0.0}, "top_p must be in \\(0, 1\\]"),
+    "top_p > 1": ({"do_sample": True, "top_p": 1.5}, "top_p must be in \\(0, 1\\]"),
+    "temperature = 0 with sampling": ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0"),
+    "temperature < 0 with sampling": ({"do_sample": True, "temperature": -1.0}, "temperature must be > 0"),
+    "max_new_tokens beyond positions": ({"max_new_tokens": 1000}, "beyond the decoder's 64 positions"),
+    "max_length beyond positions": ({"max_length": 65}, "beyond the decoder's 64 positions"),
+    "max_new_tokens = 0": ({"max_new_tokens": 0}, "max_new_tokens must be >= 1"),
+    "num_beams = 0": ({"num_beams": 0}, "num_beams must be an int >= 1"),
+    "unknown kwarg": ({"max_tokens": 5}, "Unknown generation argument.*max_tokens"),
+    "misspelt kwarg": ({"num_beam": 2}, "Unknown generation argument.*num_beam"),
 }
 
 
@@ -385,9 +394,9 @@ def test_bad_generation_arguments(model, case):
 
 
 OOV_GENERATION = {
-    "decoder_start_token_id outside the vocabulary": dict(decoder_start_token_id=999),
-    "suppress_tokens outside the vocabulary": dict(suppress_tokens=[999]),
-    "forced_bos_token_id outside the vocabulary": dict(forced_bos_token_id=999),
+    "decoder_start_token_id outside the vocabulary": {"decoder_start_token_id": 999},
+    "suppress_tokens outside the vocabulary": {"suppress_tokens": [999]},
+    "forced_bos_token_id outside the vocabulary": {"forced_bos_token_id": 999},
 }
 
 

@@ -20,12 +20,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.test_doc_examples import VOCAB, write_bert_tokenizer
 
-import minispeechseq.attention as attention
 from minispeechseq import (
-    BertConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+    BertConfig,
+    SpeechEncoderDecoderConfig,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    attention,
 )
+from tests.test_doc_examples import VOCAB, write_bert_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE, MINUTES = 16000, 10
@@ -52,7 +56,7 @@ DRIVER = (
 
 def run_cli(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, int]:
     """(exit code, stdout, stderr without the rss line, peak RSS in bytes)."""
-    done = subprocess.run([sys.executable, "-c", DRIVER.format(root=ROOT, argv=argv)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", DRIVER.format(root=ROOT, argv=argv)], check=False, capture_output=True, text=True,
                           timeout=240, env={**os.environ, **(env or {})})
     lines = done.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("maxrss_kib"), done.stderr

@@ -23,7 +23,11 @@ import torch
 import minispeechseq.checkpoint as ckpt
 import minispeechseq.config as config_module
 from minispeechseq import (
-    BertConfig, GenerationConfig, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel, Wav2Vec2Config,
+    BertConfig,
+    GenerationConfig,
+    SpeechEncoderDecoderConfig,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2Config,
 )
 
 TOKENIZER_FILE = "vocab.txt"  # a file the model's save does not write: it must survive every save
@@ -124,7 +128,7 @@ def test_failed_save_leaves_the_previous_checkpoint(saved, monkeypatch, fault):
 
 
 def test_successful_save_keeps_other_files_and_drops_stale_weights(saved):
-    folder, old, new = saved
+    folder, _old, new = saved
     torch.save({"stale": torch.zeros(1)}, folder / "pytorch_model.bin")  # weights of an older layout
     new.save_pretrained(folder)
     assert same_weights(SpeechEncoderDecoderModel.from_pretrained(folder), new)
@@ -151,10 +155,10 @@ KILL_BETWEEN_RENAMES = textwrap.dedent("""
 
 
 def test_process_killed_between_the_renames_is_recovered(saved):
-    folder, old, new = saved
+    folder, old, _new = saved
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = KILL_BETWEEN_RENAMES.format(root=root, folder=str(folder))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 9, f"the save was expected to die with code 9, got {done.returncode}: {done.stderr}"
     # The window really happened: the folder is gone, the old checkpoint sits aside.
     assert not folder.exists()
@@ -164,7 +168,7 @@ def test_process_killed_between_the_renames_is_recovered(saved):
 
 
 def test_a_save_after_a_killed_one_recovers_first(saved):
-    folder, old, new = saved
+    folder, _old, new = saved
     # Reproduce the state a kill between the renames leaves: old folder aside, a half-filled temp folder.
     aside = folder.parent / ".old-ckpt-abc123"
     aside.mkdir()
