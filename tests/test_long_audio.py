@@ -12,6 +12,7 @@ Also here: the eager limit itself (`attention.EAGER_ATTENTION_MAX_BYTES`, the en
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,21 +47,30 @@ def frames_of(samples: int) -> int:
 
 FRAMES = frames_of(RATE * 60 * MINUTES)  # 29 999
 
-# Runs the CLI and prints the process's peak resident memory (ru_maxrss: KiB on Linux) as the last stderr line.
-DRIVER = (
-    "import resource, sys; sys.path.insert(0, {root!r}); import torch; torch.set_num_threads(1); "
-    "from minispeechseq.cli import main; code = main({argv!r}); "
-    "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)"
-)
+# Runs CLI commands one after the other in one process (the imports paid once) and prints, per command, a JSON
+# record with its exit code, its output and the process's peak resident memory so far (ru_maxrss: KiB on Linux).
+DRIVER = """
+import contextlib, io, json, resource, sys
+sys.path.insert(0, {root!r})
+import torch
+torch.set_num_threads(1)
+from minispeechseq.cli import main
+for argv in {commands!r}:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({{"code": code, "out": out.getvalue(), "err": err.getvalue(), "peak": peak}}), flush=True)
+"""
 
 
-def run_cli(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, int]:
-    """(exit code, stdout, stderr without the rss line, peak RSS in bytes)."""
-    done = subprocess.run([sys.executable, "-c", DRIVER.format(root=ROOT, argv=argv)], check=False, capture_output=True, text=True,
-                          timeout=240, env={**os.environ, **(env or {})})
-    lines = done.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("maxrss_kib"), done.stderr
-    return done.returncode, done.stdout, "\n".join(lines[:-1]), int(lines[-1].split()[1]) * 1024
+def run_cli(commands: list[list[str]]) -> list[dict]:
+    """One subprocess runs the commands in order; a record per command (peak RSS is a high-water mark, so each
+    record's `peak` covers that command and all before it)."""
+    done = subprocess.run([sys.executable, "-c", DRIVER.format(root=ROOT, commands=commands)], check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.strip().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -91,32 +101,42 @@ def audio(tmp_path_factory):
     return folder
 
 
-def test_ten_minutes_with_sdpa_in_bounded_memory(model_dir, audio):
-    common = ["--model", str(model_dir), "--attn", "sdpa", "--max-new-tokens", "4", "--json"]
-    code, out, err, base = run_cli(["transcribe", str(audio / "short.wav"), *common])
-    assert code == 0, err
-    code, out, err, peak = run_cli(["transcribe", str(audio / "long.wav"), *common])
-    assert code == 0, err
-    assert '"path"' in out
-    frames = FRAMES
-    materialised = HEADS * frames * frames * 4  # one layer's fp32 attention weights
+@pytest.fixture(scope="module")
+def runs(model_dir, audio):
+    """1 s with sdpa (the baseline: imports, model, one transcription), then 10 min with sdpa, then with eager."""
+    common = ["--model", str(model_dir), "--max-new-tokens", "4", "--json"]
+    short, long_sdpa, long_eager = run_cli([
+        ["transcribe", str(audio / "short.wav"), "--attn", "sdpa", *common],
+        ["transcribe", str(audio / "long.wav"), "--attn", "sdpa", *common],
+        ["transcribe", str(audio / "long.wav"), "--attn", "eager", *common],
+    ])
+    return short, long_sdpa, long_eager
+
+
+def test_ten_minutes_with_sdpa_in_bounded_memory(runs):
+    short, long_sdpa, _ = runs
+    assert short["code"] == 0 and long_sdpa["code"] == 0, (short["err"], long_sdpa["err"])
+    assert json.loads(long_sdpa["out"])["path"].endswith("long.wav")
+    base, peak = short["peak"], long_sdpa["peak"]
+    materialised = HEADS * FRAMES * FRAMES * 4  # one layer's fp32 attention weights
     audio_bytes = RATE * 60 * MINUTES * 4  # the waveform as float32
     grew = peak - base
-    print(f"\n10 min ({frames} frames), sdpa: peak RSS {peak / 2**20:.0f} MiB, baseline (1 s) {base / 2**20:.0f} MiB, "
+    print(f"\n10 min ({FRAMES} frames), sdpa: peak RSS {peak / 2**20:.0f} MiB, after 1 s {base / 2**20:.0f} MiB, "
           f"growth {grew / 2**20:.0f} MiB; materialised T×T weights would be {materialised / 2**30:.1f} GiB")
     # The growth is a few copies of the waveform and of the first conv layer's output (8 channels at 1/5 the
-    # rate = 1.6x the waveform); 20 waveforms' worth (770 MB) bounds it, a tenth of the T×T matrix.
+    # rate = 1.6x the waveform); 20 waveforms' worth (730 MiB) bounds it, a tenth of the T×T matrix.
     assert grew < 20 * audio_bytes, f"peak grew by {grew / 2**20:.0f} MiB, above {20 * audio_bytes / 2**20:.0f} MiB"
     assert grew < materialised / 8
 
 
-def test_ten_minutes_with_eager_refuses_before_allocating(model_dir, audio):
-    code, out, err, peak = run_cli(["transcribe", str(audio / "long.wav"), "--model", str(model_dir), "--attn", "eager"])
-    assert code != 0 and out == ""
+def test_ten_minutes_with_eager_refuses_before_allocating(runs):
+    short, _, eager = runs
+    assert eager["code"] != 0 and eager["out"] == ""
+    err = eager["err"].strip()
     assert len(err.splitlines()) == 1, err
-    frames = FRAMES
-    assert f"{frames} queries x {frames} keys" in err and "limit" in err and "sdpa" in err, err
-    assert peak < HEADS * frames * frames * 4 / 8, f"peak RSS {peak / 2**20:.0f} MiB: the weights were allocated"
+    assert f"{FRAMES} queries x {FRAMES} keys" in err and "limit" in err and "sdpa" in err, err
+    grew = eager["peak"] - short["peak"]
+    assert grew < HEADS * FRAMES * FRAMES * 4 / 8, f"peak RSS grew by {grew / 2**20:.0f} MiB: the weights were allocated"
 
 
 # ------------------------------------------------------------------------------------------- the limit itself
