@@ -123,17 +123,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             failures += 1
             continue
         try:
-            good.append((path, load_audio(path, sampling_rate=fe.sampling_rate)))
+            samples = load_audio(path, sampling_rate=fe.sampling_rate)
         except (OSError, ValueError, RuntimeError) as e:
             _fail(f"{path}: {e}")
             failures += 1
+            continue
+        if len(samples) < model.encoder.receptive_field:  # checked per file, so one short clip spoils no batch
+            _fail(f"{path}: {len(samples)} samples is shorter than the model's receptive field "
+                  f"({model.encoder.receptive_field} samples, {model.encoder.receptive_field / fe.sampling_rate * 1e3:.0f} ms)")
+            failures += 1
+            continue
+        good.append((path, samples))
     for start in range(0, len(good), args.batch_size):
         chunk = good[start : start + args.batch_size]
-        features = fe([audio for _, audio in chunk], sampling_rate=fe.sampling_rate, padding=True,
-                      return_attention_mask=use_mask, return_tensors="pt").to(model.device)
-        if args.dtype:
-            features.input_values = features.input_values.to(next(model.parameters()).dtype)
         try:
+            features = fe([audio for _, audio in chunk], sampling_rate=fe.sampling_rate, padding=True,
+                          return_attention_mask=use_mask, return_tensors="pt").to(model.device)
+            features.input_values = features.input_values.to(model.dtype)
             with torch.no_grad():
                 ids = model.generate(features.input_values, attention_mask=features.get("attention_mask"),
                                      **generation_kwargs(args))

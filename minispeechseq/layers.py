@@ -54,11 +54,19 @@ def check_decoder_inputs(
     encoder_attention_mask: torch.Tensor | None,
     past: int,
     max_positions: int,
+    vocab_size: int,
 ) -> None:
-    """Clear errors for the mistakes a caller can make with the decoder interface's tensors."""
+    """Clear errors for the mistakes a caller can make with the decoder interface's tensors.
+    (The vocabulary check costs one host sync; it runs once per call, not per layer.)"""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
     B, S = input_ids.shape
+    if input_ids.numel() and not (0 <= int(input_ids.min()) and int(input_ids.max()) < vocab_size):
+        bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)].unique()[:10].tolist()
+        raise ValueError(
+            f"input_ids contain {bad}, outside the decoder's vocabulary of {vocab_size} tokens "
+            "(is the tokenizer the one this model was trained with?)."
+        )
     if past + S > max_positions:
         raise ValueError(
             f"{past + S} tokens ({past} cached + {S} new) exceed the {max_positions} positions this model has "

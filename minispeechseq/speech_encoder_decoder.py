@@ -307,6 +307,13 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
                 f"labels must be (batch, tokens) with the audio's batch size {input_values.shape[0]}, "
                 f"got shape {tuple(labels.shape)}."
             )
+        vocab = self.config.decoder.vocab_size
+        bad = labels[(labels != -100) & ((labels < 0) | (labels >= vocab))]
+        if bad.numel():
+            raise ValueError(
+                f"labels contain ids {bad.unique()[:10].tolist()} outside the decoder's vocabulary of {vocab} tokens; "
+                "use -100 for ignored positions."
+            )
         if labels.shape[1] > self.max_target_positions:
             raise ValueError(
                 f"labels have {labels.shape[1]} tokens but the decoder has only {self.max_target_positions} "

@@ -224,7 +224,12 @@ class Dist:
 # ========================================================================================= RNG state
 def rng_state() -> dict[str, Any]:
     """Every random stream the step draws from: torch (dropout, SpecAugment), CUDA, numpy, Python."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # Plain tensors, lists and numbers only, so that resuming can load the file with torch.load(weights_only=True):
+    # a trainer state from someone else's folder must not be able to run code (numpy's state holds an ndarray,
+    # which would need the unsafe unpickler, so it is stored as a list).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -232,7 +237,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -419,7 +425,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
         optimizer, lambda s: warmup_cosine(s, warmup, args.steps, args.min_lr_ratio))
     step, epoch, position = 0, 0, 0
     if resume_from is not None:
-        state = torch.load(os.path.join(resume_from, TRAINER_STATE), weights_only=False)
+        state = torch.load(os.path.join(resume_from, TRAINER_STATE), weights_only=True)  # never runs code
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]

@@ -251,15 +251,11 @@ def test_labels_longer_than_the_decoder_positions(model):
         model(torch.from_numpy(noise())[None], labels=labels)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="labels are not range-checked: IndexError from cross_entropy "
-                   "(fix: a check in SpeechEncoderDecoderModel._check_labels, see the reliability report)")
 def test_label_ids_outside_the_vocabulary(model):
     with pytest.raises(ValueError, match="vocabulary"):
         model(torch.from_numpy(noise())[None], labels=torch.tensor([[5, 999]]))
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="decoder ids are not range-checked: IndexError from the "
-                   "embedding (fix: a check in layers.check_decoder_inputs, see the reliability report)")
 def test_decoder_input_ids_outside_the_vocabulary(model):
     with pytest.raises(ValueError, match="vocabulary"):
         model(torch.from_numpy(noise())[None], decoder_input_ids=torch.tensor([[2, 999]]))
@@ -400,8 +396,6 @@ OOV_GENERATION = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="token ids given to generate are not range-checked "
-                   "(fix: in generation/loop.py resolve_config, see the reliability report)")
 @pytest.mark.parametrize("case", list(OOV_GENERATION))
 def test_generation_token_ids_outside_the_vocabulary(model, case):
     with pytest.raises(ValueError, match="vocabulary"):
@@ -443,8 +437,6 @@ def test_batch_reports_each_bad_file_and_transcribes_the_others(model_dir, tmp_p
         assert line.startswith("minispeechseq: error:") and str(path) in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py stops the whole batch when generate refuses one clip "
-                   "(fix: load-time length check per file, see the reliability report)")
 def test_batch_with_a_clip_shorter_than_the_receptive_field(model_dir, tmp_path, capsys):
     sf.write(tmp_path / "short.wav", noise(10), 16000)
     sf.write(tmp_path / "good.wav", noise(4000), 16000)

@@ -34,7 +34,7 @@ import weights_convert.bart
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
 from ..config import ConfigMixin, extra_field
-from ..layers import activation, causal_lm_loss
+from ..layers import activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # ------------------------------------------------------------------------------------------------- config
@@ -207,11 +207,6 @@ class BartForCausalLM(PreTrainedModel):
     def embed(self, input_ids: torch.Tensor, past: int) -> torch.Tensor:
         """Token embeddings (× √D if scale_embedding) plus positions past .. past + S - 1 -> (B, S, D)."""
         S = input_ids.shape[1]
-        if past + S > self.config.max_position_embeddings:
-            raise ValueError(
-                f"The decoder has learned positions for {self.config.max_position_embeddings} tokens, "
-                f"but this call reaches position {past + S}; shorten the sequence (or max_new_tokens)."
-            )
         # Positions ignore padding (transformers' BartLearnedPositionalEmbedding counts from the cache length).
         positions = torch.arange(past, past + S, device=input_ids.device) + self.POSITION_OFFSET  # (S,)
         x = self.embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)  # (B, S, D)
@@ -231,9 +226,9 @@ class BartForCausalLM(PreTrainedModel):
     ) -> DecoderOutput:
         """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
         encoder_attention_mask (B, T), 1 = real frame. With `cache`, positions continue from its length."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
         past = cache.seq_len if cache is not None else 0
+        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
+                             self.config.max_position_embeddings, self.config.vocab_size)
         x = self.embed(input_ids, past)
         x = F.dropout(x, p=self.config.dropout, training=self.training)
 

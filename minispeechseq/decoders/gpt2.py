@@ -202,7 +202,7 @@ class GPT2LMHeadModel(PreTrainedModel):
         config = self.config
         past = cache.seq_len if cache is not None else 0
         check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             config.n_positions)
+                             config.n_positions, config.vocab_size)
         if cache is not None and len(cache.self_attn) != len(self.layers):
             raise ValueError(f"The cache has {len(cache.self_attn)} layers but this model has {len(self.layers)}; "
                              "make it with model.new_cache().")

@@ -29,7 +29,7 @@ import weights_convert.speech2text2
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
-from ..layers import causal_lm_loss
+from ..layers import causal_lm_loss, check_decoder_inputs
 from .bart import BartDecoderLayer
 
 
@@ -182,8 +182,9 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
     ) -> DecoderOutput:
         """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
         encoder_attention_mask (B, T), 1 = real frame. Use `new_cache()` for padding-aware cached positions."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+        past = cache.seq_len if cache is not None else 0
+        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
+                             self.config.max_target_positions, self.config.vocab_size)
         positions = self.positions(input_ids, cache, attention_mask)  # (B, S)
         pos_emb = sinusoids(positions, self.config.d_model, self.config.pad_token_id)  # (B, S, D)
         x = self.embed_tokens(input_ids) * self.embed_scale + pos_emb.to(self.embed_tokens.weight.dtype)

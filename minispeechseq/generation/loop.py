@@ -4,7 +4,8 @@ What the loop needs from a model (the protocol; `SpeechEncoderDecoderModel` prov
     model.encode(input_values, attention_mask) -> (encoder states (B, T, D), frame mask (B, T) or None)
     model.decoder(input_ids, encoder_hidden_states=..., encoder_attention_mask=..., cache=..., logits_to_keep=1)
         -> object with .logits (N, 1, V)
-    model.decoder.new_cache() -> DecoderCache (reorder(index) for beams)
+    model.decoder.new_cache() -> DecoderCache (reorder(index) for beams; optional share_cross_attention(n):
+        n adjacent rows decode one input, so cross-attention keys/values are computed once for them)
     model.config (token ids), model.generation_config, model.max_target_positions
 
 With the cache (the default) the decoder sees only the newest token per step: the self-attention keys and
@@ -103,7 +104,21 @@ def resolve_config(model: Any, generation_config: GenerationConfig | None, kwarg
         )
     if config.top_k is not None and not (isinstance(config.top_k, int) and config.top_k >= 0):
         raise ValueError(f"top_k must be an int >= 0 (0 or None = off), got {config.top_k!r}.")
+    if not isinstance(config.length_penalty, (int, float)):
+        raise ValueError(f"length_penalty must be a number, got {config.length_penalty!r}.")
+    check_token_ids(config, start, pad, model.config.decoder.vocab_size)
     return _Settings(config, start, eos, pad, max_length, min_length)
+
+
+def check_token_ids(config: GenerationConfig, start: int, pad: int | None, vocab: int) -> None:
+    """Every token id the caller can set must exist in the decoder's vocabulary (else: an IndexError deep inside)."""
+    named = {"decoder_start_token_id": [start], "pad_token_id": [pad], "forced_bos_token_id": [config.forced_bos_token_id],
+             "forced_eos_token_id": config.forced_eos_token_id, "suppress_tokens": config.suppress_tokens}
+    for name, ids in named.items():
+        ids = ids if isinstance(ids, (list, tuple)) else [ids]
+        bad = [i for i in ids if i is not None and not (isinstance(i, int) and 0 <= i < vocab)]
+        if bad:
+            raise ValueError(f"{name}={bad} is outside the decoder's vocabulary of {vocab} tokens.")
 
 
 @torch.no_grad()
@@ -133,20 +148,28 @@ def generate(
     enc_mask = None if enc_mask is None else enc_mask.repeat_interleave(rows_per_input, dim=0)  # (N, T)
     start = torch.full((B,), s.start, dtype=torch.long, device=enc.device)
 
+    def new_cache() -> Any:
+        # The rows of one input read the same encoder output: its cross-attention keys/values are computed and
+        # kept once per input, not once per row (see CrossAttentionCache.rows_per_source).
+        cache = model.decoder.new_cache()
+        if rows_per_input > 1 and hasattr(cache, "share_cross_attention"):  # optional in the protocol
+            cache.share_cross_attention(rows_per_input)
+        return cache
+
     def next_scores(ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         """(N, S) tokens so far -> (N, V) fp32 logits of the next token, and the cache to keep."""
         if config.use_cache:
             feed = ids[:, -1:] if cache.seq_len > 0 else ids  # only what the cache has not seen
         else:
-            cache, feed = model.decoder.new_cache(), ids
+            cache, feed = new_cache(), ids
         out = model.decoder(
             feed, encoder_hidden_states=enc, encoder_attention_mask=enc_mask, cache=cache, logits_to_keep=1
         )
         return out.logits[:, -1].float(), cache
 
     if config.num_beams > 1:
-        return _beam_loop(s, processors, start, next_scores, model.decoder.new_cache(), return_dict)
-    return _sample_loop(s, processors, start.repeat_interleave(rows_per_input), next_scores, model.decoder.new_cache(), generator, return_dict)
+        return _beam_loop(s, processors, start, next_scores, new_cache(), return_dict)
+    return _sample_loop(s, processors, start.repeat_interleave(rows_per_input), next_scores, new_cache(), generator, return_dict)
 
 
 def _sample_loop(s, processors, start, next_scores, cache, generator, return_dict):
