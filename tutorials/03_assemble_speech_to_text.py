@@ -44,8 +44,8 @@ SR = 16000
 # %% [markdown]
 # ## 1. Two pretrained halves, on disk
 #
-# A speech encoder: wav2vec2 with a shortened conv stack (3 layers, 80 samples = 5 ms per frame; the real one has
-# 7 layers and 20 ms) and width 32. A text model: BERT, width 24, trained (in real life) as a masked language model,
+# A speech encoder: wav2vec2 with a shortened conv stack (4 layers instead of 7, but the same hop: 5 * 4 * 4 * 4 =
+# 320 samples = 20 ms per frame) and width 32. A text model: BERT, width 24, trained (in real life) as a masked language model,
 # so its config says `is_decoder=False, add_cross_attention=False`: it has never seen audio and has no
 # cross-attention at all. Each is written with `save_pretrained`, in transformers' layout (config.json +
 # model.safetensors), which is what `transformers.Wav2Vec2Model.save_pretrained` and
@@ -57,7 +57,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmno
 
 encoder_dir, decoder_dir = os.path.join(WORK, "tiny-wav2vec2"), os.path.join(WORK, "tiny-bert")
 encoder_config = Wav2Vec2Config(
-    conv_dim=(16, 16, 16), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
+    conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4),
     hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
 )
