@@ -154,11 +154,11 @@ assert (batch["labels"] == tokenizer.sep_token_id).sum() == len(SENTENCES)  # on
 # A plain loop: the training loop's AdamW (no weight decay on biases and norms) and its warmup + cosine schedule,
 # gradient clipping, and the whole batch every step. On a GPU, two things are worth turning on:
 #
-# - `torch.autocast("cuda", dtype=torch.bfloat16)`: matmuls in bf16 (the model keeps its weights in fp32, and
-#   computes the loss in fp32 itself). About twice as fast, half the activation memory; no loss scaling needed, as
-#   bf16 has fp32's exponent range.
+# - `torch.autocast("cuda", dtype=torch.bfloat16)`: matmuls in bf16 on the tensor cores (the model keeps its
+#   weights in fp32, and computes the loss in fp32 itself); activations take half the memory. No loss scaling is
+#   needed, as bf16 has fp32's exponent range (fp16 has not).
 # - `model.gradient_checkpointing_enable()`: layers recompute their activations during backward instead of
-#   storing them: about a third more compute for much less memory, hence longer audio or bigger batches.
+#   storing them: one more forward pass per step, for far less memory, hence longer audio or bigger batches.
 #
 # On this CPU both are off (bf16 on CPU is slow, and the model is tiny).
 
