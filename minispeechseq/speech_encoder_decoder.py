@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import weights_convert.speech_encoder_decoder as sed_convert
+from weights_convert.core import ConversionReport
 
 from .checkpoint import SAFETENSORS, atomic_save, resolve_folder, save_state_dict
 from .config import ConfigMixin, extra_field
@@ -392,6 +393,15 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
 
         config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **top)
         model = cls(config=config, encoder=encoder, decoder=decoder)
+        # One report for the pair, like from_pretrained's: the halves' reports, plus the projection (always new).
+        report = ConversionReport()
+        report.merge(encoder.load_report, prefix_ours="encoder.")
+        report.merge(decoder.load_report, prefix_ours="decoder.")
+        if model.enc_to_dec_proj is not None:
+            report.initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+            logger.warning("enc_to_dec_proj (%d -> %d) is new: the encoder and decoder widths differ.",
+                           model.enc_to_dec_proj.in_features, model.enc_to_dec_proj.out_features)
+        model.load_report = report
         model.set_attn_implementation(attn_implementation)
         model.eval()
         from .modeling import resolve_dtype

@@ -244,6 +244,10 @@ def test_warm_start_initialises_and_reports_cross_attention(tmp_path, caplog):
         model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "enc", tmp_path / "dec")
     assert "crossattention" in caplog.text or "cross_attn" in caplog.text, caplog.text
     assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+    new = set(model.load_report.initialized)
+    assert {"enc_to_dec_proj.weight", "enc_to_dec_proj.bias"} <= new
+    assert all(k.startswith("enc_to_dec_proj.") or ".cross_attn" in k for k in new), sorted(new)
+    assert any(".cross_attn" in k for k in new)
     ref = transformers.SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "enc", tmp_path / "dec")
     # The pretrained halves are the checkpoint's; only cross-attention and the projection are new.
     audio, mask, _ = batch()
