@@ -289,23 +289,38 @@ class Attention(nn.Module):
         cross-attention computes keys/values from `source` on the first call and reuses them afterwards.
         """
         B, Sq, _ = x.shape
-        q = self._heads(self.q_proj(x))  # (B, H, Sq, hd)
+        q = self.q_proj(x)  # (B, Sq, D)
+        group = 1
         if source is None:  # self-attention
             k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, H, past + Sq, hd)
-        elif cache is not None and cache.is_set:  # cross-attention, keys/values of the encoder already known
-            k, v = cache.k, cache.v
-        else:
-            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))  # (B, H, T, hd)
-            if cache is not None:
-                cache.set(k, v)
+        else:  # cross-attention
+            group = cache.rows_per_source if cache is not None else 1
+            if group > 1:  # `group` adjacent rows share one utterance: one encoder row, one mask row each
+                if B % group != 0:
+                    raise ValueError(f"A batch of {B} rows cannot be split into utterances of {group} rows each.")
+                source = source[::group] if not (cache is not None and cache.is_set) else None  # (B/g, T, kv_dim)
+                key_padding_mask = None if key_padding_mask is None else key_padding_mask[::group]  # (B/g, T)
+            if cache is not None and cache.is_set:  # keys/values of the encoder already known
+                k, v = cache.k, cache.v
+            else:
+                k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))  # (B/g, H, T, hd)
+                if cache is not None:
+                    cache.set(k, v)
+            # The g rows of an utterance become g·Sq queries of one row: no mask couples queries, so this is the
+            # same attention, with each key/value read once per utterance instead of once per beam.
+            q = q.reshape(B // group, group * Sq, -1)  # (B, Sq, D) -> (B/g, g·Sq, D), rows are adjacent
+        q = self._heads(q)  # (B/g, H, g·Sq, hd); g = 1 outside grouped cross-attention
         out, weights = attend(
             q, k, v,
             key_padding_mask=key_padding_mask, causal=causal, scale=self.scale,
             dropout=self.dropout, training=self.training, impl=self.impl, return_weights=output_attentions,
         )
-        out = out.transpose(1, 2).reshape(B, Sq, -1)  # (B, H, Sq, hd) -> (B, Sq, D)
+        out = out.transpose(1, 2).reshape(B, Sq, -1)  # (B/g, H, g·Sq, hd) -> (B/g, g·Sq, D) -> (B, Sq, D)
+        if weights is not None and group > 1:
+            Bg, H, _, Sk = weights.shape  # (B/g, H, g·Sq, T) -> (B/g, H, g, Sq, T) -> (B, H, Sq, T)
+            weights = weights.view(Bg, H, group, Sq, Sk).transpose(1, 2).reshape(B, H, Sq, Sk)
         return self.out_proj(out), weights
 
 

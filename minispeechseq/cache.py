@@ -61,11 +61,18 @@ class SelfAttentionCache:
 
 
 class CrossAttentionCache:
-    """Keys and values of the encoder output for one cross-attention layer, (B, H, T, hd), set once."""
+    """Keys and values of the encoder output for one cross-attention layer, (B, H, T, hd), set once.
+
+    `rows_per_source` > 1: that many adjacent decoder rows (the K beams, or the samples, of one utterance) read
+    the same encoder row. Their keys/values are identical, so they are computed and stored once per utterance
+    ((B, H, T, hd), not (B·K, H, T, hd)), and `Attention` attends with an utterance's K rows as K queries to
+    them. Measured with wav2vec2-base + GPT-2, beam 4 x 32 tokens over 10 s of audio: see the commit message.
+    """
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.rows_per_source = 1
 
     @property
     def is_set(self) -> bool:
@@ -75,8 +82,13 @@ class CrossAttentionCache:
         self.k, self.v = k, v
 
     def reorder(self, index: torch.Tensor) -> None:
-        if self.k is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        """Keep decoder rows `index`; shared keys/values are first given one row per decoder row again."""
+        if self.k is None:
+            return
+        if self.rows_per_source > 1:
+            g, self.rows_per_source = self.rows_per_source, 1
+            self.k, self.v = self.k.repeat_interleave(g, dim=0), self.v.repeat_interleave(g, dim=0)  # (B·g, H, T, hd)
+        self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
 class DecoderCache:
@@ -85,6 +97,17 @@ class DecoderCache:
     def __init__(self, num_layers: int) -> None:
         self.self_attn = [SelfAttentionCache() for _ in range(num_layers)]
         self.cross_attn = [CrossAttentionCache() for _ in range(num_layers)]
+
+    def share_cross_attention(self, rows_per_source: int) -> None:
+        """Declare that each `rows_per_source` adjacent rows decode the same utterance (beams, samples): their
+        cross-attention keys/values are then computed and kept once (see CrossAttentionCache). Call it on a
+        fresh cache, before the first step."""
+        if not isinstance(rows_per_source, int) or rows_per_source < 1:
+            raise ValueError(f"rows_per_source must be an int >= 1, got {rows_per_source!r}.")
+        if any(c.is_set for c in self.cross_attn):
+            raise ValueError("share_cross_attention() must be called before the cross-attention keys/values are set.")
+        for c in self.cross_attn:
+            c.rows_per_source = rows_per_source
 
     @property
     def seq_len(self) -> int:

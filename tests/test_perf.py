@@ -1,0 +1,79 @@
+"""The forms that exist for speed give what the plain forms give.
+
+- Shared cross-attention keys/values (`DecoderCache.share_cross_attention(g)`): the g beams of an utterance
+  attend as g queries to one copy of the encoder's keys/values. Reference: the same layer with one copy per row
+  (an ungrouped cache), which shares no code path with the grouped fold.
+
+Comparisons print the measured max-abs difference (`pytest -s`).
+
+Shape legend: B utterances, g rows per utterance (beams), N = B·g rows, S tokens, T frames, D width, H heads.
+"""
+
+import pytest
+import torch
+
+from minispeechseq.attention import Attention
+from minispeechseq.cache import DecoderCache
+from tests.utils import ATOL_FP32, assert_close
+
+BACKENDS = ("eager", "sdpa")
+
+
+def _cross_layer(impl: str) -> Attention:
+    torch.manual_seed(0)
+    attn = Attention(16, 4, kv_dim=24).eval()
+    attn.impl = impl
+    return attn
+
+
+@pytest.mark.parametrize("impl", BACKENDS)
+def test_grouped_cross_attention_equals_one_copy_per_row(impl):
+    """B=2 utterances x g=3 beams; utterance 1 has 4 padded frames. Two steps: the first sets the cache."""
+    attn = _cross_layer(impl)
+    B, g, T = 2, 3, 10
+    frames = torch.randn(B, T, 24)
+    frame_mask = torch.ones(B, T, dtype=torch.long)
+    frame_mask[1, 6:] = 0
+    rows = torch.arange(B).repeat_interleave(g)  # (N,) utterance of each row
+    grouped, plain = DecoderCache(1), DecoderCache(1)
+    grouped.share_cross_attention(g)
+    with torch.no_grad():
+        for step in range(2):
+            x = torch.randn(B * g, 1, 16)  # (N, 1, D): a different query per beam
+            out_g, w_g = attn(x, frames[rows], key_padding_mask=frame_mask[rows], cache=grouped.cross_attn[0],
+                              output_attentions=impl == "eager")
+            out_p, w_p = attn(x, frames[rows], key_padding_mask=frame_mask[rows], cache=plain.cross_attn[0],
+                              output_attentions=impl == "eager")
+            diff = assert_close(out_g, out_p, ATOL_FP32, f"{impl} step {step}: grouped vs per-row cross-attention")
+            print(f"\n{impl} step {step}: grouped cross-attention max diff = {diff:.2e}")
+            if impl == "eager":
+                assert_close(w_g, w_p, ATOL_FP32, f"step {step}: grouped vs per-row attention weights")
+    assert grouped.cross_attn[0].k.shape[0] == B, "grouped keys should be stored once per utterance"
+    assert plain.cross_attn[0].k.shape[0] == B * g
+
+
+def test_reorder_of_shared_cross_keys_gives_one_row_per_decoder_row():
+    attn = _cross_layer("sdpa")
+    frames = torch.randn(2, 5, 24)
+    cache = DecoderCache(1)
+    cache.share_cross_attention(2)
+    with torch.no_grad():
+        attn(torch.randn(4, 1, 16), frames.repeat_interleave(2, dim=0), cache=cache.cross_attn[0])
+    k = cache.cross_attn[0].k.clone()  # (2, H, T, hd)
+    cache.reorder(torch.tensor([3, 0, 1, 2]), cross=True)
+    assert torch.equal(cache.cross_attn[0].k, k[[1, 0, 0, 1]]), "rows (3, 0, 1, 2) belong to utterances (1, 0, 0, 1)"
+    assert cache.cross_attn[0].rows_per_source == 1
+
+
+def test_share_cross_attention_errors_are_sentences():
+    cache = DecoderCache(1)
+    with pytest.raises(ValueError, match="rows_per_source must be an int >= 1"):
+        cache.share_cross_attention(0)
+    cache.cross_attn[0].set(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="before the cross-attention keys/values are set"):
+        cache.share_cross_attention(2)
+    attn = _cross_layer("sdpa")
+    grouped = DecoderCache(1)
+    grouped.share_cross_attention(3)
+    with pytest.raises(ValueError, match="cannot be split into utterances of 3 rows"):
+        attn(torch.randn(4, 1, 16), torch.randn(4, 5, 24), cache=grouped.cross_attn[0])
