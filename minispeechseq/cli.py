@@ -1,4 +1,4 @@
-"""The `minispeechseq` command line: transcribe, train, data, inspect, convert, bench.
+"""The `minispeechseq` command line: transcribe, train, data, evaluate, inspect, convert, bench.
 
 Every error reaches the user as one line on stderr and a non-zero exit code; commands over many files report
 the failing file and go on with the others.
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="make the spoken-digits corpus with espeak-ng (see minispeechseq data --help)",
                        add_help=False)
     d.set_defaults(func=None)
+    e = sub.add_parser("evaluate", help="WER/CER of a model on a manifest (see minispeechseq evaluate --help)",
+                       add_help=False)
+    e.set_defaults(func=None)
     b = sub.add_parser("bench", help="benchmark against transformers (see minispeechseq bench --help)", add_help=False)
     b.set_defaults(func=None)
     return parser
@@ -276,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "bench", "data"):  # these parse their own options
+    if argv and argv[0] in ("train", "bench", "data", "evaluate"):  # these parse their own options
         import importlib
 
         try:
