@@ -11,6 +11,8 @@ Next to the ratios stand the machine's own bounds, measured in the same run:
 
     python -m minispeechseq.bench                 # the full table (several minutes on a 2-core CPU)
     python -m minispeechseq.bench --size tiny     # a seconds-long smoke run
+    python -m minispeechseq.bench --dtype bfloat16  # both libraries with bf16 weights and inputs (CPU: fast only
+                                                    # where the CPU has bf16 dot products, AVX512_BF16 / AMX)
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def build_checkpoint(decoder_kind: str, size: str, folder: str) -> None:
     SpeechEncoderDecoderModel(config=config).save_pretrained(folder)
 
 
-def audio(seconds: float, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N) noise-like speech stand-in; row b of a batch is shorter by b/4 of the length (a padded batch)."""
     g = torch.Generator().manual_seed(seed)
     n = int(seconds * SAMPLE_RATE)
@@ -79,7 +81,7 @@ def audio(seconds: float, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, 
         cut = n - b * n // (4 * batch)
         x[b, cut:] = 0.0
         mask[b, cut:] = 0
-    return x, mask
+    return x.to(dtype), mask
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -114,21 +116,22 @@ def alternate(name: str, ours: Callable[[], object], theirs: Callable[[], object
     return row
 
 
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = min(_time(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best
 
 
-def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:
+def memory_bandwidth(mbytes: int = 256, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """Bytes/s of a matrix-vector product over a matrix far larger than the caches: the access pattern of
     one decoding step, which reads every weight once."""
-    rows = mbytes * 2**20 // 4 // 4096
-    w, v = torch.randn(rows, 4096), torch.randn(4096)
+    size = torch.empty((), dtype=dtype).element_size()
+    rows = mbytes * 2**20 // size // 4096
+    w, v = torch.randn(rows, 4096, dtype=dtype), torch.randn(4096, dtype=dtype)
     w @ v
     best = min(_time(lambda: w @ v) for _ in range(repeats))
-    return w.numel() * 4 / best
+    return w.numel() * size / best
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -162,20 +165,23 @@ def decoder_stream_bytes(model) -> int:
 
 
 # ------------------------------------------------------------------------------------------ workloads
-def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bool, folder: str) -> list[dict]:
+def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bool, folder: str,
+               dtype: torch.dtype = torch.float32) -> list[dict]:
     from .speech_encoder_decoder import SpeechEncoderDecoderModel
 
     build_checkpoint(decoder_kind, size, folder)
-    ours = SpeechEncoderDecoderModel.from_pretrained(folder).eval()
+    ours = SpeechEncoderDecoderModel.from_pretrained(folder, dtype=dtype).eval()
     theirs = None
     if with_transformers:
         import transformers
 
         transformers.logging.set_verbosity_error()
-        theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+        theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(
+            folder, attn_implementation="sdpa", dtype=dtype
+        ).eval()
     seconds = 1.0 if size == "tiny" else 10.0
-    x1, m1 = audio(seconds)
-    x4, m4 = audio(seconds, batch=4)
+    x1, m1 = audio(seconds, dtype=dtype)
+    x4, m4 = audio(seconds, batch=4, dtype=dtype)
     gen = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     pair = f"wav2vec2-base+{decoder_kind}" if size != "tiny" else f"tiny+{decoder_kind}"
     rows: list[Row] = []
@@ -219,19 +225,20 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
     return results
 
 
-def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder: str) -> list[dict]:
+def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder: str,
+                        dtype: torch.dtype = torch.float32) -> list[dict]:
     from .wav2vec2 import Wav2Vec2Model
 
     torch.manual_seed(0)
     Wav2Vec2Model(encoder_config("large", size)).save_pretrained(folder)
-    ours = Wav2Vec2Model.from_pretrained(folder).eval()
+    ours = Wav2Vec2Model.from_pretrained(folder, dtype=dtype).eval()
     theirs = None
     if with_transformers:
         import transformers
 
-        theirs = transformers.Wav2Vec2Model.from_pretrained(folder, attn_implementation="sdpa").eval()
+        theirs = transformers.Wav2Vec2Model.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype).eval()
     seconds = 1.0 if size == "tiny" else 10.0
-    x, _ = audio(seconds)
+    x, _ = audio(seconds, dtype=dtype)
     with torch.no_grad():
         row = alternate(f"wav2vec2-large-lv60 shape: encoder {seconds:g} s", lambda: ours(x),
                         (lambda: theirs(x)) if theirs is not None else None, repeats)
@@ -244,13 +251,14 @@ PEAK_MEMORY_SCRIPT = r"""
 import sys, torch
 lib, folder, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
+dtype = getattr(torch, sys.argv[5])
 if lib == "ours":
     from minispeechseq import SpeechEncoderDecoderModel as M
 else:
     import transformers; transformers.logging.set_verbosity_error()
     from transformers import SpeechEncoderDecoderModel as M
-model = M.from_pretrained(folder).eval()
-x = torch.randn(1, int(seconds * 16000)) * 0.1
+model = M.from_pretrained(folder, dtype=dtype).eval()
+x = (torch.randn(1, int(seconds * 16000)) * 0.1).to(dtype)
 
 def status(key):  # kB figures of /proc/self/status
     for line in open("/proc/self/status"):
@@ -265,11 +273,11 @@ print(status("VmHWM") - before)
 """
 
 
-def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: int) -> dict:
+def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: int, dtype: str = "float32") -> dict:
     """Extra resident memory (bytes) at the peak of transcribing `seconds` of audio, over the resident size
     with the model loaded; each library in a fresh process (Linux: the peak is reset through clear_refs)."""
     def run(lib: str) -> int:
-        done = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, lib, folder, str(seconds), str(threads)],
+        done = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, lib, folder, str(seconds), str(threads), dtype],
                               capture_output=True, text=True, check=True)
         return int(done.stdout.strip().splitlines()[-1])
 
@@ -304,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="weights and inputs of both libraries (default float32)")
     parser.add_argument("--no-transformers", action="store_true", help="time minispeechseq alone")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -322,18 +332,19 @@ def main(argv: list[str] | None = None) -> int:
             print("transformers is not installed: timing minispeechseq alone.", file=sys.stderr)
             with_transformers = False
 
-    flops, bandwidth = matmul_flops(), memory_bandwidth()
-    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul {flops / 1e9:.0f} GFLOP/s, "
+    dtype = getattr(torch, args.dtype)
+    flops, bandwidth = matmul_flops(dtype=dtype), memory_bandwidth(dtype=dtype)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}; matmul {flops / 1e9:.0f} GFLOP/s, "
           f"matrix-vector streaming {bandwidth / 1e9:.1f} GB/s", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("bert", "gpt2"):
             folder = os.path.join(tmp, kind)
-            results += bench_pair(kind, args.size, args.repeats, with_transformers, folder)
+            results += bench_pair(kind, args.size, args.repeats, with_transformers, folder, dtype)
             print(format_table(results[-5:], flops, bandwidth), flush=True)
-        results += bench_large_encoder(args.size, args.repeats, with_transformers, os.path.join(tmp, "large"))
+        results += bench_large_encoder(args.size, args.repeats, with_transformers, os.path.join(tmp, "large"), dtype)
         results.append(peak_memory(os.path.join(tmp, "bert"), 6.0 if args.size == "tiny" else 60.0,
-                                   with_transformers, args.threads))
+                                   with_transformers, args.threads, args.dtype))
     for r in results:
         if "greedy" in r["workload"]:
             enc = next((x for x in results if x.get("pair") == r.get("pair") and "batch 1" in x["workload"]), None)
@@ -348,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['per_token_over_bound']:.2f}x the bandwidth bound")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "matmul_flops": flops,
+            json.dump({"torch": torch.__version__, "threads": args.threads, "dtype": args.dtype, "matmul_flops": flops,
                        "bandwidth_bytes_per_s": bandwidth, "results": results}, f, indent=2)
     return 0
 

@@ -77,3 +77,12 @@ def test_share_cross_attention_errors_are_sentences():
     grouped.share_cross_attention(3)
     with pytest.raises(ValueError, match="cannot be split into utterances of 3 rows"):
         attn(torch.randn(4, 1, 16), torch.randn(4, 5, 24), cache=grouped.cross_attn[0])
+
+
+def test_bench_pair_runs_in_bfloat16(tmp_path):
+    """`bench --dtype bfloat16`: both libraries load the pair in bf16 and run every workload (no timing asserted)."""
+    from minispeechseq.bench import bench_pair
+
+    results = bench_pair("gpt2", "tiny", 1, True, str(tmp_path / "gpt2"), torch.bfloat16)
+    assert {"greedy", "beam", "sampling", "training"} <= {w for r in results for w in r["workload"].split()}
+    assert all("ratio" in r for r in results), [r["workload"] for r in results if "ratio" not in r]
