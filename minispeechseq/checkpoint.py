@@ -162,6 +162,17 @@ def recover_interrupted_save(folder: str | os.PathLike, remove_temporaries: bool
     return restored
 
 
+def _public_permissions(root: str) -> None:
+    """mkdtemp makes a private folder (0700), and some writers private files: give the checkpoint the
+    permissions an ordinary os.makedirs / open would have (0777 / 0666 less the umask), as transformers does."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for here, _, names in os.walk(root):
+        os.chmod(here, 0o777 & ~umask)
+        for name in names:
+            os.chmod(os.path.join(here, name), 0o666 & ~umask)
+
+
 def _fsync_tree(root: str) -> None:
     for here, _, names in os.walk(root):
         for name in names:
@@ -188,6 +199,7 @@ def atomic_save(folder: str | os.PathLike, write: Callable[[str], None]) -> None
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(folder)}-", dir=parent)
     try:
         write(tmp)
+        _public_permissions(tmp)
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 src, dst = os.path.join(folder, name), os.path.join(tmp, name)

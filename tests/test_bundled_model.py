@@ -1,0 +1,79 @@
+"""The bundled spoken-digits model: it transcribes the shipped samples right, it reaches its stated WER on the
+held-out test split (remade here from the recipe's seed with espeak-ng), and transformers' own
+SpeechEncoderDecoderModel loads it and transcribes the same.
+
+References come from the data recipe (the digit strings espeak-ng was asked to say), never from the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+import pytest
+import torch
+
+from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
+from minispeechseq.cli import bundled_model_dir, main
+from minispeechseq.metrics import character_error_rate, word_error_rate
+
+MODEL = bundled_model_dir()
+SAMPLES = os.path.join(os.path.dirname(MODEL), "samples")
+# The bar of issue 8, for greedy decoding on the held-out test split.
+MAX_TEST_WER = 0.03
+
+
+def shipped_samples() -> list[tuple[str, str]]:
+    with open(os.path.join(SAMPLES, "transcripts.tsv"), encoding="utf-8") as f:
+        return [(os.path.join(SAMPLES, row[0]), row[1]) for row in csv.reader(f, delimiter="\t")]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return SpeechEncoderDecoderModel.from_pretrained(MODEL)
+
+
+def test_the_bundled_model_is_small_and_in_the_transformers_layout():
+    names = set(os.listdir(MODEL))
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+            "preprocessor_config.json", "MODEL_CARD.md"} <= names, names
+    size = sum(os.path.getsize(os.path.join(MODEL, n)) for n in names)
+    assert size <= 10 * 2**20, f"the bundled model takes {size / 2**20:.1f} MB; issue 8 allows 10 MB"
+
+
+def test_the_cli_transcribes_every_shipped_sample_right(capsys):
+    samples = shipped_samples()
+    assert len(samples) >= 5
+    assert main(["transcribe", SAMPLES, "--json"]) == 0
+    import json
+
+    got = {r["path"]: r["text"] for r in map(json.loads, capsys.readouterr().out.strip().splitlines())}
+    wrong = [(os.path.basename(p), want, got.get(p)) for p, want in samples if got.get(p) != want]
+    assert not wrong, f"(file, reference, transcript) pairs that differ: {wrong}"
+
+
+def test_transformers_loads_the_bundled_model_and_transcribes_the_same(model):
+    transformers = pytest.importorskip("transformers", reason="transformers is the test extra's reference")
+    transformers.logging.set_verbosity_error()
+    ref = transformers.SpeechEncoderDecoderModel.from_pretrained(MODEL).eval()
+    processor = Processor.from_pretrained(MODEL)
+    for path, _ in shipped_samples():
+        x = processor(load_audio(path), sampling_rate=16000, return_tensors="pt")
+        ours = model.generate(x.input_values, attention_mask=x.get("attention_mask"))
+        theirs = ref.generate(x.input_values, attention_mask=x.get("attention_mask"))
+        assert torch.equal(ours, theirs), f"{path}: ours {ours.tolist()} vs transformers {theirs.tolist()}"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng) to "
+                    "remake the held-out test split; .ci/run installs it")
+def test_held_out_test_split_wer(model, tmp_path):
+    from minispeechseq.data import DigitsRecipe, ManifestDataset, make_digits_corpus
+    from minispeechseq.evaluate import transcribe_dataset
+
+    manifests = make_digits_corpus(tmp_path / "digits", DigitsRecipe(num_utterances=4000, seed=0))
+    test = ManifestDataset(manifests["test"])
+    references = test.texts
+    hypotheses = transcribe_dataset(model, Processor.from_pretrained(MODEL), test)
+    wer, cer = word_error_rate(references, hypotheses), character_error_rate(references, hypotheses)
+    assert wer <= MAX_TEST_WER, f"test WER {wer:.2%} (CER {cer:.2%}) on {len(test)} utterances > {MAX_TEST_WER:.0%}"
