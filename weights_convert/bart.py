@@ -17,9 +17,9 @@ import torch
 
 from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
 
+# The decoder layer, shared with Speech2Text2 (its layers are BART's post-LN layer).
 # Modules: checkpoint name (after "model.") -> ours; `{}` is the layer index. Each carries `.weight` and `.bias`.
-MODULES = {
-    "decoder.layernorm_embedding": "embed_norm",
+LAYER_MODULES = {
     "decoder.layers.{}.self_attn.q_proj": "layers.{}.self_attn.q_proj",
     "decoder.layers.{}.self_attn.k_proj": "layers.{}.self_attn.k_proj",
     "decoder.layers.{}.self_attn.v_proj": "layers.{}.self_attn.v_proj",
@@ -33,6 +33,10 @@ MODULES = {
     "decoder.layers.{}.fc1": "layers.{}.fc1",
     "decoder.layers.{}.fc2": "layers.{}.fc2",
     "decoder.layers.{}.final_layer_norm": "layers.{}.mlp_norm",  # the layer's last norm, not the decoder's
+}
+MODULES = {
+    "decoder.layernorm_embedding": "embed_norm",
+    **LAYER_MODULES,
     "decoder.layer_norm": "norm",  # mBART only: the final LayerNorm of a pre-LN stack
 }
 TABLE = KeyTable(

@@ -16,24 +16,11 @@ import re
 
 import torch
 
+from .bart import LAYER_MODULES
 from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
 
-# Modules: checkpoint name (after "model.") -> ours; `{}` is the layer index. Each carries `.weight` and `.bias`.
-MODULES = {
-    "decoder.layers.{}.self_attn.q_proj": "layers.{}.self_attn.q_proj",
-    "decoder.layers.{}.self_attn.k_proj": "layers.{}.self_attn.k_proj",
-    "decoder.layers.{}.self_attn.v_proj": "layers.{}.self_attn.v_proj",
-    "decoder.layers.{}.self_attn.out_proj": "layers.{}.self_attn.out_proj",
-    "decoder.layers.{}.self_attn_layer_norm": "layers.{}.self_attn_norm",
-    "decoder.layers.{}.encoder_attn.q_proj": "layers.{}.cross_attn.q_proj",
-    "decoder.layers.{}.encoder_attn.k_proj": "layers.{}.cross_attn.k_proj",
-    "decoder.layers.{}.encoder_attn.v_proj": "layers.{}.cross_attn.v_proj",
-    "decoder.layers.{}.encoder_attn.out_proj": "layers.{}.cross_attn.out_proj",
-    "decoder.layers.{}.encoder_attn_layer_norm": "layers.{}.cross_attn_norm",
-    "decoder.layers.{}.fc1": "layers.{}.fc1",
-    "decoder.layers.{}.fc2": "layers.{}.fc2",
-    "decoder.layers.{}.final_layer_norm": "layers.{}.mlp_norm",
-}
+# Its layers are BART's post-LN decoder layer, under the same checkpoint names.
+MODULES = LAYER_MODULES
 TABLE = KeyTable(
     {
         "decoder.embed_tokens.weight": "embed_tokens.weight",

@@ -38,8 +38,26 @@ from ..layers import activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # ------------------------------------------------------------------------------------------------- config
+class FairseqDecoderSizes:
+    """transformers' generic size names, for the fairseq-style configs that call them d_model / decoder_layers /
+    decoder_attention_heads (BART, mBART, Speech2Text2)."""
+
+    @property
+    def hidden_size(self) -> int:
+        return self.d_model
+
+    @property
+    def num_hidden_layers(self) -> int:
+        # transformers maps this name to encoder_layers; used as a decoder, the decoder's depth is what counts.
+        return self.decoder_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.decoder_attention_heads
+
+
 @dataclass
-class BartConfig(ConfigMixin):
+class BartConfig(FairseqDecoderSizes, ConfigMixin):
     """transformers' BartConfig (config.json keys and defaults). The encoder fields are kept because they are
     config.json keys, but only the decoder is built here."""
 
@@ -77,19 +95,6 @@ class BartConfig(ConfigMixin):
     cross_attention_hidden_size: int | None = None
     tie_word_embeddings: bool = True  # the LM head reuses the token embedding matrix
     extra: dict = extra_field()
-
-    @property
-    def hidden_size(self) -> int:
-        return self.d_model
-
-    @property
-    def num_hidden_layers(self) -> int:
-        # transformers maps this name to encoder_layers; used as a decoder, the decoder's depth is what counts.
-        return self.decoder_layers
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.decoder_attention_heads
 
 
 @dataclass

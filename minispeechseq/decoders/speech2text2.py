@@ -30,11 +30,11 @@ from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
 from ..layers import causal_lm_loss, check_decoder_inputs
-from .bart import BartDecoderLayer
+from .bart import BartDecoderLayer, FairseqDecoderSizes
 
 
 @dataclass
-class Speech2Text2Config(ConfigMixin):
+class Speech2Text2Config(FairseqDecoderSizes, ConfigMixin):
     """transformers' (4.x) Speech2Text2Config: config.json keys and defaults."""
 
     model_type = "speech_to_text_2"
@@ -66,18 +66,6 @@ class Speech2Text2Config(ConfigMixin):
     cross_attention_hidden_size: int | None = None
     tie_word_embeddings: bool = True
     extra: dict = extra_field()
-
-    @property
-    def hidden_size(self) -> int:
-        return self.d_model
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.decoder_layers
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.decoder_attention_heads
 
 
 def sinusoids(positions: torch.Tensor, dim: int, padding_idx: int | None) -> torch.Tensor:
