@@ -207,6 +207,13 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
 
     labels = torch.randint(2, ours.config.decoder.vocab_size - 1, (1, NEW_TOKENS), generator=torch.Generator().manual_seed(0))
 
+    # LayerDrop skips whole encoder layers at random (p = 0.1 by default), and the two libraries draw differently:
+    # with it on, a training step's work differs from run to run and between libraries. Off on both sides, they
+    # do the same work; dropout and SpecAugment stay on.
+    ours.config.encoder.layerdrop = 0.0
+    if theirs is not None:
+        theirs.config.encoder.layerdrop = 0.0
+
     def train_step(model):
         model.train()
         model.zero_grad(set_to_none=True)
