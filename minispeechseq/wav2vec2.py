@@ -155,8 +155,8 @@ class EncoderLayer(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.pre_norm = config.do_stable_layer_norm
-        self.attn = Attention(D, config.num_attention_heads, dropout=config.attention_dropout)
-        self.attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.self_attn = Attention(D, config.num_attention_heads, dropout=config.attention_dropout)
+        self.self_attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.fc1 = nn.Linear(D, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
@@ -171,12 +171,14 @@ class EncoderLayer(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.pre_norm:
-            h, weights = self.attn(self.attn_norm(x), key_padding_mask=mask, output_attentions=output_attentions)
+            h, weights = self.self_attn(
+                self.self_attn_norm(x), key_padding_mask=mask, output_attentions=output_attentions
+            )
             x = x + self.dropout(h)
             x = x + self.feed_forward(self.ffn_norm(x))
         else:
-            h, weights = self.attn(x, key_padding_mask=mask, output_attentions=output_attentions)
-            x = self.attn_norm(x + self.dropout(h))
+            h, weights = self.self_attn(x, key_padding_mask=mask, output_attentions=output_attentions)
+            x = self.self_attn_norm(x + self.dropout(h))
             x = self.ffn_norm(x + self.feed_forward(x))
         return x, weights
 

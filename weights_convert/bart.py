@@ -32,7 +32,7 @@ LAYER_MODULES = {
     "decoder.layers.{}.encoder_attn_layer_norm": "layers.{}.cross_attn_norm",
     "decoder.layers.{}.fc1": "layers.{}.fc1",
     "decoder.layers.{}.fc2": "layers.{}.fc2",
-    "decoder.layers.{}.final_layer_norm": "layers.{}.mlp_norm",  # the layer's last norm, not the decoder's
+    "decoder.layers.{}.final_layer_norm": "layers.{}.ffn_norm",  # the layer's last norm, not the decoder's
 }
 MODULES = {
     "decoder.layernorm_embedding": "embed_norm",

@@ -126,7 +126,7 @@ class BartDecoderLayer(nn.Module):
         self.cross_attn_norm = nn.LayerNorm(D)
         self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
-        self.mlp_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
+        self.ffn_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
         self.act = activation(config.activation_function)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> tuple[torch.Tensor, object]:
@@ -168,7 +168,7 @@ class BartDecoderLayer(nn.Module):
                     key_padding_mask=encoder_attention_mask, cache=cross_cache, output_attentions=output_attentions,
                 ),
             )
-        x, _ = self._residual(x, self.mlp_norm, self._mlp)
+        x, _ = self._residual(x, self.ffn_norm, self._mlp)
         return x, self_weights, cross_weights
 
 
