@@ -61,8 +61,9 @@ def check_decoder_inputs(
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
     B, S = input_ids.shape
-    if input_ids.numel() and not (0 <= int(input_ids.min()) and int(input_ids.max()) < vocab_size):
-        bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)].unique()[:10].tolist()
+    outside = (input_ids < 0) | (input_ids >= vocab_size)  # (B, S); one host sync below, not two
+    if bool(outside.any()):
+        bad = input_ids[outside].unique()[:10].tolist()
         raise ValueError(
             f"input_ids contain {bad}, outside the decoder's vocabulary of {vocab_size} tokens "
             "(is the tokenizer the one this model was trained with?)."

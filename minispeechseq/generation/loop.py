@@ -181,7 +181,8 @@ def _sample_loop(s, processors, start, next_scores, cache, generator, return_dic
     while True:
         logits, cache = next_scores(ids, cache)
         scores = apply_processors(processors, ids, logits)
-        all_scores.append(scores)
+        if return_dict:  # only kept when asked for: (N, V) per step adds up over long generations
+            all_scores.append(scores)
         token = sample(scores, generator) if s.config.do_sample else greedy(scores)  # (N,)
         if s.eos:
             # Rows that already ended only grow padding, so the batch stays one rectangle.
@@ -205,7 +206,8 @@ def _beam_loop(s, processors, start, next_scores, cache, return_dict):
         ids = beams.running_ids()  # (N, S)
         logits, cache = next_scores(ids, cache)
         log_probs = apply_processors(processors, ids, logits.log_softmax(dim=-1))
-        all_scores.append(log_probs)
+        if return_dict:
+            all_scores.append(log_probs)
         parents = beams.step(log_probs)
         if c.use_cache:
             cache.reorder(parents)  # each new beam continues its parent's keys and values
