@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import CrossAttentionCache, SelfAttentionCache
+from .layers import Linear
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash")
 
@@ -264,10 +265,10 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.impl = "sdpa"  # set through the model's set_attn_implementation()
         kv_dim = dim if kv_dim is None else kv_dim
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
-        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.q_proj = Linear(dim, dim, bias=bias)
+        self.k_proj = Linear(kv_dim, dim, bias=bias)
+        self.v_proj = Linear(kv_dim, dim, bias=bias)
+        self.out_proj = Linear(dim, dim, bias=bias)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, S, _ = x.shape

@@ -3,6 +3,8 @@
 - Shared cross-attention keys/values (`DecoderCache.share_cross_attention(g)`): the g beams of an utterance
   attend as g queries to one copy of the encoder's keys/values. Reference: the same layer with one copy per row
   (an ungrouped cache), which shares no code path with the grouped fold.
+- `layers.linear` (the few-row form (W xᵀ)ᵀ used by every decoder Linear): reference F.linear, and a float64
+  product for the gradients.
 
 Comparisons print the measured max-abs difference (`pytest -s`).
 
@@ -14,6 +16,7 @@ import torch
 
 from minispeechseq.attention import Attention
 from minispeechseq.cache import DecoderCache
+from minispeechseq.layers import FEW_ROWS, Linear, linear
 from tests.utils import ATOL_FP32, assert_close
 
 BACKENDS = ("eager", "sdpa")
@@ -86,3 +89,34 @@ def test_bench_pair_runs_in_bfloat16(tmp_path):
     results = bench_pair("gpt2", "tiny", 1, True, str(tmp_path / "gpt2"), torch.bfloat16)
     assert {"greedy", "beam", "sampling", "training"} <= {w for r in results for w in r["workload"].split()}
     assert all("ratio" in r for r in results), [r["workload"] for r in results if "ratio" not in r]
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (2, 7), (3, 1, 7), (4, 7), (2, 2, 7), (5, 7), (6, 1, 7), (0, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_equals_f_linear_for_every_row_count(shape, bias):
+    """Row counts inside FEW_ROWS take the (W xᵀ)ᵀ form, the others F.linear; both must give F.linear's values,
+    the same shape, a contiguous result and the same gradients."""
+    torch.manual_seed(0)
+    layer = Linear(shape[-1], 9, bias=bias)
+    x = torch.randn(shape, requires_grad=True)
+    rows = x.numel() // shape[-1]
+    out = layer(x)
+    ref = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    assert out.shape == ref.shape and out.is_contiguous()
+    if rows == 0:
+        return  # an empty batch stays empty (F.linear's path)
+    diff = assert_close(out, ref, ATOL_FP32, f"Linear vs F.linear at {rows} rows")
+    print(f"\n{rows} rows (few-row form: {FEW_ROWS[0] <= rows <= FEW_ROWS[1]}): max diff {diff:.2e}")
+    (out * torch.arange(out.numel()).view(out.shape)).sum().backward()
+    x64, w64 = x.detach().double().requires_grad_(), layer.weight.detach().double().requires_grad_()
+    out64 = x64 @ w64.T
+    (out64 * torch.arange(out64.numel()).view(out64.shape)).sum().backward()
+    assert_close(x.grad, x64.grad.float(), 1e-4, "input gradient")
+    assert_close(layer.weight.grad, w64.grad.float(), 1e-4, "weight gradient")
+
+
+def test_linear_keeps_nn_linear_parameters():
+    """Same state_dict keys and shapes as nn.Linear, so checkpoints and converters do not see the difference."""
+    ours, plain = Linear(4, 3), torch.nn.Linear(4, 3)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert isinstance(ours, torch.nn.Linear)

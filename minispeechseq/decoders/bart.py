@@ -34,7 +34,7 @@ import weights_convert.bart
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
 from ..config import ConfigMixin, extra_field
-from ..layers import activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # ------------------------------------------------------------------------------------------------- config
@@ -124,8 +124,8 @@ class BartDecoderLayer(nn.Module):
         # attended to directly; with the default (None) the weights have transformers' shapes.
         self.cross_attn = Attention(D, H, kv_dim=config.cross_attention_hidden_size, dropout=config.attention_dropout)
         self.cross_attn_norm = nn.LayerNorm(D)
-        self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
-        self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
+        self.fc1 = Linear(D, config.decoder_ffn_dim)
+        self.fc2 = Linear(config.decoder_ffn_dim, D)
         self.ffn_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
         self.act = activation(config.activation_function)
 
@@ -191,7 +191,7 @@ class BartForCausalLM(PreTrainedModel):
         self.layers = nn.ModuleList(BartDecoderLayer(config, self.pre_norm) for _ in range(config.decoder_layers))
         # Pre-LN leaves the residual stream un-normalised: mBART ends with one more LayerNorm.
         self.norm = nn.LayerNorm(D) if self.pre_norm else None
-        self.lm_head = nn.Linear(D, V, bias=False)
+        self.lm_head = Linear(D, V, bias=False)
         # BartForConditionalGeneration / MBartForConditionalGeneration add a (1, V) `final_logits_bias` buffer to
         # the logits; the converter fills it from such a checkpoint and with zeros otherwise.
         self.register_buffer("logits_bias", torch.zeros(V))

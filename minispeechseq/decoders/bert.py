@@ -30,7 +30,7 @@ import weights_convert.bert as bert_convert
 from ..attention import Attention
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
-from ..layers import activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
 
 @dataclass
@@ -79,9 +79,9 @@ class BertLayer(nn.Module):
                 D, H, kv_dim=config.cross_attention_hidden_size, dropout=config.attention_probs_dropout_prob
             )
             self.cross_attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.fc1 = nn.Linear(D, config.intermediate_size)
+        self.fc1 = Linear(D, config.intermediate_size)
         self.act = activation(config.hidden_act)
-        self.fc2 = nn.Linear(config.intermediate_size, D)
+        self.fc2 = Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -130,10 +130,10 @@ class BertForCausalLM(PreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
         # The LM head: BERT's masked-LM head, reused unchanged for next-token prediction.
-        self.head_dense = nn.Linear(D, D)
+        self.head_dense = Linear(D, D)
         self.head_act = activation(config.hidden_act)
         self.head_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.lm_head = nn.Linear(D, config.vocab_size)  # its own bias (cls.predictions.bias)
+        self.lm_head = Linear(D, config.vocab_size)  # its own bias (cls.predictions.bias)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.post_init()

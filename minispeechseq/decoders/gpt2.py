@@ -34,7 +34,7 @@ from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # Shared with the BERT decoder (the activation table, the causal-LM loss, the input checks).
-from ..layers import activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
 
 
 @dataclass
@@ -119,9 +119,9 @@ class GPT2Block(nn.Module):
             )
         self.ffn_norm = nn.LayerNorm(D, eps=eps)
         inner = config.n_inner if config.n_inner is not None else 4 * D
-        self.fc1 = nn.Linear(D, inner)
+        self.fc1 = Linear(D, inner)
         self.act = activation(config.activation_function)
-        self.fc2 = nn.Linear(inner, D)
+        self.fc2 = Linear(inner, D)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
     def forward(self, x, attention_mask, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
@@ -156,7 +156,7 @@ class GPT2LMHeadModel(PreTrainedModel):
         self.dropout = nn.Dropout(config.embd_pdrop)
         self.layers = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
         self.final_norm = nn.LayerNorm(D, eps=config.layer_norm_epsilon)
-        self.lm_head = nn.Linear(D, config.vocab_size, bias=False)
+        self.lm_head = Linear(D, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.post_init()

@@ -29,7 +29,7 @@ import weights_convert.speech2text2
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
-from ..layers import causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, causal_lm_loss, check_decoder_inputs
 from .bart import BartDecoderLayer, FairseqDecoderSizes
 
 
@@ -122,7 +122,7 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
         self.embed_tokens = nn.Embedding(V, D, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         self.layers = nn.ModuleList(BartDecoderLayer(config, pre_norm=False) for _ in range(config.decoder_layers))
-        self.lm_head = nn.Linear(D, V, bias=False)
+        self.lm_head = Linear(D, V, bias=False)
         self.post_init()
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
