@@ -2,22 +2,35 @@
 
 For each encoder-decoder pair a model of real size is built with random weights (speed does not depend on the
 values), saved once in transformers' layout, and loaded by both libraries. Every workload then runs on both,
-alternating, several times; the table gives the min and median of each and the ratio ours / transformers.
+alternating, several times; the table gives the min and median of each and the ratio ours / transformers (of
+times, or of memory: below 1, ours is faster or smaller).
 
 Next to the ratios stand the machine's own bounds, measured in the same run:
-- encoder: the FLOPs of the forward (counted by torch) / the measured fp32 matmul FLOP/s;
+- encoder: the FLOPs of the forward (counted by torch) / the measured matmul FLOP/s;
 - greedy decoding: each new token must stream every decoder weight from memory once, so
   per-token latency >= decoder weight bytes / the measured memory bandwidth.
+Two rows are throughputs as well as times: the padded encoder batch (seconds of real, unpadded audio encoded per
+second) and batched greedy decoding (tokens per second, batch x 32 / time). Their batch is 16 on a GPU; on a
+CPU a batch of 16 x 10 s would take minutes a call, so there the encoder keeps its batch of 4 and greedy
+decoding gets a batch of 2.
+
+--device cuda moves both models and every input to the GPU; the clock is read only after
+torch.cuda.synchronize(), and peak memory is the CUDA allocator's peak. transformers always runs its SDPA
+attention. Ours runs SDPA too, except on a GPU in bfloat16, where it runs its flash path (FlashAttention kernels
+take only fp16/bf16): `--device cuda --dtype bfloat16` is the flash-vs-SDPA comparison. The table header says
+which backend each side ran.
 
     python -m minispeechseq.bench                 # the full table (several minutes on a 2-core CPU)
     python -m minispeechseq.bench --size tiny     # a seconds-long smoke run
     python -m minispeechseq.bench --dtype bfloat16  # both libraries with bf16 weights and inputs (CPU: fast only
                                                     # where the CPU has bf16 dot products, AVX512_BF16 / AMX)
+    python -m minispeechseq.bench --device cuda --dtype bfloat16  # on a GPU: our flash path vs transformers' SDPA
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -32,6 +45,17 @@ import torch
 
 SAMPLE_RATE = 16000
 NEW_TOKENS = 32
+
+
+def throughput_batches(device: torch.device) -> tuple[int, int]:
+    """(encoder batch, greedy batch) of the throughput rows: 16 on a GPU. On a CPU the encoder keeps the padded
+    batch of 4 it always had and greedy decoding gets 2, so the full CPU run grows by one batch-2 row per pair."""
+    return (16, 16) if device.type == "cuda" else (4, 2)
+
+
+def our_attention(device: torch.device, dtype: torch.dtype) -> str:
+    """Our backend: flash where its kernels run (a GPU, fp16/bf16), else SDPA. transformers runs SDPA throughout."""
+    return "flash" if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) else "sdpa"
 
 
 # ------------------------------------------------------------------------------------------- the models
@@ -71,8 +95,10 @@ def build_checkpoint(decoder_kind: str, size: str, folder: str) -> None:
     SpeechEncoderDecoderModel(config=config).save_pretrained(folder)
 
 
-def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, N) noise-like speech stand-in; row b of a batch is shorter by b/4 of the length (a padded batch)."""
+def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32,
+          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) noise-like speech stand-in and its (B, N) mask; row b of a batch is shorter by b/(4B) of the length
+    (a padded batch). Drawn on the CPU, so every device sees the same numbers."""
     g = torch.Generator().manual_seed(seed)
     n = int(seconds * SAMPLE_RATE)
     x = torch.randn(batch, n, generator=g) * 0.1
@@ -81,7 +107,7 @@ def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = to
         cut = n - b * n // (4 * batch)
         x[b, cut:] = 0.0
         mask[b, cut:] = 0
-    return x.to(dtype), mask
+    return x.to(device, dtype), mask.to(device)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -91,60 +117,70 @@ class Row:
     ours: list[float] = field(default_factory=list)
     theirs: list[float] = field(default_factory=list)
     unit: str = "s"
+    work: float = 0.0  # what one call processes (tokens, seconds of audio), for a throughput figure; 0: none
+    work_unit: str = ""
+    extra: dict = field(default_factory=dict)  # figures for the bound column (FLOPs, weight bytes, ...)
 
     def summary(self) -> dict:
         out = {"workload": self.name, "unit": self.unit, "ours_min": min(self.ours), "ours_median": statistics.median(self.ours)}
         if self.theirs:
             out.update(theirs_min=min(self.theirs), theirs_median=statistics.median(self.theirs),
                        ratio=min(self.ours) / min(self.theirs))
-        return out
+        if self.work:  # throughput of the best call: higher is better, unlike the times
+            out.update(work=self.work, work_unit=self.work_unit, ours_per_s=self.work / min(self.ours))
+            if self.theirs:
+                out["theirs_per_s"] = self.work / min(self.theirs)
+        return {**out, **self.extra}
 
 
-def alternate(name: str, ours: Callable[[], object], theirs: Callable[[], object] | None, repeats: int) -> Row:
+def _time(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds fn() takes. CUDA kernels run asynchronously: the queue is drained before the clock starts and
+    again before it is read, or we would time the launches, not the work."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def alternate(name: str, ours: Callable[[], object], theirs: Callable[[], object] | None, repeats: int,
+              device: torch.device | str = "cpu") -> Row:
     """Warm up both once, then time them alternately, so drifting machine load hits both alike."""
     row = Row(name)
-    ours()
-    if theirs is not None:
-        theirs()
+    for fn in (ours, theirs):
+        if fn is not None:
+            _time(fn, device)
     for _ in range(repeats):
         for fn, times in ((ours, row.ours), (theirs, row.theirs)):
-            if fn is None:
-                continue
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+            if fn is not None:
+                times.append(_time(fn, device))
     return row
 
 
-def matmul_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = min(_time(lambda: a @ b) for _ in range(repeats))
+def matmul_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> float:
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    best = min(_time(lambda: a @ b, device) for _ in range(repeats + 1))  # the first call warms up
     return 2 * n**3 / best
 
 
-def memory_bandwidth(mbytes: int = 256, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+def memory_bandwidth(mbytes: int = 256, repeats: int = 5, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu") -> float:
     """Bytes/s of a matrix-vector product over a matrix far larger than the caches: the access pattern of
     one decoding step, which reads every weight once."""
     size = torch.empty((), dtype=dtype).element_size()
     rows = mbytes * 2**20 // size // 4096
-    w, v = torch.randn(rows, 4096, dtype=dtype), torch.randn(4096, dtype=dtype)
-    w @ v
-    best = min(_time(lambda: w @ v) for _ in range(repeats))
+    w, v = torch.randn(rows, 4096, dtype=dtype, device=device), torch.randn(4096, dtype=dtype, device=device)
+    best = min(_time(lambda: w @ v, device) for _ in range(repeats + 1))
     return w.numel() * size / best
-
-
-def _time(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def count_flops(fn: Callable[[], object]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, torch.no_grad():
         fn()
     return counter.get_total_flops()
 
@@ -166,11 +202,13 @@ def decoder_stream_bytes(model) -> int:
 
 # ------------------------------------------------------------------------------------------ workloads
 def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bool, folder: str,
-               dtype: torch.dtype = torch.float32) -> list[dict]:
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[dict]:
     from .speech_encoder_decoder import SpeechEncoderDecoderModel
 
+    device = torch.device(device)
     build_checkpoint(decoder_kind, size, folder)
-    ours = SpeechEncoderDecoderModel.from_pretrained(folder, dtype=dtype).eval()
+    ours = SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation=our_attention(device, dtype),
+                                                     dtype=dtype, device=device).eval()
     theirs = None
     if with_transformers:
         import transformers
@@ -178,34 +216,48 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
         transformers.logging.set_verbosity_error()
         theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(
             folder, attn_implementation="sdpa", dtype=dtype
-        ).eval()
+        ).to(device).eval()
     seconds = 1.0 if size == "tiny" else 10.0
-    x1, _ = audio(seconds, dtype=dtype)
-    x4, m4 = audio(seconds, batch=4, dtype=dtype)
+    enc_batch, greedy_batch = throughput_batches(device)
+    x1, _ = audio(seconds, dtype=dtype, device=device)
+    xe, me = audio(seconds, batch=enc_batch, dtype=dtype, device=device)
+    xg, mg = audio(seconds, batch=greedy_batch, dtype=dtype, device=device)
     gen = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
     pair = f"wav2vec2-base+{decoder_kind}" if size != "tiny" else f"tiny+{decoder_kind}"
     rows: list[Row] = []
 
-    def both(name, fn_ours, fn_theirs):
+    def both(name, fn_ours, fn_theirs, work: float = 0.0, work_unit: str = "") -> Row:
         with torch.no_grad():
-            rows.append(alternate(f"{pair}: {name}", fn_ours, fn_theirs if theirs is not None else None, repeats))
+            row = alternate(f"{pair}: {name}", fn_ours, fn_theirs if theirs is not None else None, repeats, device)
+        row.work, row.work_unit = work, work_unit
+        rows.append(row)
+        return row
 
     if decoder_kind == "bert":  # the encoder is the same in both pairs: time it once
-        both(f"encoder {seconds:g} s, batch 1", lambda: ours.encoder(x1), lambda: theirs.encoder(x1))
-        both(f"encoder {seconds:g} s, padded batch 4", lambda: ours.encoder(x4, attention_mask=m4),
-             lambda: theirs.encoder(x4, attention_mask=m4))
-    both(f"greedy {NEW_TOKENS} tokens", lambda: ours.generate(x1, **gen), lambda: theirs.generate(x1, **gen))
+        enc = both(f"encoder {seconds:g} s, batch 1", lambda: ours.encoder(x1), lambda: theirs.encoder(x1))
+        enc.extra["encoder_gflops"] = count_flops(lambda: ours.encoder(x1)) / 1e9
+        # Throughput counts the real audio only: padding is work a batch costs, not audio it transcribes.
+        both(f"encoder {seconds:g} s, padded batch {enc_batch}", lambda: ours.encoder(xe, attention_mask=me),
+             lambda: theirs.encoder(xe, attention_mask=me), work=me.sum().item() / SAMPLE_RATE, work_unit="s of audio")
+    greedy = both(f"greedy {NEW_TOKENS} tokens", lambda: ours.generate(x1, **gen), lambda: theirs.generate(x1, **gen))
     # Per-token latency: 32 tokens minus 1 token (the encoder and the first step), timed back to back, so the
     # difference is decoding steps alone, whatever the machine's load was earlier.
     one = {"max_new_tokens": 1, "min_new_tokens": 1}
-    per_token = alternate("per-token", lambda: ours.generate(x1, **gen), lambda: ours.generate(x1, **one), repeats)
-    per_token_s = (min(per_token.ours) - min(per_token.theirs)) / (NEW_TOKENS - 1)
+    with torch.no_grad():
+        per_token = alternate("per-token", lambda: ours.generate(x1, **gen), lambda: ours.generate(x1, **one),
+                              repeats, device)
+    greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours),
+                        per_token_s=(min(per_token.ours) - min(per_token.theirs)) / (NEW_TOKENS - 1))
+    # Batched greedy: min_new_tokens holds every row to exactly NEW_TOKENS, so batch x NEW_TOKENS tokens a call.
+    both(f"batched greedy, batch {greedy_batch} x {NEW_TOKENS} tokens", lambda: ours.generate(xg, attention_mask=mg, **gen),
+         lambda: theirs.generate(xg, attention_mask=mg, **gen), work=greedy_batch * NEW_TOKENS, work_unit="tokens")
     both(f"beam 4 x {NEW_TOKENS} tokens", lambda: ours.generate(x1, num_beams=4, **gen),
          lambda: theirs.generate(x1, num_beams=4, **gen))
     both(f"top-p sampling {NEW_TOKENS} tokens", lambda: ours.generate(x1, do_sample=True, top_p=0.9, top_k=0, **gen),
          lambda: theirs.generate(x1, do_sample=True, top_p=0.9, top_k=0, **gen))
 
-    labels = torch.randint(2, ours.config.decoder.vocab_size - 1, (1, NEW_TOKENS), generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(2, ours.config.decoder.vocab_size - 1, (1, NEW_TOKENS),
+                           generator=torch.Generator().manual_seed(0)).to(device)
 
     # LayerDrop skips whole encoder layers at random (p = 0.1 by default), and the two libraries draw differently:
     # with it on, a training step's work differs from run to run and between libraries. Off on both sides, they
@@ -222,79 +274,82 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
         model.eval()
 
     rows.append(alternate(f"{pair}: training step ({seconds:g} s, {NEW_TOKENS} labels)", lambda: train_step(ours),
-                          (lambda: train_step(theirs)) if theirs is not None else None, repeats))
-    results = [r.summary() for r in rows]
-
-    # Distance to the machine's bounds, for our model.
-    enc_flops = count_flops(lambda: ours.encoder(x1))
-    per_token_bytes = decoder_stream_bytes(ours)
-    for r in results:
-        r["pair"] = pair
-        if r["workload"].endswith("encoder 10 s, batch 1") or r["workload"].endswith(f"encoder {seconds:g} s, batch 1"):
-            r["encoder_gflops"] = enc_flops / 1e9
-        if "greedy" in r["workload"]:
-            r["decoder_stream_bytes"] = per_token_bytes
-            r["per_token_s"] = per_token_s
-    return results
+                          (lambda: train_step(theirs)) if theirs is not None else None, repeats, device))
+    return [{**r.summary(), "pair": pair} for r in rows]
 
 
 def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder: str,
-                        dtype: torch.dtype = torch.float32) -> list[dict]:
+                        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[dict]:
     from .wav2vec2 import Wav2Vec2Model
 
+    device = torch.device(device)
     torch.manual_seed(0)
     Wav2Vec2Model(encoder_config("large", size)).save_pretrained(folder)
-    ours = Wav2Vec2Model.from_pretrained(folder, dtype=dtype).eval()
+    ours = Wav2Vec2Model.from_pretrained(folder, attn_implementation=our_attention(device, dtype), dtype=dtype,
+                                         device=device).eval()
     theirs = None
     if with_transformers:
         import transformers
 
-        theirs = transformers.Wav2Vec2Model.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype).eval()
+        theirs = transformers.Wav2Vec2Model.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype).to(device).eval()
     seconds = 1.0 if size == "tiny" else 10.0
-    x, _ = audio(seconds, dtype=dtype)
+    x, _ = audio(seconds, dtype=dtype, device=device)
     with torch.no_grad():
         row = alternate(f"wav2vec2-large-lv60 shape: encoder {seconds:g} s", lambda: ours(x),
-                        (lambda: theirs(x)) if theirs is not None else None, repeats)
-    r = row.summary()
-    r["encoder_gflops"] = count_flops(lambda: ours(x)) / 1e9
-    return [r]
+                        (lambda: theirs(x)) if theirs is not None else None, repeats, device)
+    row.extra["encoder_gflops"] = count_flops(lambda: ours(x)) / 1e9
+    return [row.summary()]
 
 
 PEAK_MEMORY_SCRIPT = r"""
 import sys, torch
-lib, folder, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-torch.set_num_threads(int(sys.argv[4]))
-dtype = getattr(torch, sys.argv[5])
+lib, folder, seconds, threads, dtype, device, attn = sys.argv[1:8]
+torch.set_num_threads(int(threads))
+dtype = getattr(torch, dtype)
 if lib == "ours":
     from minispeechseq import SpeechEncoderDecoderModel as M
 else:
     import transformers; transformers.logging.set_verbosity_error()
     from transformers import SpeechEncoderDecoderModel as M
-model = M.from_pretrained(folder, dtype=dtype).eval()
-x = (torch.randn(1, int(seconds * 16000)) * 0.1).to(dtype)
+model = M.from_pretrained(folder, dtype=dtype, attn_implementation=attn).to(device).eval()
+x = (torch.randn(1, int(float(seconds) * 16000)) * 0.1).to(device, dtype)
 
 def status(key):  # kB figures of /proc/self/status
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
 
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
-before = status("VmRSS")
+if device == "cuda":  # GPU memory is the CUDA allocator's: its own peak counter, reset here
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+else:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
+    before = status("VmRSS")
 with torch.no_grad():
     model.generate(x, max_new_tokens=8)
-print(status("VmHWM") - before)
+if device == "cuda":
+    torch.cuda.synchronize()
+    print(torch.cuda.max_memory_allocated() - before)
+else:
+    print(status("VmHWM") - before)
 """
 
 
-def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: int, dtype: str = "float32") -> dict:
-    """Extra resident memory (bytes) at the peak of transcribing `seconds` of audio, over the resident size
-    with the model loaded; each library in a fresh process (Linux: the peak is reset through clear_refs)."""
+def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: int, dtype: str = "float32",
+                device: str = "cpu") -> dict:
+    """Extra memory (bytes) at the peak of transcribing `seconds` of audio, over the memory with the model loaded;
+    each library in a fresh process. CPU: resident memory (Linux: the peak is reset through clear_refs);
+    CUDA: the allocator's torch.cuda.max_memory_allocated, after reset_peak_memory_stats."""
+    attn = {"ours": our_attention(torch.device(device), getattr(torch, dtype)), "transformers": "sdpa"}
+
     def run(lib: str) -> int:
-        done = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, lib, folder, str(seconds), str(threads), dtype],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, lib, folder, str(seconds), str(threads), dtype,
+                               device, attn[lib]], capture_output=True, text=True, check=True)
         return int(done.stdout.strip().splitlines()[-1])
 
-    r = {"workload": f"peak memory, transcribing {seconds:g} s", "unit": "bytes", "ours_min": run("ours")}
+    what = "peak GPU memory" if device == "cuda" else "peak memory"
+    r = {"workload": f"{what}, transcribing {seconds:g} s", "unit": "bytes", "ours_min": run("ours")}
     if with_transformers:
         r["theirs_min"] = run("transformers")
         r["ratio"] = r["ours_min"] / max(r["theirs_min"], 1)
@@ -302,8 +357,11 @@ def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: i
 
 
 # ------------------------------------------------------------------------------------------------ main
-def format_table(results: list[dict], flops: float, bandwidth: float) -> str:
-    lines = [f"{'workload':58s} {'ours':>10s} {'transformers':>13s} {'ratio':>7s}  bound"]
+def format_table(results: list[dict], flops: float, bandwidth: float, attn: tuple[str, str] = ("sdpa", "sdpa")) -> str:
+    """One line per workload: best time (or memory) of each library, the ratio ours / transformers, and in the last
+    column our distance to the machine's bound or, for the throughput rows, both throughputs."""
+    ours_head, theirs_head = f"ours ({attn[0]})", f"transformers ({attn[1]})"
+    lines = [f"{'workload':58s} {ours_head:>12s} {theirs_head:>19s} {'ratio':>7s}  bound, throughput"]
     for r in results:
         fmt = (lambda v: f"{v / 2**20:8.1f}MB") if r["unit"] == "bytes" else (lambda v: f"{v:9.3f}s")
         bound = ""
@@ -313,9 +371,12 @@ def format_table(results: list[dict], flops: float, bandwidth: float) -> str:
         if "decoder_stream_bytes" in r:
             ideal = r["decoder_stream_bytes"] / bandwidth
             bound = f"weights {r['decoder_stream_bytes'] / 2**20:.0f} MB -> {ideal * 1e3:.1f} ms/token bound"
+        if "ours_per_s" in r:  # higher is better here
+            theirs_rate = f" vs {r['theirs_per_s']:.1f}" if "theirs_per_s" in r else ""
+            bound = f"{r['ours_per_s']:.1f}{theirs_rate} {r['work_unit']}/s"
         theirs = fmt(r["theirs_min"]) if "theirs_min" in r else "-"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
-        lines.append(f"{r['workload']:58s} {fmt(r['ours_min']):>10s} {theirs:>13s} {ratio:>7s}  {bound}")
+        lines.append(f"{r['workload']:58s} {fmt(r['ours_min']):>12s} {theirs:>19s} {ratio:>7s}  {bound}")
     return "\n".join(lines)
 
 
@@ -324,53 +385,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where both libraries run (cuda: add --dtype bfloat16 for our flash attention path)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="weights and inputs of both libraries (default float32)")
     parser.add_argument("--no-transformers", action="store_true", help="time minispeechseq alone")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    if args.device == "cuda":
-        print("minispeechseq bench: --device cuda is not implemented yet; run on cpu.", file=sys.stderr)
-        return 2
     if args.repeats < 1 or args.threads < 1:
         print("minispeechseq bench: --repeats and --threads must be at least 1.", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"minispeechseq bench: --device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on "
+              "this machine (no GPU, no driver, or a CPU-only build of torch); run with --device cpu.", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     with_transformers = not args.no_transformers
     if with_transformers:
         try:
-            import transformers  # noqa: F401
+            import transformers
         except ImportError:
             print("transformers is not installed: timing minispeechseq alone.", file=sys.stderr)
             with_transformers = False
+        else:
+            transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bars would break the table
 
-    dtype = getattr(torch, args.dtype)
-    flops, bandwidth = matmul_flops(dtype=dtype), memory_bandwidth(dtype=dtype)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.dtype}; matmul {flops / 1e9:.0f} GFLOP/s, "
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    attn = (our_attention(device, dtype), "sdpa")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    if device.type == "cuda":  # GPU-sized matrices: the CPU's 2048² matmul would time the launch, not the math
+        where = f"{device_name}, CUDA {torch.version.cuda}"
+        flops = matmul_flops(n=8192, dtype=dtype, device=device)
+        bandwidth = memory_bandwidth(mbytes=1024, dtype=dtype, device=device)
+    else:
+        where = f"{args.threads} threads"
+        flops, bandwidth = matmul_flops(dtype=dtype), memory_bandwidth(dtype=dtype)
+    print(f"torch {torch.__version__}, {where}, {args.dtype}; matmul {flops / 1e9:.0f} GFLOP/s, "
           f"matrix-vector streaming {bandwidth / 1e9:.1f} GB/s", flush=True)
+    if attn[0] == "flash":
+        kernel = "the flash_attn package" if importlib.util.find_spec("flash_attn") else "torch SDPA's flash kernel"
+        print(f"attention: minispeechseq flash ({kernel}), transformers sdpa", flush=True)
+    elif device.type == "cuda":
+        print("attention: both sdpa (our flash path needs fp16/bf16: add --dtype bfloat16 to time it)", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("bert", "gpt2"):
-            folder = os.path.join(tmp, kind)
-            results += bench_pair(kind, args.size, args.repeats, with_transformers, folder, dtype)
-            print(format_table(results[-5:], flops, bandwidth), flush=True)
-        results += bench_large_encoder(args.size, args.repeats, with_transformers, os.path.join(tmp, "large"), dtype)
+            pair = bench_pair(kind, args.size, args.repeats, with_transformers, os.path.join(tmp, kind), dtype, device)
+            results += pair
+            print(format_table(pair, flops, bandwidth, attn), flush=True)
+        results += bench_large_encoder(args.size, args.repeats, with_transformers, os.path.join(tmp, "large"), dtype,
+                                       device)
         results.append(peak_memory(os.path.join(tmp, "bert"), 6.0 if args.size == "tiny" else 60.0,
-                                   with_transformers, args.threads, args.dtype))
+                                   with_transformers, args.threads, args.dtype, args.device))
     for r in results:
         if "per_token_s" in r:
             r["per_token_over_bound"] = r["per_token_s"] / (r["decoder_stream_bytes"] / bandwidth)
     print()
-    print(format_table(results, flops, bandwidth))
+    print(format_table(results, flops, bandwidth, attn))
+    print("ratio = ours / transformers, of times or memory: below 1, ours is faster or smaller. "
+          "Throughputs (last column) are ours vs transformers: higher is faster.")
     for r in results:
         if "per_token_over_bound" in r:
             print(f"{r['workload']}: {r['per_token_s'] * 1e3:.1f} ms/token = "
                   f"{r['per_token_over_bound']:.2f}x the bandwidth bound")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "dtype": args.dtype, "matmul_flops": flops,
-                       "bandwidth_bytes_per_s": bandwidth, "results": results}, f, indent=2)
+            json.dump({"torch": torch.__version__, "device": args.device, "device_name": device_name, "threads": args.threads,
+                       "dtype": args.dtype, "attention": {"minispeechseq": attn[0], "transformers": attn[1]},
+                       "matmul_flops": flops, "bandwidth_bytes_per_s": bandwidth, "results": results}, f, indent=2)
     return 0
 
 

@@ -3,7 +3,10 @@ the benchmark reports, not what a test decides."""
 
 import json
 
+import torch
+
 from minispeechseq.bench import main
+from tests.utils import requires_cuda
 
 
 def test_bench_smoke(tmp_path, capsys):
@@ -11,11 +14,42 @@ def test_bench_smoke(tmp_path, capsys):
     assert main(["--size", "tiny", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     names = [r["workload"] for r in report["results"]]
-    for expected in ("encoder 1 s, batch 1", "encoder 1 s, padded batch 4", "greedy 32 tokens", "beam 4 x 32 tokens",
-                     "top-p sampling 32 tokens", "training step", "wav2vec2-large-lv60 shape", "peak memory"):
+    for expected in ("encoder 1 s, batch 1", "encoder 1 s, padded batch 4", "greedy 32 tokens",
+                     "batched greedy, batch 2 x 32 tokens", "beam 4 x 32 tokens", "top-p sampling 32 tokens",
+                     "training step", "wav2vec2-large-lv60 shape", "peak memory"):
         assert any(expected in n for n in names), f"{expected!r} missing from {names}"
     for r in report["results"]:
         assert r["ours_min"] >= 0 and r.get("theirs_min", 0) >= 0, r
         assert "ratio" in r, f"{r['workload']}: transformers was not measured"
     assert report["matmul_flops"] > 0 and report["bandwidth_bytes_per_s"] > 0
-    assert "ms/token" in capsys.readouterr().out
+    assert report["device"] == "cpu" and report["attention"] == {"minispeechseq": "sdpa", "transformers": "sdpa"}
+    # The throughput rows: batch x 32 tokens, and the real (unpadded) audio of the padded encoder batch.
+    batched = [r for r in report["results"] if "batched greedy" in r["workload"]]
+    assert len(batched) == 2 and all(r["work"] == 2 * 32 and r["work_unit"] == "tokens" for r in batched), batched
+    encoder = next(r for r in report["results"] if "padded batch 4" in r["workload"])
+    assert 3 < encoder["work"] < 4 and encoder["work_unit"] == "s of audio", encoder  # 4 rows of 1 s, 3 cut short
+    for r in batched + [encoder]:
+        assert r["ours_per_s"] == r["work"] / r["ours_min"] and r["theirs_per_s"] > 0, r
+    printed = capsys.readouterr().out
+    assert "ms/token" in printed and "tokens/s" in printed and "s of audio/s" in printed
+
+
+def test_bench_cuda_without_a_gpu_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--size", "tiny", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "no CUDA GPU" in err and "--device cpu" in err, err
+
+
+@requires_cuda
+def test_bench_cuda_bfloat16_flash(tmp_path, capsys):
+    """On a GPU in bf16 ours runs its flash path against transformers' SDPA, with batch-16 throughput rows."""
+    out = tmp_path / "bench.json"
+    assert main(["--size", "tiny", "--device", "cuda", "--dtype", "bfloat16", "--repeats", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "cuda" and report["attention"] == {"minispeechseq": "flash", "transformers": "sdpa"}
+    names = [r["workload"] for r in report["results"]]
+    for expected in ("encoder 1 s, padded batch 16", "batched greedy, batch 16 x 32 tokens", "peak GPU memory"):
+        assert any(expected in n for n in names), f"{expected!r} missing from {names}"
+    assert all("ratio" in r for r in report["results"]), [r["workload"] for r in report["results"] if "ratio" not in r]
+    assert "ours (flash)" in capsys.readouterr().out
