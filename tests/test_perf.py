@@ -120,3 +120,39 @@ def test_linear_keeps_nn_linear_parameters():
     ours, plain = Linear(4, 3), torch.nn.Linear(4, 3)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
     assert isinstance(ours, torch.nn.Linear)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_statistics_and_gradient(p):
+    """The CPU dropout draws its mask differently from F.dropout; what must hold is F.dropout's contract: each
+    element zeroed with probability p (checked on 2**20 elements, within 5 standard deviations of the binomial
+    count), the others scaled by exactly 1 / (1 - p), and the gradient through the same mask."""
+    from minispeechseq.layers import dropout
+
+    torch.manual_seed(0)
+    n = 2**20
+    x = (torch.rand(n) + 0.5).requires_grad_()  # no zeros of its own
+    y = dropout(x, p, training=True)
+    dropped = y == 0
+    rate = dropped.float().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    print(f"\np={p}: dropped fraction {rate:.5f} (expected {p}, sigma {sigma:.1e})")
+    assert abs(rate - p) < 5 * sigma, f"dropped fraction {rate:.5f}, expected {p} +- {5 * sigma:.1e}"
+    kept = ~dropped
+    assert torch.equal(y[kept], x[kept] * (1.0 / (1.0 - p))), "kept elements must be scaled by exactly 1 / (1 - p)"
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * (1.0 / (1.0 - p))), "the gradient must go through the same mask"
+
+
+def test_dropout_edges_follow_f_dropout():
+    from minispeechseq.layers import Dropout, dropout
+
+    x = torch.randn(3, 4)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout(x, 1.5, training=True)
+    assert dropout(x.bfloat16(), 0.5, training=True).dtype == torch.bfloat16  # F.dropout's path
+    layer = Dropout(0.25)
+    assert isinstance(layer, torch.nn.Dropout) and layer.p == 0.25 and not layer.state_dict()
+    assert layer.eval()(x) is x

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import weights_convert.bart
@@ -34,7 +33,7 @@ import weights_convert.bart
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
 from ..config import ConfigMixin, extra_field
-from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs, dropout
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # ------------------------------------------------------------------------------------------------- config
@@ -132,12 +131,12 @@ class BartDecoderLayer(nn.Module):
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> tuple[torch.Tensor, object]:
         """x + sublayer(...) with the LayerNorm before (mBART) or after (BART) the residual sum."""
         out, extra = sublayer(norm(x) if self.pre_norm else x)
-        x = x + F.dropout(out, p=self.dropout, training=self.training)
+        x = x + dropout(out, self.dropout, self.training)
         return (x if self.pre_norm else norm(x)), extra
 
     def _mlp(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         h = self.act(self.fc1(x))  # (B, S, F)
-        h = F.dropout(h, p=self.activation_dropout, training=self.training)
+        h = dropout(h, self.activation_dropout, self.training)
         return self.fc2(h), None  # (B, S, D)
 
     def forward(
@@ -235,7 +234,7 @@ class BartForCausalLM(PreTrainedModel):
         check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
                              self.config.max_position_embeddings, self.config.vocab_size)
         x = self.embed(input_ids, past)
-        x = F.dropout(x, p=self.config.dropout, training=self.training)
+        x = dropout(x, self.config.dropout, self.training)
 
         hidden_states, self_attns, cross_attns = [], [], []
         for i, layer in enumerate(self.layers):

@@ -30,7 +30,7 @@ import weights_convert.bert as bert_convert
 from ..attention import Attention
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
-from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Dropout, Linear, activation, causal_lm_loss, check_decoder_inputs
 from ..modeling import DecoderOutput, PreTrainedModel
 
 @dataclass
@@ -83,7 +83,7 @@ class BertLayer(nn.Module):
         self.act = activation(config.hidden_act)
         self.fc2 = Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, attention_mask, causal, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
                 output_attentions):
@@ -127,7 +127,7 @@ class BertForCausalLM(PreTrainedModel):
         self.embed_positions = nn.Embedding(config.max_position_embeddings, D)
         self.embed_token_types = nn.Embedding(config.type_vocab_size, D)
         self.embed_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
         # The LM head: BERT's masked-LM head, reused unchanged for next-token prediction.
         self.head_dense = Linear(D, D)

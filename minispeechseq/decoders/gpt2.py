@@ -34,7 +34,7 @@ from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
 
 # Shared with the BERT decoder (the activation table, the causal-LM loss, the input checks).
-from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs
+from ..layers import Dropout, Linear, activation, causal_lm_loss, check_decoder_inputs
 
 
 @dataclass
@@ -122,7 +122,7 @@ class GPT2Block(nn.Module):
         self.fc1 = Linear(D, inner)
         self.act = activation(config.activation_function)
         self.fc2 = Linear(inner, D)
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = Dropout(config.resid_pdrop)
 
     def forward(self, x, attention_mask, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
                 output_attentions):
@@ -153,7 +153,7 @@ class GPT2LMHeadModel(PreTrainedModel):
         D = config.n_embd
         self.embed_tokens = nn.Embedding(config.vocab_size, D)
         self.embed_positions = nn.Embedding(config.n_positions, D)
-        self.dropout = nn.Dropout(config.embd_pdrop)
+        self.dropout = Dropout(config.embd_pdrop)
         self.layers = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
         self.final_norm = nn.LayerNorm(D, eps=config.layer_norm_epsilon)
         self.lm_head = Linear(D, config.vocab_size, bias=False)

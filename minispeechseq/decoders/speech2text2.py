@@ -29,7 +29,7 @@ import weights_convert.speech2text2
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
 from ..modeling import DecoderOutput, PreTrainedModel
-from ..layers import Linear, causal_lm_loss, check_decoder_inputs
+from ..layers import Linear, causal_lm_loss, check_decoder_inputs, dropout
 from .bart import BartDecoderLayer, FairseqDecoderSizes
 
 
@@ -176,7 +176,7 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
         positions = self.positions(input_ids, cache, attention_mask)  # (B, S)
         pos_emb = sinusoids(positions, self.config.d_model, self.config.pad_token_id)  # (B, S, D)
         x = self.embed_tokens(input_ids) * self.embed_scale + pos_emb.to(self.embed_tokens.weight.dtype)
-        x = F.dropout(x, p=self.config.dropout, training=self.training)
+        x = dropout(x, self.config.dropout, self.training)
 
         hidden_states, self_attns, cross_attns = [], [], []
         for i, layer in enumerate(self.layers):
