@@ -32,23 +32,33 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 # A decoding step multiplies each weight matrix by a handful of rows: 1 for greedy decoding, one per beam for
-# beam search. Such a product is bound by reading the weights from memory, so 4 rows should cost what 1 row does.
-# On CPU, fp32, torch's F.linear (MKL's sgemm with the weight transposed) does not manage that: measured on this
-# project's 2-core AVX2 machine, streaming weights that do not fit the cache, 2-4 rows ran at 4-8 GB/s where 1 row
-# runs at 13-18 GB/s. The same product written the other way round, (W @ x^T)^T, ran at 9-18 GB/s for 2-4 rows
-# (the LM head of GPT-2: 5.5 -> 18.4 GB/s at 4 rows). Beyond ~6 rows neither form wins consistently, and 1 row is
-# best left to F.linear. The effect on whole decoding runs is in the README's performance section.
-FEW_ROWS = (2, 4)
+# beam search. Such a product is bound by reading the weights from memory, so 4 rows should cost what 1 row does,
+# and every core should be reading. On CPU, fp32, F.linear (MKL's sgemm with the weight transposed) does neither:
+# measured on this project's 2-core AVX2 machine, streaming weights that do not fit the cache, 1 row ran at
+# 10-14 GB/s (using one core), 2-4 rows at 4-8 GB/s. Written as W @ xᵀ, with W cut into one slice of output
+# features per thread and the slices run as one batched product (torch gives each batch entry its own thread),
+# 1 row ran at 16-20 GB/s and 2-4 rows at 10-19 GB/s (GPT-2's LM head: 14 -> 20 GB/s for 1 row, 5.6 -> 15 for 4).
+# Beyond ~6 rows neither form wins consistently, so larger products (the encoder, training) keep F.linear.
+# The effect on whole decoding runs is in the README's performance section.
+FEW_ROWS = 4
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x W^T + b, as F.linear; for 2-4 rows of fp32 on CPU computed as (W x^T)^T, which streams W faster there."""
+    """x Wᵀ + b, as F.linear; for 1-4 rows of fp32 on CPU computed slice by slice of W, one slice per thread."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if not (FEW_ROWS[0] <= rows <= FEW_ROWS[1] and x.device.type == "cpu" and x.dtype == torch.float32):
+    if not (1 <= rows <= FEW_ROWS and x.device.type == "cpu" and x.dtype == torch.float32 and weight.is_contiguous()):
         return F.linear(x, weight, bias)
-    flat_t = x.reshape(rows, x.shape[-1]).T  # (in, rows)
-    out = weight @ flat_t if bias is None else torch.addmm(bias[:, None], weight, flat_t)  # (out, rows)
-    return out.T.contiguous().view(*x.shape[:-1], weight.shape[0])  # (..., out)
+    out_features, in_features = weight.shape
+    parts = max(1, min(torch.get_num_threads(), out_features))
+    main = out_features // parts * parts  # rows of W that split evenly; the last out_features % parts come after
+    xt = x.reshape(rows, in_features).T  # (in, rows)
+    slices = weight[:main].view(parts, main // parts, in_features)  # (parts, out / parts, in)
+    out = torch.bmm(slices, xt.expand(parts, in_features, rows)).view(main, rows)  # (out, rows)
+    if main < out_features:
+        out = torch.cat([out, weight[main:] @ xt])  # (out, rows)
+    if bias is not None:
+        out = out + bias[:, None]
+    return out.T.contiguous().view(*x.shape[:-1], out_features)  # (..., out)
 
 
 class Linear(nn.Linear):

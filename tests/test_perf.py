@@ -16,7 +16,7 @@ import torch
 
 from minispeechseq.attention import Attention
 from minispeechseq.cache import DecoderCache
-from minispeechseq.layers import FEW_ROWS, Linear, linear
+from minispeechseq.layers import FEW_ROWS, Linear
 from tests.utils import ATOL_FP32, assert_close
 
 BACKENDS = ("eager", "sdpa")
@@ -93,9 +93,12 @@ def test_bench_pair_runs_in_bfloat16(tmp_path):
 
 @pytest.mark.parametrize("shape", [(1, 5), (2, 7), (3, 1, 7), (4, 7), (2, 2, 7), (5, 7), (6, 1, 7), (0, 7)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_equals_f_linear_for_every_row_count(shape, bias):
-    """Row counts inside FEW_ROWS take the (W xᵀ)ᵀ form, the others F.linear; both must give F.linear's values,
-    the same shape, a contiguous result and the same gradients."""
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_linear_equals_f_linear_for_every_row_count(shape, bias, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # how many slices W is cut into
+    """Up to FEW_ROWS rows take the sliced (W xᵀ)ᵀ form, the others F.linear; both must give F.linear's values,
+    the same shape, a contiguous result and the same gradients. 9 output features do not split evenly over 2 or
+    4 threads, so the leftover rows are covered too."""
     torch.manual_seed(0)
     layer = Linear(shape[-1], 9, bias=bias)
     x = torch.randn(shape, requires_grad=True)
@@ -106,7 +109,7 @@ def test_linear_equals_f_linear_for_every_row_count(shape, bias):
     if rows == 0:
         return  # an empty batch stays empty (F.linear's path)
     diff = assert_close(out, ref, ATOL_FP32, f"Linear vs F.linear at {rows} rows")
-    print(f"\n{rows} rows (few-row form: {FEW_ROWS[0] <= rows <= FEW_ROWS[1]}): max diff {diff:.2e}")
+    print(f"\n{rows} rows, {torch.get_num_threads()} threads (few-row form: {rows <= FEW_ROWS}): max diff {diff:.2e}")
     (out * torch.arange(out.numel()).view(out.shape)).sum().backward()
     x64, w64 = x.detach().double().requires_grad_(), layer.weight.detach().double().requires_grad_()
     out64 = x64 @ w64.T
