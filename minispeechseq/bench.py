@@ -186,13 +186,14 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def decoder_stream_bytes(model) -> int:
-    """Bytes one greedy step must read: every decoder weight, except the embedding tables of which a step reads
-    one row (the token embedding counts once anyway when it is the tied LM head)."""
+    """Bytes one greedy step must read: every decoder weight, except the embedding tables (a step reads one row of
+    each; the token embedding counts in full anyway when it is the tied LM head) and the cross-attention key/value
+    projections (applied to the encoder output once per utterance, at the first step, then cached)."""
     dec = model.decoder
-    skip = {id(dec.get_input_embeddings().weight)}
-    positions = getattr(dec, "embed_positions", None)
-    if isinstance(positions, torch.nn.Embedding):
-        skip.add(id(positions.weight))
+    skip = {id(m.weight) for m in dec.modules() if isinstance(m, torch.nn.Embedding)}
+    for name, m in dec.named_modules():
+        if name.endswith("cross_attn"):
+            skip.update(id(p) for p in (*m.k_proj.parameters(), *m.v_proj.parameters()))
     total = sum(p.numel() * p.element_size() for p in dec.parameters() if id(p) not in skip)
     lm_head = getattr(dec, "lm_head", None)
     if lm_head is not None:

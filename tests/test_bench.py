@@ -53,3 +53,22 @@ def test_bench_cuda_bfloat16_flash(tmp_path, capsys):
         assert any(expected in n for n in names), f"{expected!r} missing from {names}"
     assert all("ratio" in r for r in report["results"]), [r["workload"] for r in report["results"] if "ratio" not in r]
     assert "ours (flash)" in capsys.readouterr().out
+
+
+def test_decoder_stream_bytes_counts_what_a_step_reads():
+    """By parameter name: all decoder weights but the embedding tables and the cross-attention k/v projections
+    (cached after the first step), plus the LM head (GPT-2's is the tied token embedding)."""
+    from minispeechseq.bench import decoder_config, decoder_stream_bytes, encoder_config
+    from minispeechseq.speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
+
+    for kind in ("bert", "gpt2"):
+        config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config("base", "tiny"),
+                                                                         decoder_config(kind, "tiny"))
+        model = SpeechEncoderDecoderModel(config=config)
+        expected = 0
+        for name, p in model.decoder.named_parameters(remove_duplicate=False):
+            tables = ("embed_tokens.", "embed_positions.", "embed_token_types.")  # not embed_norm: read every step
+            if name.startswith(tables) or ".cross_attn.k_proj." in name or ".cross_attn.v_proj." in name:
+                continue
+            expected += p.numel() * 4
+        assert decoder_stream_bytes(model) == expected, kind
