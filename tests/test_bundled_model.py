@@ -65,6 +65,21 @@ def test_transformers_loads_the_bundled_model_and_transcribes_the_same(model):
         assert torch.equal(ours, theirs), f"{path}: ours {ours.tolist()} vs transformers {theirs.tolist()}"
 
 
+def test_bfloat16_inference_transcribes_the_shipped_samples_the_same(model):
+    """Issue 6: bf16 weights and inputs on CPU change no transcription of the shipped samples (token-exact with
+    fp32; the references are the recipe's transcripts)."""
+    bf16 = SpeechEncoderDecoderModel.from_pretrained(MODEL, dtype=torch.bfloat16).eval()
+    processor = Processor.from_pretrained(MODEL)
+    for path, want in shipped_samples():
+        x = processor(load_audio(path), sampling_rate=16000, return_tensors="pt")
+        mask = x.get("attention_mask")
+        fp32_ids = model.generate(x.input_values, attention_mask=mask)
+        bf16_ids = bf16.generate(x.input_values.to(torch.bfloat16), attention_mask=mask)
+        text = processor.batch_decode(bf16_ids, skip_special_tokens=True)[0]
+        assert torch.equal(bf16_ids, fp32_ids), f"{path}: bf16 {bf16_ids.tolist()} vs fp32 {fp32_ids.tolist()}"
+        assert text == want, f"{path}: bf16 transcript {text!r}, reference {want!r}"
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng) to "
                     "remake the held-out test split; .ci/run installs it")
 def test_held_out_test_split_wer(model, tmp_path):
