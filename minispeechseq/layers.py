@@ -1,6 +1,6 @@
 """Small pieces every model shares: the activation functions config.json files name, a Linear layer that is fast
-for the few-row products of beam search, a cheaper dropout on CPU, the causal-LM loss, and the checks of the decoder interface's inputs.
-(Attention lives in attention.py, the cache in cache.py.)"""
+for the few-row products of decoding steps, a cheaper dropout on CPU, the causal-LM loss, and the checks of the
+decoder interface's inputs. (Attention lives in attention.py, the cache in cache.py.)"""
 
 from __future__ import annotations
 
