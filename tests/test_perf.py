@@ -145,6 +145,21 @@ def test_dropout_statistics_and_gradient(p):
     assert torch.equal(y[kept], x[kept] * (1.0 / (1.0 - p))), "kept elements must be scaled by exactly 1 / (1 - p)"
     y.sum().backward()
     assert torch.equal(x.grad, kept.float() * (1.0 / (1.0 - p))), "the gradient must go through the same mask"
+    # Neighbours share one 64-bit random draw (two 32-bit halves): their drops must still be independent.
+    both = (dropped[0::2] & dropped[1::2]).float().mean().item()
+    pair_sigma = (p * p * (1 - p * p) / (n // 2)) ** 0.5
+    assert abs(both - p * p) < 5 * pair_sigma, f"neighbours both dropped {both:.5f}, expected {p * p} +- {5 * pair_sigma:.1e}"
+
+
+def test_dropout_keeps_shape_for_odd_sizes_and_strided_inputs():
+    from minispeechseq.layers import dropout
+
+    torch.manual_seed(0)
+    for x in (torch.rand(3, 5, 7) + 0.5, (torch.rand(6, 5) + 0.5).T, torch.rand(1) + 0.5, torch.rand(0, 4)):
+        y = dropout(x, 0.5, training=True)
+        assert y.shape == x.shape
+        kept = y != 0
+        assert torch.equal(y[kept], x[kept] * 2.0), f"shape {tuple(x.shape)}: kept elements must be scaled by 2"
 
 
 def test_dropout_edges_follow_f_dropout():
