@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from weights_convert import wav2vec2 as wav2vec2_convert
 
 from .attention import Attention
-from .layers import Dropout, activation
+from .layers import Conv1d, Dropout, activation
 from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
 
@@ -55,7 +55,7 @@ class FeatureEncoder(nn.Module):
         in_dim = 1
         for i, (dim, k, s) in enumerate(zip(config.conv_dim, config.conv_kernel, config.conv_stride)):
             layer = nn.Module()
-            layer.conv = nn.Conv1d(in_dim, dim, k, stride=s, bias=config.conv_bias)
+            layer.conv = Conv1d(in_dim, dim, k, stride=s, bias=config.conv_bias)  # backward as matmuls on CPU
             if config.feat_extract_norm == "layer":
                 layer.norm = nn.LayerNorm(dim)  # over channels, per frame (eps 1e-5 as in the checkpoints)
             elif i == 0:
