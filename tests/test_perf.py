@@ -5,6 +5,8 @@
   (an ungrouped cache), which shares no code path with the grouped fold.
 - `layers.linear` (the few-row form (W xᵀ)ᵀ used by every decoder Linear): reference F.linear, and a float64
   product for the gradients.
+- `layers.dropout` (the CPU mask drawn from random integers): F.dropout's contract, checked by statistics.
+- `layers.Conv1d` (the feature encoder's conv, backward pass as matrix products): float64 F.conv1d's gradients.
 
 Comparisons print the measured max-abs difference (`pytest -s`).
 
@@ -174,3 +176,55 @@ def test_dropout_edges_follow_f_dropout():
     layer = Dropout(0.25)
     assert isinstance(layer, torch.nn.Dropout) and layer.p == 0.25 and not layer.state_dict()
     assert layer.eval()(x) is x
+
+
+@pytest.mark.parametrize(
+    "batch, c_in, length, kernel, stride",
+    [(1, 1, 400, 10, 5), (2, 6, 53, 3, 2), (3, 5, 40, 2, 2), (1, 4, 9, 4, 1), (2, 3, 30, 5, 7), (1, 2, 3, 3, 2)],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv1d_backward_as_matmuls_equals_torch(batch, c_in, length, kernel, stride, bias):
+    """`layers.Conv1d` computes its backward pass as two matrix products plus a scatter of the windows' gradients.
+    Reference: float64 F.conv1d and its own autograd, for the input, weight and bias gradients. Covered: stride
+    below, equal to and above the kernel (so windows overlap, touch, or skip samples), samples after the last
+    window (which get no gradient), one output frame, batches, no bias, and a strided (transposed) input as the
+    layer-norm feature encoder passes it."""
+    from minispeechseq.layers import Conv1d
+
+    torch.manual_seed(0)
+    conv = Conv1d(c_in, 7, kernel, stride=stride, bias=bias)
+    x = torch.randn(batch, length, c_in).transpose(1, 2).requires_grad_()  # (B, C_in, L), not contiguous
+    out = conv(x)
+    x64 = x.detach().double().requires_grad_()
+    w64 = conv.weight.detach().double().requires_grad_()
+    b64 = conv.bias.detach().double().requires_grad_() if bias else None
+    ref = torch.nn.functional.conv1d(x64, w64, b64, stride=stride)
+    assert out.shape == ref.shape
+    assert_close(out, ref.float(), ATOL_FP32, "forward")
+    probe = torch.randn(ref.shape, dtype=torch.float64)  # a gradient with no structure to hide behind
+    (out * probe.float()).sum().backward()
+    (ref * probe).sum().backward()
+    diff = assert_close(x.grad, x64.grad.float(), 1e-5, "input gradient")
+    assert_close(conv.weight.grad, w64.grad.float(), 1e-5, "weight gradient")
+    if bias:
+        assert_close(conv.bias.grad, b64.grad.float(), 1e-5, "bias gradient")
+    print(f"\nconv1d backward (B={batch}, C_in={c_in}, L={length}, K={kernel}, stride={stride}): input grad diff {diff:.1e}")
+
+
+def test_conv1d_takes_torch_path_where_the_matmul_backward_does_not_apply():
+    """Frozen weights with a plain input, no grad mode, padding or groups: the ordinary F.conv1d runs (the
+    matmul backward would have nothing to do or does not cover the case), with the same values."""
+    from minispeechseq.layers import Conv1d, _Conv1dMatmulBackward
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 20)
+    conv = Conv1d(4, 6, 3, stride=2)
+    assert conv(x.requires_grad_()).grad_fn.name() == _Conv1dMatmulBackward.__name__ + "Backward"
+    with torch.no_grad():
+        assert conv(x).grad_fn is None
+    conv.requires_grad_(False)
+    assert conv(x.detach()).grad_fn is None
+    padded = Conv1d(4, 6, 3, padding=1, groups=2)
+    assert_close(padded(x), torch.nn.functional.conv1d(x, padded.weight, padded.bias, padding=1, groups=2), ATOL_FP32,
+                 "padded grouped conv")
+    assert "Matmul" not in padded(x).grad_fn.name()
