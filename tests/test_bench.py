@@ -22,6 +22,11 @@ def test_bench_smoke(tmp_path, capsys):
         assert r["ours_min"] >= 0 and r.get("theirs_min", 0) >= 0, r
         assert "ratio" in r, f"{r['workload']}: transformers was not measured"
     assert report["matmul_flops"] > 0 and report["bandwidth_bytes_per_s"] > 0
+    # The bounds are the best of the measurements at the start, after each of the two pairs, and at the end.
+    samples = report["bound_samples"]
+    assert len(samples) == 4, samples
+    assert report["bandwidth_bytes_per_s"] == max(b["bandwidth_bytes_per_s"] for b in samples)
+    assert report["matmul_flops"] == max(b["matmul_flops"] for b in samples)
     assert report["device"] == "cpu" and report["attention"] == {"minispeechseq": "sdpa", "transformers": "sdpa"}
     # The throughput rows: batch x 32 tokens, and the real (unpadded) audio of the padded encoder batch.
     batched = [r for r in report["results"] if "batched greedy" in r["workload"]]
