@@ -2,8 +2,10 @@
 
 For each encoder-decoder pair a model of real size is built with random weights (speed does not depend on the
 values), saved once in transformers' layout, and loaded by both libraries. Every workload then runs on both,
-alternating, several times; the table gives the min and median of each and the ratio ours / transformers (of
-times, or of memory: below 1, ours is faster or smaller).
+alternating, several times; the table gives the best call of each and the ratio ours / transformers (of times,
+or of memory: below 1, ours is faster or smaller), and the "paired" ratio: the median, over the repeats, of
+ours / transformers for the two calls that ran back to back, which a drifting machine moves least. The JSON also
+holds every call's time and the medians.
 
 Next to the ratios stand the machine's own bounds, measured in the same run (at the start, after each pair and at
 the end; the best of those measurements is the bound, so a slow moment of a shared machine cannot loosen it):
@@ -123,10 +125,14 @@ class Row:
     extra: dict = field(default_factory=dict)  # figures for the bound column (FLOPs, weight bytes, ...)
 
     def summary(self) -> dict:
-        out = {"workload": self.name, "unit": self.unit, "ours_min": min(self.ours), "ours_median": statistics.median(self.ours)}
+        out = {"workload": self.name, "unit": self.unit, "ours_min": min(self.ours),
+               "ours_median": statistics.median(self.ours), "ours_all": list(self.ours)}
         if self.theirs:
             out.update(theirs_min=min(self.theirs), theirs_median=statistics.median(self.theirs),
-                       ratio=min(self.ours) / min(self.theirs))
+                       theirs_all=list(self.theirs), ratio=min(self.ours) / min(self.theirs),
+                       # Call i of ours and call i of theirs ran back to back, so the machine's drift cancels in
+                       # their ratio; the median of those ratios is the figure least moved by a slow moment.
+                       paired_ratio=statistics.median(o / t for o, t in zip(self.ours, self.theirs, strict=True)))
         if self.work:  # throughput of the best call: higher is better, unlike the times
             out.update(work=self.work, work_unit=self.work_unit, ours_per_s=self.work / min(self.ours))
             if self.theirs:
@@ -363,7 +369,7 @@ def format_table(results: list[dict], flops: float, bandwidth: float, attn: tupl
     """One line per workload: best time (or memory) of each library, the ratio ours / transformers, and in the last
     column our distance to the machine's bound or, for the throughput rows, both throughputs."""
     ours_head, theirs_head = f"ours ({attn[0]})", f"transformers ({attn[1]})"
-    lines = [f"{'workload':58s} {ours_head:>12s} {theirs_head:>19s} {'ratio':>7s}  bound, throughput"]
+    lines = [f"{'workload':58s} {ours_head:>12s} {theirs_head:>19s} {'ratio':>7s} {'paired':>7s}  bound, throughput"]
     for r in results:
         fmt = (lambda v: f"{v / 2**20:8.1f}MB") if r["unit"] == "bytes" else (lambda v: f"{v:9.3f}s")
         bound = ""
@@ -378,7 +384,8 @@ def format_table(results: list[dict], flops: float, bandwidth: float, attn: tupl
             bound = f"{r['ours_per_s']:.1f}{theirs_rate} {r['work_unit']}/s"
         theirs = fmt(r["theirs_min"]) if "theirs_min" in r else "-"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
-        lines.append(f"{r['workload']:58s} {fmt(r['ours_min']):>12s} {theirs:>19s} {ratio:>7s}  {bound}")
+        paired = f"{r['paired_ratio']:.2f}" if "paired_ratio" in r else "-"
+        lines.append(f"{r['workload']:58s} {fmt(r['ours_min']):>12s} {theirs:>19s} {ratio:>7s} {paired:>7s}  {bound}")
     return "\n".join(lines)
 
 
@@ -457,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(measured {min(f for f, _ in samples) / 1e9:.0f}-{flops / 1e9:.0f}), matrix-vector streaming "
           f"{bandwidth / 1e9:.1f} GB/s (measured {min(b for _, b in samples) / 1e9:.1f}-{bandwidth / 1e9:.1f})")
     print(format_table(results, flops, bandwidth, attn))
-    print("ratio = ours / transformers, of times or memory: below 1, ours is faster or smaller. "
+    print("ratio = ours / transformers, of times or memory (best call of each): below 1, ours is faster or smaller. "
+          "paired = the median over repeats of ours / transformers for calls run back to back. "
           "Throughputs (last column) are ours vs transformers: higher is faster.")
     for r in results:
         if "per_token_over_bound" in r:

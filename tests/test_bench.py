@@ -21,6 +21,10 @@ def test_bench_smoke(tmp_path, capsys):
     for r in report["results"]:
         assert r["ours_min"] >= 0 and r.get("theirs_min", 0) >= 0, r
         assert "ratio" in r, f"{r['workload']}: transformers was not measured"
+        if "ours_all" in r:  # timed rows: the paired ratio is the median of back-to-back ours / transformers
+            pairs = sorted(o / t for o, t in zip(r["ours_all"], r["theirs_all"]))
+            assert len(pairs) == 1 and r["paired_ratio"] == pairs[0], r
+            assert r["ratio"] == min(r["ours_all"]) / min(r["theirs_all"]), r
     assert report["matmul_flops"] > 0 and report["bandwidth_bytes_per_s"] > 0
     # The bounds are the best of the measurements at the start, after each of the two pairs, and at the end.
     samples = report["bound_samples"]
@@ -77,3 +81,16 @@ def test_decoder_stream_bytes_counts_what_a_step_reads():
                 continue
             expected += p.numel() * 4
         assert decoder_stream_bytes(model) == expected, kind
+
+
+def test_row_ratios_best_call_and_paired_median():
+    """The ratio compares each library's best call; the paired ratio is the median of ours / theirs over calls run
+    back to back: here 3/6, 2/2 and 4/2, whose median is 1.0, while the best calls give 2/2 = 1.0 and the medians
+    3/2. A slow moment (ours' 4 against theirs' 2) moves neither."""
+    from minispeechseq.bench import Row
+
+    summary = Row("w", ours=[3.0, 2.0, 4.0], theirs=[6.0, 2.0, 2.0]).summary()
+    assert summary["ratio"] == 1.0 and summary["paired_ratio"] == 1.0, summary
+    assert summary["ours_median"] == 3.0 and summary["theirs_median"] == 2.0, summary
+    lonely = Row("w", ours=[1.0]).summary()  # --no-transformers: no ratios at all
+    assert "ratio" not in lonely and "paired_ratio" not in lonely
