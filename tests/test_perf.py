@@ -153,6 +153,22 @@ def test_dropout_statistics_and_gradient(p):
     assert abs(both - p * p) < 5 * pair_sigma, f"neighbours both dropped {both:.5f}, expected {p * p} +- {5 * pair_sigma:.1e}"
 
 
+def test_dropout_keeps_only_a_bool_mask_for_backward():
+    """Memory: like F.dropout, the backward pass keeps one byte per element (the mask), not a float copy."""
+    from minispeechseq.layers import dropout
+
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, t.numel()))
+        return t
+
+    x = torch.randn(1000, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        dropout(x, 0.1, training=True)
+    assert saved == [(torch.bool, 1000)], f"saved for backward: {saved}"
+
+
 def test_dropout_keeps_shape_for_odd_sizes_and_strided_inputs():
     from minispeechseq.layers import dropout
 
