@@ -1,6 +1,7 @@
 """Small pieces every model shares: the activation functions config.json files name, a Linear layer that is fast
 for the few-row products of decoding steps, a cheaper dropout on CPU, a Conv1d whose backward pass is two matrix
-products, the causal-LM loss, and the checks of the decoder interface's inputs. (Attention lives in attention.py, the cache in cache.py.)"""
+products, the causal-LM loss, and the checks of the decoder interface's inputs. (Attention lives in attention.py,
+the cache in cache.py.)"""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         head = linear(x, weight[:main], None if bias is None else bias[:main])
         tail = F.linear(x, weight[main:], None if bias is None else bias[main:])
         return torch.cat([head, tail], dim=-1)
-    xt = x.view(rows, in_features).t().expand(parts, in_features, rows)  # the same (in, rows) for every slice
+    xt = x.reshape(rows, in_features).t().expand(parts, in_features, rows)  # the same (in, rows) for every slice
     slices = weight.view(parts, out_features // parts, in_features)  # (parts, out / parts, in)
     if bias is None:
         out = torch.bmm(slices, xt)  # (parts, out / parts, rows)
@@ -109,7 +110,7 @@ class _Conv1dMatmulBackward(torch.autograd.Function):
     """F.conv1d (no padding, one group) whose backward pass is written as two matrix products.
 
     With x (B, C_in, L), W (C_out, C_in, K) and y[b, o, t] = sum over c, j of W[o, c, j] x[b, c, t*s + j]:
-      - dW = dy @ windows, where windows (B, T, C_in*K) holds the K samples each output frame read;
+      - dW = dy @ windowsᵀ, where windows (B, C_in*K, T) holds the K samples each output frame read;
       - d(windows) = Wᵀ @ dy, and each window's gradient is added back where the window came from (dx).
     On CPU, fp32, these products run near the machine's matmul speed, while torch's own convolution backward
     (oneDNN) ran at about half of it on the wav2vec2 feature encoder's shapes: forward + backward of the
@@ -133,7 +134,7 @@ class _Conv1dMatmulBackward(torch.autograd.Function):
         T = grad_out.shape[2]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            windows = x.unfold(2, K, s).transpose(2, 3).reshape(B, C_in * K, T)  # (B, C_in, T, K) -> (B, C_in*K, T)
+            windows = x.unfold(2, K, s).transpose(2, 3).reshape(B, C_in * K, T)  # (B, C_in, K, T) -> (B, C_in*K, T)
             grad_w = torch.matmul(grad_out, windows.transpose(1, 2)).sum(0).view(C_out, C_in, K)  # sum over batch
         if ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2))
