@@ -120,6 +120,15 @@ def test_linear_equals_f_linear_for_every_row_count(shape, bias, threads, monkey
     assert_close(layer.weight.grad, w64.grad.float(), 1e-4, "weight gradient")
 
 
+def test_linear_takes_strided_inputs():
+    """A transposed or sliced input of 1-4 rows (not viewable as (rows, in)) gives F.linear's values."""
+    torch.manual_seed(0)
+    layer = Linear(5, 6)
+    for x in (torch.randn(5, 2).T, torch.randn(2, 2, 5).transpose(0, 1), torch.randn(2, 5, 3)[..., 0]):
+        assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), ATOL_FP32,
+                     f"strided input of shape {tuple(x.shape)}")
+
+
 def test_linear_keeps_nn_linear_parameters():
     """Same state_dict keys and shapes as nn.Linear, so checkpoints and converters do not see the difference."""
     ours, plain = Linear(4, 3), torch.nn.Linear(4, 3)
