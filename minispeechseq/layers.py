@@ -151,7 +151,8 @@ def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     """F.conv1d without padding or groups; on CPU in fp32, when gradients are needed, with the backward pass of
     `_Conv1dMatmulBackward`."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if needs_grad and x.is_cpu and x.dtype == torch.float32 and weight.dtype == torch.float32:
+    fp32 = x.dtype == torch.float32 and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    if needs_grad and x.is_cpu and fp32:  # (CPU autocast runs the conv in bf16; torch's own backward handles that)
         return _Conv1dMatmulBackward.apply(x, weight, bias, stride)
     return F.conv1d(x, weight, bias, stride=stride)
 
