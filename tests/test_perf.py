@@ -249,6 +249,12 @@ def test_conv1d_takes_torch_path_where_the_matmul_backward_does_not_apply():
         assert conv(x).grad_fn is None
     conv.requires_grad_(False)
     assert conv(x.detach()).grad_fn is None
+    conv.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 compute: torch's path, whose backward handles it
+        y = conv(x.requires_grad_())
+    assert y.dtype == torch.bfloat16 and "Matmul" not in y.grad_fn.name()
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
     padded = Conv1d(4, 6, 3, padding=1, groups=2)
     assert_close(padded(x), torch.nn.functional.conv1d(x, padded.weight, padded.bias, padding=1, groups=2), ATOL_FP32,
                  "padded grouped conv")
