@@ -3,15 +3,15 @@
 Two steps, each a public name:
 1. `load_audio(path)`: any file libsndfile reads (wav, flac, ogg...), at any rate and channel count, becomes one
    float32 mono waveform at 16 kHz.
-2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: a batch of waveforms becomes one padded (B, T) float32 tensor,
-   normalized to zero mean and unit variance per utterance, plus an optional (B, T) attention mask.
+2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: a batch of waveforms becomes one padded (B, L) float32 tensor,
+   normalized to zero mean and unit variance per utterance, plus an optional (B, L) attention mask.
    Its fields are the keys of transformers' `preprocessor_config.json`, so a checkpoint's file reads straight in.
 
-Shape legend: B batch, T samples (the encoder's input frames are raw samples at 16 kHz).
+Shape legend: B batch, L audio samples (the encoder reads raw samples at 16 kHz).
 
 Which checkpoints want an attention mask? The config says (`return_attention_mask`), and the reason is the first
 conv layer's normalization (transformers' Wav2Vec2FeatureExtractor docstring, and fairseq's wav2vec2 configs):
-- `feat_extract_norm="group"` (wav2vec2-base, HuBERT-base): GroupNorm normalizes each channel over *all* T positions,
+- `feat_extract_norm="group"` (wav2vec2-base, HuBERT-base): GroupNorm normalizes each channel over *all* time steps,
   so padding zeros enter every frame's statistics whatever mask we pass afterwards. These models were trained on
   unpadded audio without a mask; give them no mask (`return_attention_mask=False`), just zero padding.
 - `feat_extract_norm="layer"` (large-lv60, XLS-R): LayerNorm is per position, so padding stays separable and the
@@ -29,6 +29,8 @@ import soundfile
 import soxr
 import torch
 
+from .config import read_json
+
 # Everything a caller can hand us as one waveform.
 Waveform = np.ndarray | torch.Tensor | list | tuple
 
@@ -43,26 +45,19 @@ def read_extractor_config(folder: str | os.PathLike) -> dict[str, Any]:
     else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them)."""
     if not os.path.isdir(folder):
         if os.path.isfile(folder):
-            return _read_json_file(str(folder))
+            return read_json(folder, PREPROCESSOR_CONFIG_NAME)
         raise FileNotFoundError(f"No folder or file at {folder}; a checkpoint folder with {PREPROCESSOR_CONFIG_NAME} was expected.")
     path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
     if os.path.isfile(path):
-        return _read_json_file(path)
+        return read_json(path, PREPROCESSOR_CONFIG_NAME)
     nested = os.path.join(folder, PROCESSOR_CONFIG_NAME)
-    if os.path.isfile(nested) and isinstance(_read_json_file(nested).get("feature_extractor"), dict):
-        return _read_json_file(nested)["feature_extractor"]
+    processor = read_json(nested, PROCESSOR_CONFIG_NAME) if os.path.isfile(nested) else {}
+    if isinstance(processor.get("feature_extractor"), dict):
+        return processor["feature_extractor"]
     raise FileNotFoundError(
         f"{folder} has no {PREPROCESSOR_CONFIG_NAME} (nor a feature_extractor entry in {PROCESSOR_CONFIG_NAME}); "
         "a transformers checkpoint folder was expected."
     )
-
-
-def _read_json_file(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); a preprocessor_config.json was expected.") from None
 
 
 # ================================================================================================= load_audio
@@ -151,7 +146,7 @@ def _as_batch(raw_speech: Any) -> list[np.ndarray]:
     if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
         if raw_speech.ndim > 2:
             raise ValueError(
-                f"raw_speech has shape {tuple(raw_speech.shape)}; expected one mono waveform (T,) or a batch (B, T)."
+                f"raw_speech has shape {tuple(raw_speech.shape)}; expected one mono waveform (L,) or a batch (B, L)."
             )
         waves = list(raw_speech) if raw_speech.ndim == 2 else [raw_speech]
     elif isinstance(raw_speech, (list, tuple)):
@@ -251,7 +246,7 @@ class Wav2Vec2FeatureExtractor:
         return_attention_mask: bool | None = None,
         return_tensors: str | None = "pt",
     ) -> BatchFeature:
-        """Waveform(s) -> BatchFeature with `input_values` (B, T) and, when asked, `attention_mask` (B, T), 1 = real."""
+        """Waveform(s) -> BatchFeature with `input_values` (B, L) and, when asked, `attention_mask` (B, L), 1 = real."""
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"The audio is at {sampling_rate} Hz but this model was trained at {self.sampling_rate} Hz; "
@@ -291,7 +286,7 @@ class Wav2Vec2FeatureExtractor:
             # The real samples' slice, whichever side the padding went.
             real = slice(pad, pad + n) if self.padding_side == "left" else slice(0, n)
             pad_width = (pad, 0) if self.padding_side == "left" else (0, pad)
-            padded = np.pad(wave, pad_width, constant_values=self.padding_value)  # (T,)
+            padded = np.pad(wave, pad_width, constant_values=self.padding_value)  # (L,)
             if self.do_normalize:
                 if with_mask and target is not None:
                     # With a mask: statistics over the real samples only, padding reset to padding_value after.
@@ -319,8 +314,8 @@ class Wav2Vec2FeatureExtractor:
                 f"The waveforms have different lengths {lengths} and padding={padding!r} left them so; "
                 "a tensor needs padding=True (or 'max_length' with truncation=True), or return_tensors=None."
             )
-        stacked = np.stack(values)  # (B, T)
-        stacked_mask = np.stack(masks)  # (B, T)
+        stacked = np.stack(values)  # (B, L)
+        stacked_mask = np.stack(masks)  # (B, L)
         if return_tensors == "pt":
             out["input_values"] = torch.from_numpy(stacked)
             if with_mask:

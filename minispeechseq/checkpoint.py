@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .config import read_json
+
 StateDict = dict[str, torch.Tensor]
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -75,11 +77,9 @@ def _load_one(path: str) -> StateDict:
 
 def _load_sharded(folder: str, index_name: str) -> StateDict:
     index_path = os.path.join(folder, index_name)
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{index_path} is not a valid shard index (it needs a 'weight_map'): {e}") from None
+    weight_map = read_json(index_path, "shard index").get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index_path} is not a valid shard index: it needs a 'weight_map' object.")
     state: StateDict = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = os.path.join(folder, shard)

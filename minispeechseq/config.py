@@ -20,6 +20,21 @@ C = TypeVar("C", bound="ConfigMixin")
 CONFIG_NAME = "config.json"
 
 
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object stored in `path` (config.json, preprocessor_config.json, a shard index...). `what` names
+    the file in the errors: a missing file, invalid JSON, or JSON that is not an object."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No {what} at {os.fspath(path)}.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{os.fspath(path)} is not valid JSON ({e}); a {what} was expected.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{os.fspath(path)} holds a JSON {type(value).__name__}, but a {what} is a JSON object.")
+    return value
+
+
 class ConfigMixin:
     """Mixin for dataclass configs. Subclasses set `model_type` (the value config.json carries)."""
 
@@ -48,14 +63,7 @@ class ConfigMixin:
 
     @classmethod
     def from_json_file(cls: type[C], path: str | os.PathLike) -> C:
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"No config file at {path}.") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); a transformers config.json was expected.") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "transformers config.json"))
 
     @classmethod
     def from_pretrained(cls: type[C], folder: str | os.PathLike, **overrides: Any) -> C:

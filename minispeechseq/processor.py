@@ -6,7 +6,7 @@ transformers' `Wav2Vec2Processor` does; `Wav2Vec2Processor` is an alias so its d
 For training, `processor(audio=waves, text=transcripts)` returns the features with `labels` = the transcripts'
 token ids (transformers' Wav2Vec2Processor behaviour); for inference, `processor.batch_decode(generated_ids)`.
 
-Shape legend: B batch, T samples, S tokens.
+Shape legend: B batch, L audio samples, S tokens.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordPiece
 
 from .audio import BatchFeature
+from .config import read_json
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -52,13 +53,8 @@ NO_MAX_LENGTH = int(1e30)
 
 # ============================================================================================ file reading
 def _read_json(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}).") from None
+    """A tokenizer folder's optional JSON files: {} when absent."""
+    return read_json(path, os.path.basename(path)) if os.path.isfile(path) else {}
 
 
 def _as_added_token(value: Any, special: bool) -> AddedToken | None:
