@@ -24,9 +24,9 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import CrossAttentionCache, SelfAttentionCache
-from .layers import Linear, dropout as dropout_
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash")
 
@@ -112,7 +112,7 @@ def eager_attention(q, k, v, allowed, scale, dropout, training):
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     # Softmax in fp32 even for bf16/fp16 inputs: the exp of large scores is where half precision loses most.
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    weights = dropout_(weights, dropout, training)
+    weights = F.dropout(weights, dropout, training)
     return torch.matmul(weights, v), weights  # (B, H, Sq, hd)
 
 
@@ -179,8 +179,6 @@ def flash_attention(q, k, v, key_padding_mask, causal, scale, dropout, training)
         out = q.new_zeros(B, Sq, H, hd)
         out[q_keep] = out_flat
         return out.transpose(1, 2)  # (B, H, Sq, hd)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     outs = []
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         if key_padding_mask is None:
@@ -233,11 +231,6 @@ def attend(
     if impl == "eager":
         out, weights = eager_attention(q, k, v, allowed, scale, dropout, training)
         return out, (weights if return_weights else None)
-    if impl == "sdpa" and training and dropout > 0 and q.device.type == "cpu":
-        # torch has no fused CPU kernel for attention with dropout: SDPA falls back to its math path, which is
-        # the eager formula plus checks for fully masked rows. The eager formula itself, with the cheaper CPU
-        # dropout, measured 92 ms against 100 ms forward + backward per wav2vec2-base layer (10 s of audio).
-        return eager_attention(q, k, v, allowed, scale, dropout, training)[0], None
     if impl == "sdpa":
         causal_only = causal and Sq == Sk and key_padding_mask is None
         return sdpa_attention(q, k, v, allowed, scale, dropout, training, causal_only), None
@@ -270,10 +263,10 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.impl = "sdpa"  # set through the model's set_attn_implementation()
         kv_dim = dim if kv_dim is None else kv_dim
-        self.q_proj = Linear(dim, dim, bias=bias)
-        self.k_proj = Linear(kv_dim, dim, bias=bias)
-        self.v_proj = Linear(kv_dim, dim, bias=bias)
-        self.out_proj = Linear(dim, dim, bias=bias)
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, S, _ = x.shape
@@ -289,45 +282,80 @@ class Attention(nn.Module):
         cache: SelfAttentionCache | CrossAttentionCache | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, Sq, D); source (B, Sk, kv_dim) for cross-attention. Returns (B, Sq, D) and optional weights.
+        """x (B, Sq, D); source (B_src, T, kv_dim) for cross-attention, where each encoder row serves B / B_src
+        adjacent rows of x (1 in training; the beams of an utterance in beam search). Returns (B, Sq, D) and,
+        with output_attentions (eager only), the weights (B, H, Sq, Sk).
 
         With a cache, self-attention appends this step's keys/values to it and attends over all of them;
         cross-attention computes keys/values from `source` on the first call and reuses them afterwards.
         """
         B, Sq, _ = x.shape
         q = self.q_proj(x)  # (B, Sq, D)
-        group = 1
-        if source is None:  # self-attention
-            k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        if source is None:  # self-attention: keys and values from the same tokens
+            k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (B, H, Sq, hd)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, H, past + Sq, hd)
-        else:  # cross-attention
-            group = cache.rows_per_source if cache is not None else 1
-            if group > 1:  # `group` adjacent rows share one utterance: one encoder row, one mask row each
-                if B % group != 0:
-                    raise ValueError(f"A batch of {B} rows cannot be split into utterances of {group} rows each.")
-                source = source[::group] if not (cache is not None and cache.is_set) else None  # (B/g, T, kv_dim)
-                key_padding_mask = None if key_padding_mask is None else key_padding_mask[::group]  # (B/g, T)
-            if cache is not None and cache.is_set:  # keys/values of the encoder already known
-                k, v = cache.k, cache.v
-            else:
-                k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))  # (B/g, H, T, hd)
-                if cache is not None:
-                    cache.set(k, v)
-            # The g rows of an utterance become g·Sq queries of one row: no mask couples queries, so this is the
-            # same attention, with each key/value read once per utterance instead of once per beam.
-            q = q.reshape(B // group, group * Sq, -1)  # (B, Sq, D) -> (B/g, g·Sq, D), rows are adjacent
-        q = self._heads(q)  # (B/g, H, g·Sq, hd); g = 1 outside grouped cross-attention
-        out, weights = attend(
+            out, weights = self._attend(self._heads(q), k, v, key_padding_mask, causal, output_attentions)
+            return self.out_proj(merge_heads(out)), weights
+
+        # Cross-attention: keys and values from the encoder output, computed once per utterance.
+        if cache is not None and cache.is_set:
+            k, v = cache.k, cache.v  # (B_src, H, T, hd)
+        else:
+            k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))  # (B_src, H, T, hd)
+            if cache is not None:
+                cache.set(k, v)
+        if key_padding_mask is not None and key_padding_mask.shape[0] != k.shape[0]:
+            raise ValueError(
+                f"The encoder attention mask has {key_padding_mask.shape[0]} rows but the encoder keys have "
+                f"{k.shape[0]}; give one mask row per encoder row."
+            )
+        group = rows_per_source(B, k.shape[0])
+        q = self._heads(fold_rows(q, group))  # (B_src, H, g·Sq, hd)
+        out, weights = self._attend(q, k, v, key_padding_mask, False, output_attentions)
+        out = unfold_rows(merge_heads(out), group)  # (B_src, g·Sq, D) -> (B, Sq, D)
+        if weights is not None:
+            weights = unfold_rows(weights.transpose(1, 2), group).transpose(1, 2)  # (B, H, Sq, T)
+        return self.out_proj(out), weights
+
+    def _attend(self, q, k, v, key_padding_mask, causal, output_attentions):
+        return attend(
             q, k, v,
             key_padding_mask=key_padding_mask, causal=causal, scale=self.scale,
             dropout=self.dropout, training=self.training, impl=self.impl, return_weights=output_attentions,
         )
-        out = out.transpose(1, 2).reshape(B, Sq, -1)  # (B/g, H, g·Sq, hd) -> (B/g, g·Sq, D) -> (B, Sq, D)
-        if weights is not None and group > 1:
-            Bg, H, _, Sk = weights.shape  # (B/g, H, g·Sq, T) -> (B/g, H, g, Sq, T) -> (B, H, Sq, T)
-            weights = weights.view(Bg, H, group, Sq, Sk).transpose(1, 2).reshape(B, H, Sq, Sk)
-        return self.out_proj(out), weights
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, S, hd) -> (B, S, H·hd): the heads side by side again."""
+    B, H, S, hd = x.shape
+    return x.transpose(1, 2).reshape(B, S, H * hd)
+
+
+# Beam search keeps K hypotheses per utterance (sampling with num_return_sequences, n samples): K adjacent
+# decoder rows that all listen to the same encoder output. Their cross-attention keys and values are identical,
+# so they are computed and cached once per utterance, with B_src rows where the decoder has B = B_src·K. Cross-
+# attention has no mask between queries (no causality, one padding mask per utterance), so the K rows' queries
+# can be stacked into one row of K·Sq queries: the same attention, with each utterance's keys read once per step
+# instead of K times. `fold_rows` stacks them; `unfold_rows` puts each row's outputs back in its place.
+def rows_per_source(decoder_rows: int, source_rows: int) -> int:
+    """How many adjacent decoder rows read each encoder row: the beams (or samples) of one utterance."""
+    if source_rows == 0 or decoder_rows % source_rows != 0:
+        raise ValueError(
+            f"{decoder_rows} decoder rows cannot share {source_rows} encoder rows; each encoder row must serve the "
+            "same number of adjacent decoder rows (its beams or samples)."
+        )
+    return decoder_rows // source_rows
+
+
+def fold_rows(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B·g, S, ...) -> (B, g·S, ...): each run of g adjacent rows becomes one row of g·S positions."""
+    return x.reshape(x.shape[0] // group, group * x.shape[1], *x.shape[2:])
+
+
+def unfold_rows(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, g·S, ...) -> (B·g, S, ...): the inverse of fold_rows."""
+    return x.reshape(x.shape[0] * group, x.shape[1] // group, *x.shape[2:])
 
 
 def set_attn_implementation(module: nn.Module, name: str) -> None:

@@ -45,6 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .decoders.bert import BertConfig
+from .decoders.gpt2 import GPT2Config
+from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
+from .wav2vec2 import Wav2Vec2Model
+from .wav2vec2_config import Wav2Vec2Config
 
 SAMPLE_RATE = 16000
 NEW_TOKENS = 32
@@ -63,8 +70,6 @@ def our_attention(device: torch.device, dtype: torch.dtype) -> str:
 
 # ------------------------------------------------------------------------------------------- the models
 def encoder_config(kind: str, size: str):
-    from .wav2vec2_config import Wav2Vec2Config
-
     if size == "tiny":
         return Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                               conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2),
@@ -76,9 +81,6 @@ def encoder_config(kind: str, size: str):
 
 
 def decoder_config(kind: str, size: str):
-    from .decoders.bert import BertConfig
-    from .decoders.gpt2 import GPT2Config
-
     if kind == "bert":
         return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                           vocab_size=1000) if size == "tiny" else BertConfig()
@@ -86,8 +88,6 @@ def decoder_config(kind: str, size: str):
 
 
 def build_checkpoint(decoder_kind: str, size: str, folder: str) -> None:
-    from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
-
     torch.manual_seed(0)
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(
         encoder_config("base", size), decoder_config(decoder_kind, size)
@@ -184,8 +184,6 @@ def memory_bandwidth(mbytes: int = 256, repeats: int = 5, dtype: torch.dtype = t
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         fn()
@@ -211,15 +209,13 @@ def decoder_stream_bytes(model) -> int:
 # ------------------------------------------------------------------------------------------ workloads
 def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bool, folder: str,
                dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[dict]:
-    from .speech_encoder_decoder import SpeechEncoderDecoderModel
-
     device = torch.device(device)
     build_checkpoint(decoder_kind, size, folder)
     ours = SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation=our_attention(device, dtype),
                                                      dtype=dtype, device=device).eval()
     theirs = None
     if with_transformers:
-        import transformers
+        import transformers  # optional: the reference, a test-only dependency
 
         transformers.logging.set_verbosity_error()
         theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(
@@ -288,8 +284,6 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
 
 def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder: str,
                         dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> list[dict]:
-    from .wav2vec2 import Wav2Vec2Model
-
     device = torch.device(device)
     torch.manual_seed(0)
     Wav2Vec2Model(encoder_config("large", size)).save_pretrained(folder)
@@ -297,7 +291,7 @@ def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder
                                          device=device).eval()
     theirs = None
     if with_transformers:
-        import transformers
+        import transformers  # optional: the reference, a test-only dependency
 
         theirs = transformers.Wav2Vec2Model.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype).to(device).eval()
     seconds = 1.0 if size == "tiny" else 10.0
@@ -412,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     with_transformers = not args.no_transformers
     if with_transformers:
         try:
-            import transformers
+            import transformers  # optional: the reference, a test-only dependency
         except ImportError:
             print("transformers is not installed: timing minispeechseq alone.", file=sys.stderr)
             with_transformers = False

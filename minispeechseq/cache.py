@@ -8,7 +8,8 @@ keys and values depend only on the encoder output, so they are computed once per
 `DecoderCache` holds one of each per layer, and can be reordered along the batch (beam search keeps the
 best beams, which may come from any parent beam) and expanded (several sequences per utterance).
 
-Shape legend: B batch (× beams), H heads, S cached tokens, T encoder frames, hd head size.
+Shape legend: B decoder rows (batch × beams), B_src encoder rows (utterances), H heads, S cached tokens,
+T encoder frames, hd head size.
 """
 
 from __future__ import annotations
@@ -61,18 +62,15 @@ class SelfAttentionCache:
 
 
 class CrossAttentionCache:
-    """Keys and values of the encoder output for one cross-attention layer, (B, H, T, hd), set once.
+    """Keys and values of the encoder output for one cross-attention layer, (B_src, H, T, hd), set once.
 
-    `rows_per_source` > 1: that many adjacent decoder rows (the K beams, or the samples, of one utterance) read
-    the same encoder row. Their keys/values are identical, so they are computed and stored once per utterance
-    ((B, H, T, hd), not (B·K, H, T, hd)), and `Attention` attends with an utterance's K rows as K queries to
-    them. Measured with wav2vec2-base + GPT-2, beam 4 x 32 tokens over 10 s of audio: see the commit message.
+    They are stored once per encoder row: in beam search the K beams of an utterance (B = B_src·K adjacent
+    decoder rows) all read the same keys, and `Attention` stacks their queries instead of copying the keys.
     """
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
-        self.rows_per_source = 1
 
     @property
     def is_set(self) -> bool:
@@ -81,14 +79,20 @@ class CrossAttentionCache:
     def set(self, k: torch.Tensor, v: torch.Tensor) -> None:
         self.k, self.v = k, v
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep decoder rows `index`; shared keys/values are first given one row per decoder row again."""
+    def reorder(self, index: torch.Tensor, decoder_rows: int | None = None) -> None:
+        """Keep decoder rows `index` (values < decoder_rows; None: one decoder row per stored row). The result
+        has one row per entry of `index`."""
         if self.k is None:
             return
-        if self.rows_per_source > 1:
-            g, self.rows_per_source = self.rows_per_source, 1
-            self.k, self.v = self.k.repeat_interleave(g, dim=0), self.v.repeat_interleave(g, dim=0)  # (B·g, H, T, hd)
-        self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        # Decoder rows per stored row (the beams sharing an utterance): each stored row is first repeated for them.
+        group = 1 if decoder_rows is None else decoder_rows // self.k.shape[0]
+        self.k = self.k.repeat_interleave(group, dim=0).index_select(0, index)  # (len(index), H, T, hd)
+        self.v = self.v.repeat_interleave(group, dim=0).index_select(0, index)
+
+    def expand(self, n: int) -> None:
+        """Repeat each stored row n times, adjacent (decoder rows B -> B·n keep reading their own utterance)."""
+        if self.k is not None:
+            self.k, self.v = self.k.repeat_interleave(n, dim=0), self.v.repeat_interleave(n, dim=0)
 
 
 class DecoderCache:
@@ -97,17 +101,6 @@ class DecoderCache:
     def __init__(self, num_layers: int) -> None:
         self.self_attn = [SelfAttentionCache() for _ in range(num_layers)]
         self.cross_attn = [CrossAttentionCache() for _ in range(num_layers)]
-
-    def share_cross_attention(self, rows_per_source: int) -> None:
-        """Declare that each `rows_per_source` adjacent rows decode the same utterance (beams, samples): their
-        cross-attention keys/values are then computed and kept once (see CrossAttentionCache). Call it on a
-        fresh cache, before the first step."""
-        if not isinstance(rows_per_source, int) or rows_per_source < 1:
-            raise ValueError(f"rows_per_source must be an int >= 1, got {rows_per_source!r}.")
-        if any(c.is_set for c in self.cross_attn):
-            raise ValueError("share_cross_attention() must be called before the cross-attention keys/values are set.")
-        for c in self.cross_attn:
-            c.rows_per_source = rows_per_source
 
     @property
     def seq_len(self) -> int:
@@ -118,27 +111,27 @@ class DecoderCache:
         """Keep rows `index` (LongTensor (B,)) of every self-attention cache, e.g. the parents of new beams.
 
         Cross-attention keys/values are identical for all beams of one utterance, so beam search, whose
-        parents always belong to the same utterance, need not move them (cross=False).
+        parents always belong to the same utterance, need not move them (cross=False). cross=True moves them
+        too, for an order that mixes utterances.
         """
+        rows = self._rows()
         for c in self.self_attn:
             c.reorder(index)
         if cross:
             for c in self.cross_attn:
-                c.reorder(index)
+                c.reorder(index, decoder_rows=rows)
 
     def expand(self, n: int) -> None:
         """Repeat every row n times in place (B -> B·n, each row's copies adjacent), caches of both kinds."""
         if n == 1:
             return
-        t = self._any_tensor()
-        if t is not None:
-            self.reorder(torch.arange(t.shape[0], device=t.device).repeat_interleave(n), cross=True)
-
-    def _any_tensor(self) -> torch.Tensor | None:
-        for c in self.self_attn:
-            if c._k is not None:
-                return c._k
+        rows = self._rows()
+        if rows is not None:
+            self.reorder(torch.arange(rows, device=self.self_attn[0]._k.device).repeat_interleave(n))
         for c in self.cross_attn:
-            if c.k is not None:
-                return c.k
-        return None
+            c.expand(n)
+
+    def _rows(self) -> int | None:
+        """The number of decoder rows, once a self-attention cache holds any."""
+        first = self.self_attn[0]._k if self.self_attn else None
+        return None if first is None else first.shape[0]

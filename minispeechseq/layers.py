@@ -1,15 +1,18 @@
-"""Small pieces every model shares: the activation functions config.json files name, a Linear layer that is fast
-for the few-row products of decoding steps, a cheaper dropout on CPU, a Conv1d whose backward pass is two matrix
-products, the causal-LM loss, and the checks of the decoder interface's inputs. (Attention lives in attention.py,
-the cache in cache.py.)"""
+"""Small pieces every model shares: the activation functions config.json files name, fixed sinusoidal positions,
+the causal-LM loss, and the checks of the decoder interface's inputs. (Attention lives in attention.py, the cache
+in cache.py, the decoder skeleton in decoders/base.py.)
+
+This module imports nothing but torch, so weights_convert/ may use it too (Speech2Text2's converter writes and
+checks the sinusoid table that checkpoints store) without importing any model.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 # The activations transformers' configs name (its ACT2FN keys). "gelu" is the exact erf form (BERT, BART);
 # "gelu_new" is the tanh approximation of the original BERT/GPT-2 TensorFlow code, which torch computes as
@@ -32,139 +35,23 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[name]
 
 
-# A decoding step multiplies each weight matrix by a handful of rows: 1 for greedy decoding, one per beam for
-# beam search. Such a product is bound by reading the weights from memory, so 4 rows should cost what 1 row does,
-# and every core should be reading. On CPU, fp32, F.linear (MKL's sgemm with the weight transposed) does neither:
-# measured on this project's 2-core AVX2 machine, streaming weights that do not fit the cache, 1 row ran at
-# 10-14 GB/s (using one core), 2-4 rows at 4-8 GB/s. Written as W @ xᵀ, with W cut into one slice of output
-# features per thread and the slices run as one batched product (torch gives each batch entry its own thread),
-# 1 row ran at 16-20 GB/s and 2-4 rows at 10-19 GB/s (GPT-2's LM head: 14 -> 20 GB/s for 1 row, 5.6 -> 15 for 4).
-# Beyond ~6 rows neither form wins consistently, so larger products (the encoder, training) keep F.linear.
-# The effect on whole decoding runs is in the README's performance section.
-FEW_ROWS = 4
+def sinusoids(positions: torch.Tensor, dim: int, padding_idx: int | None) -> torch.Tensor:
+    """fairseq/tensor2tensor sinusoidal embeddings of integer `positions` (any shape) -> (*positions.shape, dim).
 
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x Wᵀ + b, as F.linear; for 1-4 rows of fp32 on CPU computed slice by slice of W, one slice per thread."""
-    in_features = x.shape[-1]
-    rows = x.numel() // in_features if in_features else 0
-    if not (1 <= rows <= FEW_ROWS and x.is_cpu and x.dtype == torch.float32 and weight.is_contiguous()):
-        return F.linear(x, weight, bias)
-    # A decoding step runs ~100 of these, so this path is written with as few tensor operations as it can be:
-    # each one costs a few microseconds of Python and dispatch, against ~100-500 us of weight streaming.
-    out_features = weight.shape[0]
-    parts = min(torch.get_num_threads(), out_features)
-    if out_features % parts:  # e.g. GPT-2's LM head, 50257 rows: the last few rows of W come after the slices
-        main = out_features - out_features % parts
-        head = linear(x, weight[:main], None if bias is None else bias[:main])
-        tail = F.linear(x, weight[main:], None if bias is None else bias[main:])
-        return torch.cat([head, tail], dim=-1)
-    xt = x.reshape(rows, in_features).t().expand(parts, in_features, rows)  # the same (in, rows) for every slice
-    slices = weight.view(parts, out_features // parts, in_features)  # (parts, out / parts, in)
-    if bias is None:
-        out = torch.bmm(slices, xt)  # (parts, out / parts, rows)
-    else:
-        out = torch.baddbmm(bias.view(parts, out_features // parts, 1), slices, xt)  # b + W xᵀ, one operation
-    if rows > 1:
-        out = out.view(out_features, rows).t().contiguous()  # (rows, out)
-    return out.view(*x.shape[:-1], out_features)  # for 1 row, (out, 1) and (1, out) are the same memory
-
-
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, same state_dict keys, same init), whose forward is `linear` above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout: in training, zero each element with probability p and scale the others by 1 / (1 - p).
-
-    On CPU (fp32) the mask comes from random 32-bit integers: an element is kept when its integer is at least
-    p·2^32 above the smallest one, which is F.dropout's Bernoulli(1 - p) draw up to 2^-32. Drawing the integers
-    64 bits at a time is the cheap part: for one attention map of wav2vec2-base over 10 s ((12, 499, 499)
-    weights), 6 ms against 17 ms for uniform floats (`torch.rand`) and 25 ms for `bernoulli_`. Forward + backward
-    measured 14 ms against F.dropout's 31 ms on this project's 2-core machine, and a training step has 12 of
-    those maps. The backward pass keeps only the bool mask, 1 byte per element, as F.dropout does. Elsewhere (GPU,
-    half precision, p of 0 or 1) F.dropout itself runs.
+    [sin(p·f_0) .. sin(p·f_{h-1}), cos(p·f_0) .. cos(p·f_{h-1})] with h = dim // 2 and f_i = 10000^(-i/(h-1)):
+    sines and cosines in two halves, not interleaved, and h - 1 in the exponent where "Attention Is All You Need"
+    has h (tensor2tensor's variant). Odd widths get a zero last column; position `padding_idx` is all zeros.
+    (Speech2Text2's positions; its converter checks and writes the table checkpoints store.)
     """
-    if not training or p == 0.0:
-        return x
-    if not (0.0 < p < 1.0 and x.device.type == "cpu" and x.dtype == torch.float32):
-        return F.dropout(x, p, training=True)  # also the place where a p outside [0, 1] is refused
-    n = x.numel()
-    # (n + 1) // 2 integers of 64 uniform bits, seen as n integers of 32 bits, uniform over [-2^31, 2^31).
-    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-(2**63), None).view(torch.int32)[:n]
-    keep = bits.view(x.shape) >= round(p * 2**32) - 2**31  # True with probability 1 - p
-    return (x * keep).mul_(1.0 / (1.0 - p))  # the product keeps `keep` for backward; the scaling keeps nothing
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout (same `p`, train/eval switch), whose forward is `dropout` above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-
-class _Conv1dMatmulBackward(torch.autograd.Function):
-    """F.conv1d (no padding, one group) whose backward pass is written as two matrix products.
-
-    With x (B, C_in, L), W (C_out, C_in, K) and y[b, o, t] = sum over c, j of W[o, c, j] x[b, c, t*s + j]:
-      - dW = dy @ windowsᵀ, where windows (B, C_in*K, T) holds the K samples each output frame read;
-      - d(windows) = Wᵀ @ dy, and each window's gradient is added back where the window came from (dx).
-    On CPU, fp32, these products run near the machine's matmul speed, while torch's own convolution backward
-    (oneDNN) ran at about half of it on the wav2vec2 feature encoder's shapes: forward + backward of the
-    whole feature encoder over 10 s of audio measured 1.96 -> 1.76 s (group norm, base) and 3.25 -> 2.90 s
-    (layer norm, large) on this project's 2-core machine. The forward pass is F.conv1d itself.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.stride = stride
-        return F.conv1d(x, weight, bias, stride=stride)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        s = ctx.stride
-        B, C_in, L = x.shape
-        C_out, _, K = weight.shape
-        T = grad_out.shape[2]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            windows = x.unfold(2, K, s).transpose(2, 3).reshape(B, C_in * K, T)  # (B, C_in, K, T) -> (B, C_in*K, T)
-            grad_w = torch.matmul(grad_out, windows.transpose(1, 2)).sum(0).view(C_out, C_in, K)  # sum over batch
-        if ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum(dim=(0, 2))
-        if ctx.needs_input_grad[0]:
-            w_t = weight.reshape(C_out, C_in * K).t().contiguous()  # (C_in*K, C_out)
-            grad_windows = torch.matmul(w_t, grad_out).view(B, C_in, K, T)  # (B, C_in*K, T) -> (B, C_in, K, T)
-            grad_x = x.new_zeros(B, C_in, L)
-            for j in range(K):  # tap j of window t read sample t*s + j
-                grad_x[:, :, j : j + s * (T - 1) + 1 : s] += grad_windows[:, :, j]
-        return grad_x, grad_w, grad_b, None
-
-
-def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
-    """F.conv1d without padding or groups; on CPU in fp32, when gradients are needed, with the backward pass of
-    `_Conv1dMatmulBackward`."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    fp32 = x.dtype == torch.float32 and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    if needs_grad and x.is_cpu and fp32:  # (CPU autocast runs the conv in bf16; torch's own backward handles that)
-        return _Conv1dMatmulBackward.apply(x, weight, bias, stride)
-    return F.conv1d(x, weight, bias, stride=stride)
-
-
-class Conv1d(nn.Conv1d):
-    """nn.Conv1d (same parameters, state_dict keys and init); without padding, dilation or groups (the wav2vec2
-    feature encoder's convs), its forward is `conv1d` above."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding == (0,) and self.dilation == (1,) and self.groups == 1 and self.padding_mode == "zeros":
-            return conv1d(x, self.weight, self.bias, self.stride[0])
-        return super().forward(x)
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=positions.device).float() * -(math.log(10000.0) / (half - 1)))  # (h,)
+    angles = positions.float().unsqueeze(-1) * freqs  # (..., h)
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # (..., 2h)
+    if dim % 2 == 1:
+        emb = F.pad(emb, (0, 1))  # (..., dim)
+    if padding_idx is not None:
+        emb = emb.masked_fill((positions == padding_idx).unsqueeze(-1), 0.0)
+    return emb
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> torch.Tensor:
@@ -216,8 +103,14 @@ def check_decoder_inputs(
             f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {past + S}): "
             "one entry per token, cached tokens included."
         )
-    if encoder_hidden_states is not None and encoder_hidden_states.shape[0] != B:
-        raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}.")
+    # Each encoder row may serve several adjacent decoder rows (the beams of one utterance): see attention.py.
+    if encoder_hidden_states is not None and (
+        encoder_hidden_states.shape[0] == 0 or B % encoder_hidden_states.shape[0] != 0
+    ):
+        raise ValueError(
+            f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}; give one "
+            "encoder row per decoder row, or one per group of adjacent rows (the beams of an utterance)."
+        )
     if (
         encoder_attention_mask is not None
         and encoder_hidden_states is not None

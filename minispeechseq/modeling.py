@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
 from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, resolve_folder, save_state_dict
@@ -35,16 +36,14 @@ def resolve_dtype(dtype: Any) -> torch.dtype | None:
     raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.float32, torch.bfloat16 or 'float16'.")
 
 
-def load_converted(
-    model: nn.Module, ours: dict[str, torch.Tensor], report: Any, may_initialize: Callable[[str], bool] = lambda k: False
-) -> None:
-    """Copy converted tensors into `model`, strictly. Keys allowed by `may_initialize` may be missing
+def load_converted(model: nn.Module, ours: dict[str, torch.Tensor], report: Any, converter: Any) -> None:
+    """Copy converted tensors into `model`, strictly. Keys the converter's `may_initialize` allows may be missing
     (e.g. cross-attention when warm-starting from a plain language model): they keep their fresh init and
     are listed in `report.initialized`."""
     expected = model.state_dict()
     unexpected = sorted(report.unexpected + [k for k in ours if k not in expected])
     missing = [k for k in expected if k not in ours]
-    refused = [k for k in missing if not may_initialize(k)]
+    refused = [k for k in missing if not converter.may_initialize(k)]
     mismatched = [
         f"{k}: checkpoint {tuple(ours[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in ours
@@ -79,10 +78,10 @@ def log_report(name: str, report: Any) -> None:
 
 
 class PreTrainedModel(nn.Module):
-    """Base of every model: subclasses set `config_class` and `converter` (a module of weights_convert)."""
+    """Base of every model: subclasses set `config_class`. The checkpoint converter is found by the config's
+    model_type in weights_convert's table (`converter_for`): models never import their converters."""
 
     config_class: ClassVar[type]
-    converter: ClassVar[ModuleType]
 
     def __init__(self, config: Any):
         super().__init__()
@@ -140,8 +139,9 @@ class PreTrainedModel(nn.Module):
             setattr(config, k, v)
         model = cls(config)
         state = load_state_dict(folder)
-        ours, report = cls.converter.to_ours(state, config)
-        load_converted(model, ours, report, getattr(cls.converter, "may_initialize", lambda k: False))
+        converter = converter_for(config.model_type)
+        ours, report = converter.to_ours(state, config)
+        load_converted(model, ours, report, converter)
         log_report(f"{cls.__name__}.from_pretrained({os.fspath(name_or_path)!r})", report)
         model.load_report = report
         model.set_attn_implementation(attn_implementation)
@@ -150,7 +150,7 @@ class PreTrainedModel(nn.Module):
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under transformers' names."""
-        return self.converter.to_checkpoint(self.state_dict(), self.config)
+        return converter_for(self.config.model_type).to_checkpoint(self.state_dict(), self.config)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in transformers' layout, atomically."""

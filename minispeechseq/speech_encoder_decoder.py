@@ -1,77 +1,68 @@
 """SpeechEncoderDecoderModel: a speech encoder and a text decoder, joined by cross-attention.
 
-    waveform (B, N) ──encoder──> frames (B, T, D_enc) ──[enc_to_dec_proj]──> memory (B, T, D_dec)
+    waveform (B, L) ──encoder──> frames (B, T, D_enc) ──[enc_to_dec_proj]──> memory (B, T, D_dec)
     tokens   (B, S) ──decoder (causal self-attention, cross-attention to memory)──> logits (B, S, V)
 
 The encoder is wav2vec2 or HuBERT; the decoder is BERT, GPT-2, BART, mBART or Speech2Text2, each a causal
 language model whose layers also attend to the encoder output. Nothing here is specific to one pair: this file
 only composes them, adds the optional projection, computes the loss, and hands generation to `generation/`.
 
-Shape legend: B batch, N audio samples, T encoder frames, S decoder tokens, D width, V vocabulary.
+Shape legend: B batch, L audio samples, T encoder frames, S decoder tokens, D width, V vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import json
 import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import weights_convert.speech_encoder_decoder as sed_convert
 from weights_convert.core import ConversionReport
 
 from .checkpoint import SAFETENSORS, atomic_save, resolve_folder, save_state_dict
-from .config import ConfigMixin, extra_field
-from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger
+from .config import CONFIG_NAME, ConfigMixin, extra_field, read_json
+from .decoders.bart import BartForCausalLM, MBartForCausalLM
+from .decoders.bert import BertForCausalLM
+from .decoders.gpt2 import GPT2LMHeadModel
+from .decoders.speech2text2 import Speech2Text2ForCausalLM
+from .generation import GenerationConfig, generate
+from .layers import causal_lm_loss
+from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger, resolve_dtype
+from .wav2vec2 import HubertModel, Wav2Vec2Model
 
-# model_type (config.json) -> (module, config class, model class). The two halves this model can join.
-ENCODERS = {
-    "wav2vec2": ("minispeechseq.wav2vec2", "Wav2Vec2Config", "Wav2Vec2Model"),
-    "hubert": ("minispeechseq.wav2vec2", "HubertConfig", "HubertModel"),
+# The halves this model can join, by the model_type their config.json names.
+ENCODERS: dict[str, type] = {cls.config_class.model_type: cls for cls in (Wav2Vec2Model, HubertModel)}
+DECODERS: dict[str, type] = {
+    cls.config_class.model_type: cls
+    for cls in (BertForCausalLM, GPT2LMHeadModel, BartForCausalLM, MBartForCausalLM, Speech2Text2ForCausalLM)
 }
-DECODERS = {
-    "bert": ("minispeechseq.decoders.bert", "BertConfig", "BertForCausalLM"),
-    "gpt2": ("minispeechseq.decoders.gpt2", "GPT2Config", "GPT2LMHeadModel"),
-    "bart": ("minispeechseq.decoders.bart", "BartConfig", "BartForCausalLM"),
-    "mbart": ("minispeechseq.decoders.bart", "MBartConfig", "MBartForCausalLM"),
-    "speech_to_text_2": ("minispeechseq.decoders.speech2text2", "Speech2Text2Config", "Speech2Text2ForCausalLM"),
-}
 
 
-def _lookup(table: dict, model_type: str | None, role: str) -> tuple[type, type]:
+def _lookup(table: dict[str, type], model_type: str | None, role: str) -> tuple[type, type]:
     if model_type not in table:
         raise ValueError(
             f"model_type={model_type!r} is not supported as the {role}; supported {role}s: {', '.join(table)}."
         )
-    module, config_name, model_name = table[model_type]
-    mod = importlib.import_module(module)
-    return getattr(mod, config_name), getattr(mod, model_name)
+    model_class = table[model_type]
+    return model_class.config_class, model_class
 
 
 def encoder_classes(model_type: str | None) -> tuple[type, type]:
+    """(config class, model class) of the encoder whose config.json says `model_type`."""
     return _lookup(ENCODERS, model_type, "encoder")
 
 
 def decoder_classes(model_type: str | None) -> tuple[type, type]:
+    """(config class, model class) of the decoder whose config.json says `model_type`."""
     return _lookup(DECODERS, model_type, "decoder")
 
 
 def read_config_json(folder: str) -> dict[str, Any]:
-    path = os.path.join(folder, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{folder} has no config.json; a transformers checkpoint folder was expected.")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return read_json(os.path.join(folder, CONFIG_NAME), "transformers config.json")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -140,7 +131,6 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 # ----------------------------------------------------------------------------------------------- model
 class SpeechEncoderDecoderModel(PreTrainedModel):
     config_class = SpeechEncoderDecoderConfig
-    converter = sed_convert
 
     def __init__(self, config: SpeechEncoderDecoderConfig | None = None, encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None):
@@ -189,11 +179,9 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
         return getattr(dec, "max_position_embeddings", None) or dec.max_target_positions
 
     @property
-    def generation_config(self):
+    def generation_config(self) -> GenerationConfig:
         """The generation defaults: generation_config.json when the checkpoint has one (or one you set),
         else built from the config's token ids each time, so edits to model.config are seen."""
-        from .generation import GenerationConfig
-
         if self._generation_config is not None:
             return self._generation_config
         ids = {k: getattr(self.config, k) for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id")}
@@ -274,10 +262,8 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
         )
-        loss = None
-        if labels is not None:
-            # The loss in fp32 even under bf16: log-softmax over a large vocabulary loses precision in half.
-            loss = F.cross_entropy(dec.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        # The decoder read the labels shifted right, so logits[:, t] is scored against labels[:, t] (no shift).
+        loss = causal_lm_loss(dec.logits, labels, shift=False) if labels is not None else None
         return Seq2SeqLMOutput(
             loss=loss,
             logits=dec.logits,
@@ -326,8 +312,6 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
     def generate(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  generation_config: Any = None, **kwargs: Any):
         """Autoregressive decoding (greedy, beam search or sampling): see minispeechseq/generation/."""
-        from .generation import generate
-
         return generate(self, input_values, attention_mask=attention_mask, generation_config=generation_config,
                         **kwargs)
 
@@ -344,8 +328,6 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
         model = super().from_pretrained(folder, **kwargs)
         gen_path = os.path.join(folder, "generation_config.json")
         if os.path.exists(gen_path):
-            from .generation import GenerationConfig
-
             model.generation_config = GenerationConfig.from_pretrained(folder)
         return model
 
@@ -404,8 +386,6 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
         model.load_report = report
         model.set_attn_implementation(attn_implementation)
         model.eval()
-        from .modeling import resolve_dtype
-
         return model.to(device=device, dtype=resolve_dtype(dtype))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -32,10 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from weights_convert import wav2vec2 as wav2vec2_convert
-
 from .attention import Attention
-from .layers import Conv1d, Dropout, activation
+from .layers import activation
 from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
 
@@ -55,7 +53,7 @@ class FeatureEncoder(nn.Module):
         in_dim = 1
         for i, (dim, k, s) in enumerate(zip(config.conv_dim, config.conv_kernel, config.conv_stride)):
             layer = nn.Module()
-            layer.conv = Conv1d(in_dim, dim, k, stride=s, bias=config.conv_bias)  # backward as matmuls on CPU
+            layer.conv = nn.Conv1d(in_dim, dim, k, stride=s, bias=config.conv_bias)
             if config.feat_extract_norm == "layer":
                 layer.norm = nn.LayerNorm(dim)  # over channels, per frame (eps 1e-5 as in the checkpoints)
             elif i == 0:
@@ -86,7 +84,7 @@ class FeatureProjection(nn.Module):
         # HuBERT checkpoints converted with feat_proj_layer_norm=False have no norm here.
         self.norm = nn.LayerNorm(in_dim, eps=eps) if use_norm else None
         self.proj = nn.Linear(in_dim, dim)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normed = self.norm(features) if self.norm is not None else features
@@ -166,8 +164,8 @@ class EncoderLayer(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.act = activation(config.hidden_act)
-        self.dropout = Dropout(config.hidden_dropout)
-        self.act_dropout = Dropout(config.activation_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.act_dropout = nn.Dropout(config.activation_dropout)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.act_dropout(self.act(self.fc1(x)))))
@@ -252,8 +250,6 @@ def spans_to_mask(starts: list[torch.Tensor], span: int, size: int) -> torch.Ten
 class _SpeechEncoder(PreTrainedModel):
     """Everything wav2vec2 and HuBERT share; the two public classes below only differ in init and config."""
 
-    converter = wav2vec2_convert
-
     def __init__(self, config: Wav2Vec2Config | HubertConfig):
         super().__init__(config)
         if getattr(config, "adapter_attn_dim", None) is not None:
@@ -276,7 +272,7 @@ class _SpeechEncoder(PreTrainedModel):
             config.feat_extract_activation, batch_norm=getattr(config, "conv_pos_batch_norm", False),
         )
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)  # after the pos conv (post-LN) or the last layer (pre-LN)
-        self.dropout = Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.adapter = Adapter(config) if getattr(config, "add_adapter", False) else None
         self.gradient_checkpointing = False

@@ -265,7 +265,7 @@ def test_init_and_errors():
     assert model.lm_head.weight is model.embed_tokens.weight, "the LM head is tied to the token embeddings"
     assert model.embed_tokens.weight[PAD].abs().max() == 0, "the padding row starts at zero, as in transformers"
     assert abs(model.layers[0].fc1.weight.std().item() - 0.5) < 0.1 and model.layers[0].fc1.bias.abs().max() == 0
-    assert (model.norm.weight == 1).all()
+    assert (model.final_norm.weight == 1).all()
     with pytest.raises(ValueError, match="exceed the 8 positions"):
         model(torch.ones(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="labels have shape"):

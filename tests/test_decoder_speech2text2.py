@@ -13,7 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from minispeechseq.checkpoint import load_state_dict
-from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM, sinusoids
+from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM
+from minispeechseq.layers import sinusoids
+from weights_convert import speech2text2 as speech2text2_convert
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "speech2text2")
@@ -123,7 +125,7 @@ def test_stored_position_table_is_checked_not_loaded():
     assert any("embed_positions.weights (66 rows) matches" in note for note in model.load_report.notes)
     model.config.pad_token_id = 0  # another padding row: the stored table no longer fits the formula
     with pytest.raises(ValueError, match="differs from the sinusoidal positions"):
-        Speech2Text2ForCausalLM.converter.to_ours(load_state_dict(os.path.join(FIXTURES, "decoder")), model.config)
+        speech2text2_convert.to_ours(load_state_dict(os.path.join(FIXTURES, "decoder")), model.config)
 
 
 def test_save_round_trip(tmp_path):
@@ -159,7 +161,7 @@ def test_decoder_part_of_a_speech_encoder_decoder_checkpoint():
         config = Speech2Text2Config.from_dict(json.load(f)["decoder"])
     model = Speech2Text2ForCausalLM(config).eval()
     decoder_state = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
-    ours, _ = Speech2Text2ForCausalLM.converter.to_ours(decoder_state, config)
+    ours, _ = speech2text2_convert.to_ours(decoder_state, config)
     model.load_state_dict(ours)
     enc = io["encoder_last_hidden_state"]  # transformers 4.50.3 returns it after enc_to_dec_proj (24 -> 32)
     # wav2vec2's frame mask: conv kernels (10, 8), strides (5, 4) -> 2000 samples give 98 frames, 1500 give 73.

@@ -57,6 +57,12 @@ class HFDecoder:
 
     def __call__(self, input_ids, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                  cache=None, logits_to_keep=1):
+        # Our loop passes one encoder row per utterance for its adjacent beams/samples; transformers' decoder
+        # wants one per row.
+        rows = input_ids.shape[0] // encoder_hidden_states.shape[0]
+        encoder_hidden_states = encoder_hidden_states.repeat_interleave(rows, dim=0)
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = encoder_attention_mask.repeat_interleave(rows, dim=0)
         out = self.hf.decoder(input_ids=input_ids, attention_mask=attention_mask,
                               encoder_hidden_states=encoder_hidden_states,
                               encoder_attention_mask=encoder_attention_mask, past_key_values=cache.inner, use_cache=True)

@@ -11,11 +11,11 @@ Written (`to_checkpoint`): transformers' ...ForCausalLM names, so `BartForCausal
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
+from .core import (
+    ConversionReport, KeyTable, StateDict, is_cross_attention, rename_keys, strip_prefix, tie_lm_head, without_tied_head,
+)
 
 # The decoder layer, shared with Speech2Text2 (its layers are BART's post-LN layer).
 # Modules: checkpoint name (after "model.") -> ours; `{}` is the layer index. Each carries `.weight` and `.bias`.
@@ -37,7 +37,7 @@ LAYER_MODULES = {
 MODULES = {
     "decoder.layernorm_embedding": "embed_norm",
     **LAYER_MODULES,
-    "decoder.layer_norm": "norm",  # mBART only: the final LayerNorm of a pre-LN stack
+    "decoder.layer_norm": "final_norm",  # mBART only: the final LayerNorm of a pre-LN stack
 }
 TABLE = KeyTable(
     {
@@ -53,12 +53,7 @@ TABLE = KeyTable(
     }
 )
 
-_CROSS = re.compile(r"layers\.\d+\.cross_attn(_norm)?\.")
-
-
-def may_initialize(our_key: str) -> bool:
-    """Cross-attention may be absent (warm-starting from a decoder trained without it): it is then initialised."""
-    return _CROSS.match(our_key) is not None
+may_initialize = is_cross_attention  # a decoder trained without cross-attention, warm-started
 
 
 def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
@@ -66,10 +61,6 @@ def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
     state = strip_prefix(hf_state, ("model.",), report)
     shared = state.pop("shared.weight", None)
     logits_bias = state.pop("final_logits_bias", None)
-    if config.tie_word_embeddings and "lm_head.weight" in state:
-        # Tied: the head *is* the embedding (transformers re-ties after loading, ignoring a stored copy).
-        state.pop("lm_head.weight")
-        report.notes.append("lm_head.weight is tied to the token embeddings; the stored copy is not used")
     ours = rename_keys(state, TABLE, report)
 
     if shared is not None:
@@ -82,8 +73,7 @@ def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
             ours["embed_tokens.weight"] = shared
             report.loaded.append(("shared.weight", "embed_tokens.weight"))
             report.notes.append("token embeddings taken from the shared encoder/decoder matrix (shared.weight)")
-    if config.tie_word_embeddings and "embed_tokens.weight" in ours:
-        ours["lm_head.weight"] = ours["embed_tokens.weight"]
+    tie_lm_head(ours, config, report)
 
     if logits_bias is not None:
         ours["logits_bias"] = logits_bias.reshape(-1)  # (1, V) -> (V,)
@@ -97,15 +87,13 @@ def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
 def to_checkpoint(our_state: StateDict, config) -> StateDict:
     """Our weights under transformers' BartForCausalLM / MBartForCausalLM names."""
     out: StateDict = {}
-    for key, tensor in our_state.items():
+    for key, tensor in without_tied_head(our_state, config).items():
         if key == "logits_bias":
             # transformers' ...ForCausalLM has no such buffer: write it only when it carries information (a
             # ...ForConditionalGeneration origin with a nonzero bias); transformers then ignores it with a warning.
             if bool(tensor.any()):
                 out["final_logits_bias"] = tensor.reshape(1, -1)  # (V,) -> (1, V)
             continue
-        if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # a tied duplicate: transformers (5.x drops it on save too) re-ties it on load
         name = TABLE.to_checkpoint(key)
         out[name if name == "lm_head.weight" else "model." + name] = tensor
     return out

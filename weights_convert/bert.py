@@ -22,9 +22,12 @@ from .core import (
     ConversionReport,
     KeyTable,
     StateDict,
+    is_cross_attention,
     rename_keys,
     rename_legacy_layernorm,
     strip_prefix,
+    tie_lm_head,
+    without_tied_head,
 )
 
 # Checkpoint module -> our module; each has a weight and a bias unless listed in WEIGHT_ONLY.
@@ -69,9 +72,7 @@ TABLE = KeyTable({
 HEAD = ("head_dense.weight", "head_dense.bias", "head_norm.weight", "head_norm.bias", "lm_head.bias")
 
 
-def may_initialize(our_key: str) -> bool:
-    """Cross-attention (and its norm) may be missing: warm-starting a decoder from a plain BERT adds it."""
-    return ".cross_attn." in our_key or ".cross_attn_norm." in our_key
+may_initialize = is_cross_attention  # warm-starting a decoder from a plain BERT adds cross-attention
 
 
 def _initialized_head(config: Any) -> StateDict:
@@ -102,12 +103,7 @@ def to_ours(hf_state: StateDict, config: Any) -> tuple[StateDict, ConversionRepo
         report.initialized += list(head)
         report.notes.append("no LM head in the checkpoint (a BertModel): the head was newly initialised")
 
-    if config.tie_word_embeddings and "embed_tokens.weight" in ours:
-        stored = ours.get("lm_head.weight")
-        if stored is not None and not torch.equal(stored, ours["embed_tokens.weight"]):
-            report.notes.append("tie_word_embeddings=True: the checkpoint's separate LM projection was replaced "
-                                "by the word embeddings, as transformers does")
-        ours["lm_head.weight"] = ours["embed_tokens.weight"]
+    tie_lm_head(ours, config, report)
 
     cross_k = ours.get("layers.0.cross_attn.k_proj.weight")
     kv_dim = config.cross_attention_hidden_size or config.hidden_size
@@ -124,9 +120,7 @@ def to_ours(hf_state: StateDict, config: Any) -> tuple[StateDict, ConversionRepo
 def to_checkpoint(our_state: StateDict, config: Any) -> StateDict:
     """Our weights under transformers' BertLMHeadModel names."""
     out: StateDict = {}
-    for key, tensor in our_state.items():
-        if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # transformers 5 saves tied weights once; it re-ties on load
+    for key, tensor in without_tied_head(our_state, config).items():
         theirs = TABLE.to_checkpoint(key)
         out[theirs if theirs.startswith("cls.") else "bert." + theirs] = tensor
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -132,3 +133,32 @@ def rename_legacy_layernorm(state: StateDict, norm_names: tuple[str, ...], repor
     if renamed:
         report.notes.append(f"renamed {renamed} legacy LayerNorm gamma/beta tensors")
     return out
+
+
+# Decoder converters: what a warm start may lack, and the tied LM head.
+CROSS_ATTENTION = re.compile(r"layers\.\d+\.cross_attn(_norm)?\.")
+
+
+def is_cross_attention(our_key: str) -> bool:
+    """Cross-attention (and its norm) may be absent from a decoder checkpoint (a plain language model, warm-started
+    into a speech decoder): those weights are then initialised."""
+    return CROSS_ATTENTION.match(our_key) is not None
+
+
+def tie_lm_head(ours: StateDict, config: Any, report: ConversionReport) -> None:
+    """tie_word_embeddings: the LM head *is* the token embedding matrix. transformers re-ties after loading and
+    ignores a stored copy; we do the same, and say so when the stored copy differed."""
+    if not config.tie_word_embeddings or "embed_tokens.weight" not in ours:
+        return
+    stored = ours.get("lm_head.weight")
+    if stored is not None and not torch.equal(stored, ours["embed_tokens.weight"]):
+        report.notes.append("tie_word_embeddings=True: the checkpoint's separate LM head weight was replaced by the "
+                            "token embeddings, as transformers does")
+    ours["lm_head.weight"] = ours["embed_tokens.weight"]
+
+
+def without_tied_head(our_state: StateDict, config: Any) -> StateDict:
+    """Our state without the tied copy of the embeddings: transformers 5 saves tied weights once, re-ties on load."""
+    if not config.tie_word_embeddings:
+        return our_state
+    return {k: v for k, v in our_state.items() if k != "lm_head.weight"}

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
+from .core import (
+    ConversionReport, KeyTable, StateDict, is_cross_attention, rename_keys, strip_prefix, tie_lm_head, without_tied_head,
+)
 
 # Checkpoint module -> our module. Conv1D modules (transposed weights) are marked True.
 MODULES = {
@@ -56,9 +58,7 @@ FUSED_OURS = re.compile(r"layers\.(\d+)\.(self_attn|cross_attn)\.([qkv])_proj\.(
 PARTS = {"attn": ("self_attn", "qkv"), "crossattention": ("cross_attn", "kv")}
 
 
-def may_initialize(our_key: str) -> bool:
-    """Cross-attention (and its norm) may be missing: warm-starting a decoder from a plain GPT-2 adds it."""
-    return ".cross_attn." in our_key or ".cross_attn_norm." in our_key
+may_initialize = is_cross_attention  # warm-starting a decoder from a plain GPT-2 adds cross-attention
 
 
 def to_ours(hf_state: StateDict, config: Any) -> tuple[StateDict, ConversionReport]:
@@ -83,12 +83,7 @@ def to_ours(hf_state: StateDict, config: Any) -> tuple[StateDict, ConversionRepo
             ours[target] = chunk.t().contiguous() if param == "weight" else chunk.contiguous()  # (D, in)
             report.loaded.append((key, target))
 
-    if config.tie_word_embeddings and "embed_tokens.weight" in ours:
-        stored = ours.get("lm_head.weight")
-        if stored is not None and not torch.equal(stored, ours["embed_tokens.weight"]):
-            report.notes.append("tie_word_embeddings=True: the checkpoint's separate lm_head was replaced by wte, "
-                                "as transformers does")
-        ours["lm_head.weight"] = ours["embed_tokens.weight"]
+    tie_lm_head(ours, config, report)
     return ours, report
 
 
@@ -96,10 +91,9 @@ def to_checkpoint(our_state: StateDict, config: Any) -> StateDict:
     """Our weights under transformers' GPT2LMHeadModel names (Conv1D layout, fused c_attn)."""
     out: StateDict = {}
     fused: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
-    for key, tensor in our_state.items():
+    for key, tensor in without_tied_head(our_state, config).items():
         if key == "lm_head.weight":
-            if not config.tie_word_embeddings:  # transformers 5 saves tied weights once and re-ties on load
-                out["lm_head.weight"] = tensor
+            out["lm_head.weight"] = tensor  # untied: stored under its own name, outside `transformer.`
             continue
         m = FUSED_OURS.match(key)
         if m and not (m.group(2) == "cross_attn" and m.group(3) == "q"):  # cross q_proj is its own q_attn

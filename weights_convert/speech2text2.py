@@ -12,12 +12,14 @@ transformers 4.x would otherwise report it missing and keep its own copy (the sa
 
 from __future__ import annotations
 
-import re
-
 import torch
 
+from minispeechseq.layers import sinusoids
+
 from .bart import LAYER_MODULES
-from .core import ConversionReport, KeyTable, StateDict, rename_keys, strip_prefix
+from .core import (
+    ConversionReport, KeyTable, StateDict, is_cross_attention, rename_keys, strip_prefix, tie_lm_head, without_tied_head,
+)
 
 # Its layers are BART's post-LN decoder layer, under the same checkpoint names.
 MODULES = LAYER_MODULES
@@ -31,25 +33,16 @@ TABLE = KeyTable(
 )
 POSITIONS_KEY = "decoder.embed_positions.weights"
 
-_CROSS = re.compile(r"layers\.\d+\.cross_attn(_norm)?\.")
-
-
-def may_initialize(our_key: str) -> bool:
-    """Cross-attention may be absent (a decoder trained as a plain LM): it is then initialised."""
-    return _CROSS.match(our_key) is not None
+may_initialize = is_cross_attention  # a decoder trained as a plain LM, warm-started
 
 
 def position_table(config) -> torch.Tensor:
     """The table transformers 4.x stores: rows 0 .. max_target_positions + 1 (fairseq's offset of 2)."""
-    from minispeechseq.decoders.speech2text2 import sinusoids  # here: that module imports this one
-
     return sinusoids(torch.arange(config.max_target_positions + 2), config.d_model, config.pad_token_id)
 
 
 def check_positions(stored: torch.Tensor, config) -> str:
     """Raise if a stored sinusoid table is not the one we compute; return a note for the report."""
-    from minispeechseq.decoders.speech2text2 import sinusoids  # here: that module imports this one
-
     rows = stored.shape[0]
     ours = sinusoids(torch.arange(rows), config.d_model, config.pad_token_id)  # (rows, D)
     if stored.shape != ours.shape:
@@ -75,22 +68,15 @@ def to_ours(hf_state: StateDict, config) -> tuple[StateDict, ConversionReport]:
     stored_positions = state.pop(POSITIONS_KEY, None)
     if stored_positions is not None:
         report.notes.append(check_positions(stored_positions, config))  # a note, not `skipped`: nothing is lost
-    if config.tie_word_embeddings and "lm_head.weight" in state:
-        # Tied: the head *is* the embedding (transformers re-ties after loading, ignoring a stored copy).
-        state.pop("lm_head.weight")
-        report.notes.append("lm_head.weight is tied to the token embeddings; the stored copy is not used")
     ours = rename_keys(state, TABLE, report)
-    if config.tie_word_embeddings and "embed_tokens.weight" in ours:
-        ours["lm_head.weight"] = ours["embed_tokens.weight"]
+    tie_lm_head(ours, config, report)
     return ours, report
 
 
 def to_checkpoint(our_state: StateDict, config) -> StateDict:
     """Our weights under transformers' Speech2Text2ForCausalLM names (plus the computed position table)."""
     out: StateDict = {}
-    for key, tensor in our_state.items():
-        if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # a tied duplicate: transformers re-ties it on load
+    for key, tensor in without_tied_head(our_state, config).items():
         name = TABLE.to_checkpoint(key)
         out[name if name == "lm_head.weight" else "model." + name] = tensor
     dtype = our_state["embed_tokens.weight"].dtype

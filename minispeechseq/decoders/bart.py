@@ -28,13 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import weights_convert.bart
-
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
 from ..config import ConfigMixin, extra_field
-from ..layers import Linear, activation, causal_lm_loss, check_decoder_inputs, dropout
-from ..modeling import DecoderOutput, PreTrainedModel
+from ..layers import activation
+from .base import CausalLMDecoder
 
 # ------------------------------------------------------------------------------------------------- config
 class FairseqDecoderSizes:
@@ -115,7 +113,6 @@ class BartDecoderLayer(nn.Module):
         super().__init__()
         D, H = config.d_model, config.decoder_attention_heads
         self.pre_norm = pre_norm
-        self.dropout, self.activation_dropout = config.dropout, config.activation_dropout
         self.self_attn = Attention(D, H, dropout=config.attention_dropout)
         self.self_attn_norm = nn.LayerNorm(D)
         # transformers' BartAttention builds k_proj/v_proj as D -> D whatever cross_attention_hidden_size says
@@ -123,26 +120,28 @@ class BartDecoderLayer(nn.Module):
         # attended to directly; with the default (None) the weights have transformers' shapes.
         self.cross_attn = Attention(D, H, kv_dim=config.cross_attention_hidden_size, dropout=config.attention_dropout)
         self.cross_attn_norm = nn.LayerNorm(D)
-        self.fc1 = Linear(D, config.decoder_ffn_dim)
-        self.fc2 = Linear(config.decoder_ffn_dim, D)
-        self.ffn_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
+        self.fc1 = nn.Linear(D, config.decoder_ffn_dim)
         self.act = activation(config.activation_function)
+        self.activation_dropout = nn.Dropout(config.activation_dropout)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, D)
+        self.ffn_norm = nn.LayerNorm(D)  # transformers' `final_layer_norm` (of the layer, not of the decoder)
+        self.dropout = nn.Dropout(config.dropout)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> tuple[torch.Tensor, object]:
         """x + sublayer(...) with the LayerNorm before (mBART) or after (BART) the residual sum."""
-        out, extra = sublayer(norm(x) if self.pre_norm else x)
-        x = x + dropout(out, self.dropout, self.training)
-        return (x if self.pre_norm else norm(x)), extra
+        out, weights = sublayer(norm(x) if self.pre_norm else x)
+        x = x + self.dropout(out)
+        return (x if self.pre_norm else norm(x)), weights
 
     def _mlp(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        h = self.act(self.fc1(x))  # (B, S, F)
-        h = dropout(h, self.activation_dropout, self.training)
+        h = self.activation_dropout(self.act(self.fc1(x)))  # (B, S, F)
         return self.fc2(h), None  # (B, S, D)
 
     def forward(
         self,
         x: torch.Tensor,
         attention_mask: torch.Tensor | None,
+        causal: bool,
         encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None,
         self_cache: SelfAttentionCache | None,
@@ -154,7 +153,7 @@ class BartDecoderLayer(nn.Module):
             x,
             self.self_attn_norm,
             lambda h: self.self_attn(
-                h, key_padding_mask=attention_mask, causal=True, cache=self_cache, output_attentions=output_attentions
+                h, key_padding_mask=attention_mask, causal=causal, cache=self_cache, output_attentions=output_attentions
             ),
         )
         cross_weights = None
@@ -172,11 +171,11 @@ class BartDecoderLayer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- model
-class BartForCausalLM(PreTrainedModel):
+class BartForCausalLM(CausalLMDecoder):
     """The BART decoder with its LM head: input_ids (B, S) + encoder states (B, T, D_enc) -> logits (B, S, V)."""
 
     config_class = BartConfig
-    converter = weights_convert.bart
+    shift_labels = False  # transformers' BartForCausalLM: "the labels are not shifted inside the model"
     pre_norm = False  # BART is post-LN
     POSITION_OFFSET = 2  # fairseq reserved rows 0 and 1 of the learned position table; position p is row p + 2
 
@@ -187,28 +186,17 @@ class BartForCausalLM(PreTrainedModel):
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
         self.embed_positions = nn.Embedding(config.max_position_embeddings + self.POSITION_OFFSET, D)
         self.embed_norm = nn.LayerNorm(D)  # transformers' `layernorm_embedding`
+        self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(BartDecoderLayer(config, self.pre_norm) for _ in range(config.decoder_layers))
         # Pre-LN leaves the residual stream un-normalised: mBART ends with one more LayerNorm.
-        self.norm = nn.LayerNorm(D) if self.pre_norm else None
-        self.lm_head = Linear(D, V, bias=False)
+        self.final_norm = nn.LayerNorm(D) if self.pre_norm else None
+        self.lm_head = nn.Linear(D, V, bias=False)  # tied to embed_tokens
         # BartForConditionalGeneration / MBartForConditionalGeneration add a (1, V) `final_logits_bias` buffer to
         # the logits; the converter fills it from such a checkpoint and with zeros otherwise.
         self.register_buffer("logits_bias", torch.zeros(V))
         self.post_init()
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
 
-    @property
-    def hidden_size(self) -> int:
-        return self.config.d_model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def new_cache(self) -> DecoderCache:
-        return DecoderCache(len(self.layers))
-
-    def embed(self, input_ids: torch.Tensor, past: int) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, past: int, cache: DecoderCache | None, attention_mask) -> torch.Tensor:
         """Token embeddings (× √D if scale_embedding) plus positions past .. past + S - 1 -> (B, S, D)."""
         S = input_ids.shape[1]
         # Positions ignore padding (transformers' BartLearnedPositionalEmbedding counts from the cache length).
@@ -216,53 +204,8 @@ class BartForCausalLM(PreTrainedModel):
         x = self.embed_tokens(input_ids) * self.embed_scale + self.embed_positions(positions)  # (B, S, D)
         return self.embed_norm(x)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        cache: DecoderCache | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        logits_to_keep: int = 0,
-        labels: torch.Tensor | None = None,
-    ) -> DecoderOutput:
-        """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
-        encoder_attention_mask (B, T), 1 = real frame. With `cache`, positions continue from its length."""
-        past = cache.seq_len if cache is not None else 0
-        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             self.config.max_position_embeddings, self.config.vocab_size)
-        x = self.embed(input_ids, past)
-        x = dropout(x, self.config.dropout, self.training)
-
-        hidden_states, self_attns, cross_attns = [], [], []
-        for i, layer in enumerate(self.layers):
-            if self.training and self.config.decoder_layerdrop > 0 and torch.rand(()) < self.config.decoder_layerdrop:
-                continue  # LayerDrop (Fan et al., 2019): skip the whole layer during training
-            hidden_states.append(x)
-            x, sa, ca = layer(
-                x, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                cache.self_attn[i] if cache is not None else None,
-                cache.cross_attn[i] if cache is not None else None,
-                output_attentions,
-            )
-            self_attns.append(sa)
-            cross_attns.append(ca)
-        if self.norm is not None:
-            x = self.norm(x)
-        hidden_states.append(x)  # as transformers: the last entry is the final (normalised) output
-
-        h = x[:, -logits_to_keep:] if logits_to_keep > 0 else x  # (B, S or logits_to_keep, D)
-        logits = self.lm_head(h) + self.logits_bias  # (B, S, V)
-        return DecoderOutput(
-            logits=logits,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(self_attns) if output_attentions else None,
-            cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
-            cache=cache,
-            loss=causal_lm_loss(logits, labels, shift=False) if labels is not None else None,
-        )
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(x) + self.logits_bias  # (B, S, V)
 
 
 class MBartForCausalLM(BartForCausalLM):

@@ -25,13 +25,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-import weights_convert.bert as bert_convert
-
 from ..attention import Attention
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
-from ..layers import Dropout, Linear, activation, causal_lm_loss, check_decoder_inputs
-from ..modeling import DecoderOutput, PreTrainedModel
+from ..layers import activation
+from .base import CausalLMDecoder
+
 
 @dataclass
 class BertConfig(ConfigMixin):
@@ -63,7 +62,7 @@ class BertConfig(ConfigMixin):
     extra: dict = extra_field()
 
 
-class BertLayer(nn.Module):
+class BertDecoderLayer(nn.Module):
     """Post-LN block: causal self-attention, cross-attention (optional), feed-forward; norm after each add."""
 
     def __init__(self, config: BertConfig):
@@ -79,11 +78,11 @@ class BertLayer(nn.Module):
                 D, H, kv_dim=config.cross_attention_hidden_size, dropout=config.attention_probs_dropout_prob
             )
             self.cross_attn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.fc1 = Linear(D, config.intermediate_size)
+        self.fc1 = nn.Linear(D, config.intermediate_size)
         self.act = activation(config.hidden_act)
-        self.fc2 = Linear(config.intermediate_size, D)
+        self.fc2 = nn.Linear(config.intermediate_size, D)
         self.ffn_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, attention_mask, causal, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
                 output_attentions):
@@ -102,11 +101,11 @@ class BertLayer(nn.Module):
         return self.ffn_norm(x + self.dropout(h)), self_weights, cross_weights
 
 
-class BertForCausalLM(PreTrainedModel):
+class BertForCausalLM(CausalLMDecoder):
     """BERT with a causal LM head and cross-attention: transformers' `BertLMHeadModel` (also exported as that)."""
 
     config_class = BertConfig
-    converter = bert_convert
+    shift_labels = True
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -127,94 +126,30 @@ class BertForCausalLM(PreTrainedModel):
         self.embed_positions = nn.Embedding(config.max_position_embeddings, D)
         self.embed_token_types = nn.Embedding(config.type_vocab_size, D)
         self.embed_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
-        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList(BertDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.final_norm = None  # post-LN: every layer ends normalised
         # The LM head: BERT's masked-LM head, reused unchanged for next-token prediction.
-        self.head_dense = Linear(D, D)
+        self.head_dense = nn.Linear(D, D)
         self.head_act = activation(config.hidden_act)
         self.head_norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
-        self.lm_head = Linear(D, config.vocab_size)  # its own bias (cls.predictions.bias)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
+        self.lm_head = nn.Linear(D, config.vocab_size)  # its own bias (cls.predictions.bias); weight tied
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is self.lm_head and self.config.tie_word_embeddings:
-            module.bias.zero_()  # the weight is the embedding, initialised (with its zero padding row) already
-            return
-        super()._init_weights(module)
-
     @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
+    def causal(self) -> bool:
+        return self.config.is_decoder  # read at each call: warm-starting turns a BERT into a decoder
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def new_cache(self) -> DecoderCache:
-        return DecoderCache(self.config.num_hidden_layers)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        cache: DecoderCache | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        logits_to_keep: int = 0,
-        labels: torch.Tensor | None = None,
-    ) -> DecoderOutput:
-        """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
-        encoder_attention_mask (B, T), 1 = real frame. Returns logits (B, S, V) (or the last `logits_to_keep`)."""
-        config = self.config
-        past = cache.seq_len if cache is not None else 0
-        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             config.max_position_embeddings, config.vocab_size)
-        if cache is not None and len(cache.self_attn) != len(self.layers):
-            raise ValueError(f"The cache has {len(cache.self_attn)} layers but this model has {len(self.layers)}; "
-                             "make it with model.new_cache().")
-        if cache is not None and not config.is_decoder:
-            raise ValueError("This BERT has is_decoder=False, so it attends in both directions and cannot decode "
-                             "token by token with a cache; set is_decoder=True in its config.")
-        if encoder_hidden_states is not None and not config.add_cross_attention:
-            raise ValueError("encoder_hidden_states were given but this BERT has no cross-attention; "
-                             "set add_cross_attention=True (and is_decoder=True) in its config.")
-
+    def embed(self, input_ids: torch.Tensor, past: int, cache: DecoderCache | None, attention_mask) -> torch.Tensor:
         S = input_ids.shape[1]
         positions = torch.arange(past, past + S, device=input_ids.device)  # (S,): continue after the cache
         # Token type 0 for every token: a decoder input is one segment. Summed in transformers' order.
         x = self.embed_tokens(input_ids) + self.embed_token_types.weight[0]
         x = x + self.embed_positions(positions)  # (B, S, D)
-        x = self.dropout(self.embed_norm(x))
+        return self.embed_norm(x)
 
-        hidden_states = [x] if output_hidden_states else None
-        self_attns, cross_attns = [], []
-        for i, layer in enumerate(self.layers):
-            x, self_w, cross_w = layer(
-                x, attention_mask, config.is_decoder, encoder_hidden_states, encoder_attention_mask,
-                cache.self_attn[i] if cache is not None else None,
-                cache.cross_attn[i] if cache is not None else None,
-                output_attentions,
-            )
-            self_attns.append(self_w)
-            cross_attns.append(cross_w)
-            if output_hidden_states:
-                hidden_states.append(x)
-
-        if logits_to_keep > 0:
-            x = x[:, -logits_to_keep:]  # (B, n, D): generation only needs the last position
-        logits = self.lm_head(self.head_norm(self.head_act(self.head_dense(x))))  # (B, S, V)
-        return DecoderOutput(
-            logits=logits,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(self_attns) if output_attentions else None,
-            cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
-            cache=cache,
-            loss=causal_lm_loss(logits, labels, shift=True) if labels is not None else None,
-        )
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.head_norm(self.head_act(self.head_dense(x))))  # (B, S, V)
 
 
 # transformers' name for the same model.

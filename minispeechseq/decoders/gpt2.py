@@ -26,15 +26,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-import weights_convert.gpt2 as gpt2_convert
-
 from ..attention import Attention
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
-from ..modeling import DecoderOutput, PreTrainedModel
-
-# Shared with the BERT decoder (the activation table, the causal-LM loss, the input checks).
-from ..layers import Dropout, Linear, activation, causal_lm_loss, check_decoder_inputs
+from ..layers import activation
+from .base import CausalLMDecoder
 
 
 @dataclass
@@ -100,7 +96,7 @@ def attention_scale(config: GPT2Config, layer_idx: int) -> float:
     return scale
 
 
-class GPT2Block(nn.Module):
+class GPT2DecoderLayer(nn.Module):
     """Pre-LN block: causal self-attention, cross-attention (optional), MLP; each sub-block adds to the residual."""
 
     def __init__(self, config: GPT2Config, layer_idx: int):
@@ -119,15 +115,15 @@ class GPT2Block(nn.Module):
             )
         self.ffn_norm = nn.LayerNorm(D, eps=eps)
         inner = config.n_inner if config.n_inner is not None else 4 * D
-        self.fc1 = Linear(D, inner)
+        self.fc1 = nn.Linear(D, inner)
         self.act = activation(config.activation_function)
-        self.fc2 = Linear(inner, D)
-        self.dropout = Dropout(config.resid_pdrop)
+        self.fc2 = nn.Linear(inner, D)
+        self.dropout = nn.Dropout(config.resid_pdrop)
 
-    def forward(self, x, attention_mask, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
+    def forward(self, x, attention_mask, causal, encoder_hidden_states, encoder_attention_mask, self_cache, cross_cache,
                 output_attentions):
         h, self_weights = self.self_attn(
-            self.self_attn_norm(x), key_padding_mask=attention_mask, causal=True, cache=self_cache,
+            self.self_attn_norm(x), key_padding_mask=attention_mask, causal=causal, cache=self_cache,
             output_attentions=output_attentions,
         )
         x = x + self.dropout(h)  # (B, S, D)
@@ -142,29 +138,25 @@ class GPT2Block(nn.Module):
         return x, self_weights, cross_weights
 
 
-class GPT2LMHeadModel(PreTrainedModel):
+class GPT2LMHeadModel(CausalLMDecoder):
     """GPT-2 with its (tied) LM head, and cross-attention when the config asks for it."""
 
     config_class = GPT2Config
-    converter = gpt2_convert
+    shift_labels = True
 
     def __init__(self, config: GPT2Config):
         super().__init__(config)
         D = config.n_embd
         self.embed_tokens = nn.Embedding(config.vocab_size, D)
         self.embed_positions = nn.Embedding(config.n_positions, D)
-        self.dropout = Dropout(config.embd_pdrop)
-        self.layers = nn.ModuleList(GPT2Block(config, i) for i in range(config.n_layer))
+        self.dropout = nn.Dropout(config.embd_pdrop)
+        self.layers = nn.ModuleList(GPT2DecoderLayer(config, i) for i in range(config.n_layer))
         self.final_norm = nn.LayerNorm(D, eps=config.layer_norm_epsilon)
-        self.lm_head = Linear(D, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
+        self.lm_head = nn.Linear(D, config.vocab_size, bias=False)  # tied to embed_tokens
         self.post_init()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if module is self.lm_head and self.config.tie_word_embeddings:
-            return  # the embedding, initialised already
         super()._init_weights(module)
         # GPT-2 paper, section 2.3: "scale the weights of residual layers at initialization by 1/sqrt(N)", N the
         # number of residual branches (2 per block); transformers does it to every c_proj (attention out, MLP out).
@@ -172,74 +164,11 @@ class GPT2LMHeadModel(PreTrainedModel):
         residual_std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
         if isinstance(module, Attention):
             module.out_proj.weight.normal_(0.0, residual_std)
-        elif isinstance(module, GPT2Block):
+        elif isinstance(module, GPT2DecoderLayer):
             module.fc2.weight.normal_(0.0, residual_std)
 
-    @property
-    def hidden_size(self) -> int:
-        return self.config.n_embd
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def new_cache(self) -> DecoderCache:
-        return DecoderCache(self.config.n_layer)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        cache: DecoderCache | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        logits_to_keep: int = 0,
-        labels: torch.Tensor | None = None,
-    ) -> DecoderOutput:
-        """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
-        encoder_attention_mask (B, T), 1 = real frame. Returns logits (B, S, V) (or the last `logits_to_keep`)."""
-        config = self.config
-        past = cache.seq_len if cache is not None else 0
-        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             config.n_positions, config.vocab_size)
-        if cache is not None and len(cache.self_attn) != len(self.layers):
-            raise ValueError(f"The cache has {len(cache.self_attn)} layers but this model has {len(self.layers)}; "
-                             "make it with model.new_cache().")
-        if encoder_hidden_states is not None and not config.add_cross_attention:
-            raise ValueError("encoder_hidden_states were given but this GPT-2 has no cross-attention; "
-                             "set add_cross_attention=True in its config.")
-
+    def embed(self, input_ids: torch.Tensor, past: int, cache: DecoderCache | None, attention_mask) -> torch.Tensor:
         S = input_ids.shape[1]
         # Positions continue after the cache and ignore padding, as in transformers (right padding is harmless).
         positions = torch.arange(past, past + S, device=input_ids.device)  # (S,)
-        x = self.dropout(self.embed_tokens(input_ids) + self.embed_positions(positions))  # (B, S, D)
-
-        hidden_states = [x] if output_hidden_states else None
-        self_attns, cross_attns = [], []
-        for i, layer in enumerate(self.layers):
-            x, self_w, cross_w = layer(
-                x, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                cache.self_attn[i] if cache is not None else None,
-                cache.cross_attn[i] if cache is not None else None,
-                output_attentions,
-            )
-            self_attns.append(self_w)
-            cross_attns.append(cross_w)
-            if output_hidden_states:
-                hidden_states.append(x)
-        x = self.final_norm(x)
-        if output_hidden_states:
-            hidden_states[-1] = x  # as transformers: the last hidden state is the normalised one
-
-        if logits_to_keep > 0:
-            x = x[:, -logits_to_keep:]  # (B, n, D): generation only needs the last position
-        logits = self.lm_head(x)  # (B, S, V)
-        return DecoderOutput(
-            logits=logits,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(self_attns) if output_attentions else None,
-            cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
-            cache=cache,
-            loss=causal_lm_loss(logits, labels, shift=True) if labels is not None else None,
-        )
+        return self.embed_tokens(input_ids) + self.embed_positions(positions)  # (B, S, D)

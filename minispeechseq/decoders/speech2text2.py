@@ -21,16 +21,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-import weights_convert.speech2text2
 
 from ..cache import DecoderCache
 from ..config import ConfigMixin, extra_field
-from ..modeling import DecoderOutput, PreTrainedModel
-from ..layers import Linear, causal_lm_loss, check_decoder_inputs, dropout
+from ..layers import sinusoids
 from .bart import BartDecoderLayer, FairseqDecoderSizes
+from .base import CausalLMDecoder
 
 
 @dataclass
@@ -68,24 +65,6 @@ class Speech2Text2Config(FairseqDecoderSizes, ConfigMixin):
     extra: dict = extra_field()
 
 
-def sinusoids(positions: torch.Tensor, dim: int, padding_idx: int | None) -> torch.Tensor:
-    """fairseq/tensor2tensor sinusoidal embeddings of integer `positions` (any shape) -> (*positions.shape, dim).
-
-    [sin(p·f_0) .. sin(p·f_{h-1}), cos(p·f_0) .. cos(p·f_{h-1})] with h = dim // 2 and f_i = 10000^(-i/(h-1)):
-    sines and cosines in two halves, not interleaved, and h - 1 in the exponent where "Attention Is All You Need"
-    has h (tensor2tensor's variant). Odd widths get a zero last column; position `padding_idx` is all zeros.
-    """
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=positions.device).float() * -(math.log(10000.0) / (half - 1)))  # (h,)
-    angles = positions.float().unsqueeze(-1) * freqs  # (..., h)
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # (..., 2h)
-    if dim % 2 == 1:
-        emb = F.pad(emb, (0, 1))  # (..., dim)
-    if padding_idx is not None:
-        emb = emb.masked_fill((positions == padding_idx).unsqueeze(-1), 0.0)
-    return emb
-
-
 class Speech2Text2Cache(DecoderCache):
     """A DecoderCache that also remembers, per row, how many real (non-pad) tokens it has seen.
 
@@ -105,11 +84,11 @@ class Speech2Text2Cache(DecoderCache):
             self.real_tokens = self.real_tokens.index_select(0, index)
 
 
-class Speech2Text2ForCausalLM(PreTrainedModel):
+class Speech2Text2ForCausalLM(CausalLMDecoder):
     """The Speech2Text2 decoder with its LM head: input_ids (B, S) + encoder states (B, T, D_enc) -> (B, S, V)."""
 
     config_class = Speech2Text2Config
-    converter = weights_convert.speech2text2
+    shift_labels = False  # as transformers' Speech2Text2ForCausalLM: labels are not shifted inside the model
 
     def __init__(self, config: Speech2Text2Config):
         super().__init__(config)
@@ -121,18 +100,15 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
         D, V = config.d_model, config.vocab_size
         self.embed_tokens = nn.Embedding(V, D, padding_idx=config.pad_token_id)
         self.embed_scale = math.sqrt(D) if config.scale_embedding else 1.0
+        self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(BartDecoderLayer(config, pre_norm=False) for _ in range(config.decoder_layers))
-        self.lm_head = Linear(D, V, bias=False)
+        self.final_norm = None  # post-LN
+        self.lm_head = nn.Linear(D, V, bias=False)  # tied to embed_tokens
         self.post_init()
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
 
     @property
-    def hidden_size(self) -> int:
-        return self.config.d_model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
+    def max_positions(self) -> int:
+        return self.config.max_target_positions
 
     def new_cache(self) -> Speech2Text2Cache:
         return Speech2Text2Cache(len(self.layers))
@@ -156,50 +132,7 @@ class Speech2Text2ForCausalLM(PreTrainedModel):
             cache.real_tokens = counts[:, -1]
         return counts * real + pad
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
-        cache: DecoderCache | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        logits_to_keep: int = 0,
-        labels: torch.Tensor | None = None,
-    ) -> DecoderOutput:
-        """input_ids (B, S); attention_mask (B, P + S), 1 = real token; encoder_hidden_states (B, T, D_enc);
-        encoder_attention_mask (B, T), 1 = real frame. Use `new_cache()` for padding-aware cached positions."""
-        past = cache.seq_len if cache is not None else 0
-        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             self.config.max_target_positions, self.config.vocab_size)
+    def embed(self, input_ids: torch.Tensor, past: int, cache: DecoderCache | None, attention_mask) -> torch.Tensor:
         positions = self.positions(input_ids, cache, attention_mask)  # (B, S)
         pos_emb = sinusoids(positions, self.config.d_model, self.config.pad_token_id)  # (B, S, D)
-        x = self.embed_tokens(input_ids) * self.embed_scale + pos_emb.to(self.embed_tokens.weight.dtype)
-        x = dropout(x, self.config.dropout, self.training)
-
-        hidden_states, self_attns, cross_attns = [], [], []
-        for i, layer in enumerate(self.layers):
-            if self.training and self.config.decoder_layerdrop > 0 and torch.rand(()) < self.config.decoder_layerdrop:
-                continue  # LayerDrop (Fan et al., 2019): skip the whole layer during training
-            hidden_states.append(x)
-            x, sa, ca = layer(
-                x, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                cache.self_attn[i] if cache is not None else None,
-                cache.cross_attn[i] if cache is not None else None,
-                output_attentions,
-            )
-            self_attns.append(sa)
-            cross_attns.append(ca)
-        hidden_states.append(x)
-
-        h = x[:, -logits_to_keep:] if logits_to_keep > 0 else x  # (B, S or logits_to_keep, D)
-        logits = self.lm_head(h)  # (B, S, V)
-        return DecoderOutput(
-            logits=logits,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(self_attns) if output_attentions else None,
-            cross_attentions=tuple(cross_attns) if output_attentions and encoder_hidden_states is not None else None,
-            cache=cache,
-            loss=causal_lm_loss(logits, labels, shift=False) if labels is not None else None,
-        )
+        return self.embed_tokens(input_ids) * self.embed_scale + pos_emb.to(self.embed_tokens.weight.dtype)

@@ -228,11 +228,11 @@ def build_processors(config: GenerationConfig, max_length: int, min_length: int)
         out.append(ForceToken(config.forced_eos_token_id, at_length=max_length - 1))
     if config.suppress_tokens:
         out.append(SuppressTokens(config.suppress_tokens))
-    if config.do_sample:
+    if config.do_sample:  # each processor checks its own value (temperature 0, top_p 1.5... are errors there)
         if config.temperature != 1.0:
             out.append(Temperature(config.temperature))
         if config.top_k:
             out.append(TopK(config.top_k))
-        if config.top_p < 1.0:
+        if config.top_p != 1.0:
             out.append(TopP(config.top_p))
     return out

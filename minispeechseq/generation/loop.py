@@ -4,8 +4,9 @@ What the loop needs from a model (the protocol; `SpeechEncoderDecoderModel` prov
     model.encode(input_values, attention_mask) -> (encoder states (B, T, D), frame mask (B, T) or None)
     model.decoder(input_ids, encoder_hidden_states=..., encoder_attention_mask=..., cache=..., logits_to_keep=1)
         -> object with .logits (N, 1, V)
-    model.decoder.new_cache() -> DecoderCache (reorder(index) for beams; optional share_cross_attention(n):
-        n adjacent rows decode one input, so cross-attention keys/values are computed once for them)
+    model.decoder.new_cache() -> DecoderCache (reorder(index) for beams)
+The decoder gets one encoder row per utterance for its K rows (beams, or samples): it reads K adjacent decoder
+rows per encoder row, so the encoder output is never copied per beam (see attention.py, `fold_rows`).
     model.config (token ids), model.generation_config, model.max_target_positions
 
 With the cache (the default) the decoder sees only the newest token per step: the self-attention keys and
@@ -13,7 +14,7 @@ values of earlier tokens are in the cache, and the cross-attention ones are comp
 reused. `use_cache=False` instead re-runs the whole prefix with a fresh cache every step: slow, but a direct
 check that the cache changes nothing.
 
-Shape legend: B utterances, T frames, D width, K beams, N rows fed to the decoder, S tokens so far, V vocab.
+Shape legend: B utterances, T frames, D width, K beams, N = B·K rows fed to the decoder, S tokens so far, V vocab.
 """
 
 from __future__ import annotations
@@ -96,14 +97,7 @@ def resolve_config(model: Any, generation_config: GenerationConfig | None, kwarg
         raise ValueError(f"Greedy decoding returns one sequence per input; num_return_sequences={n} needs num_beams >= {n} or do_sample=True.")
     if config.early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {config.early_stopping!r}.")
-    if not (isinstance(config.top_p, (int, float)) and 0 < config.top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1.0 = off), got {config.top_p!r}.")
-    if config.do_sample and not (isinstance(config.temperature, (int, float)) and config.temperature > 0):
-        raise ValueError(
-            f"temperature must be > 0 when sampling, got {config.temperature!r}; for greedy decoding use do_sample=False."
-        )
-    if config.top_k is not None and not (isinstance(config.top_k, int) and config.top_k >= 0):
-        raise ValueError(f"top_k must be an int >= 0 (0 or None = off), got {config.top_k!r}.")
+    # temperature, top_k and top_p are checked by their processors (logits_process.py), built right after this.
     if not isinstance(config.length_penalty, (int, float)):
         raise ValueError(f"length_penalty must be a number, got {config.length_penalty!r}.")
     check_token_ids(config, start, pad, model.config.decoder.vocab_size)
@@ -129,7 +123,7 @@ def generate(
     generation_config: GenerationConfig | None = None,
     **kwargs: Any,
 ) -> torch.Tensor | GenerateOutput:
-    """Decode `input_values` (B, samples) into token ids (B*num_return_sequences, S), transformers' rules.
+    """Decode `input_values` (B, L audio samples) into token ids (B*num_return_sequences, S), transformers' rules.
 
     kwargs: any GenerationConfig field, plus `generator` (a torch.Generator for sampling) and `return_dict`
     (True: a GenerateOutput with per-step scores and, for beams, sequences_scores)."""
@@ -142,34 +136,26 @@ def generate(
 
     enc, enc_mask = model.encode(input_values, attention_mask)  # (B, T, D), (B, T) or None
     B = enc.shape[0]
-    # One row per beam (or per returned sample): the encoder output is repeated, each copy adjacent.
+    # Rows per utterance: one per beam (or per returned sample), adjacent; they all read the utterance's row of
+    # `enc`, whose cross-attention keys/values are computed once per utterance.
     rows_per_input = config.num_beams if config.num_beams > 1 else config.num_return_sequences
-    enc = enc.repeat_interleave(rows_per_input, dim=0)  # (N, T, D)
-    enc_mask = None if enc_mask is None else enc_mask.repeat_interleave(rows_per_input, dim=0)  # (N, T)
     start = torch.full((B,), s.start, dtype=torch.long, device=enc.device)
-
-    def new_cache() -> Any:
-        # The rows of one input read the same encoder output: its cross-attention keys/values are computed and
-        # kept once per input, not once per row (see CrossAttentionCache.rows_per_source).
-        cache = model.decoder.new_cache()
-        if rows_per_input > 1 and hasattr(cache, "share_cross_attention"):  # optional in the protocol
-            cache.share_cross_attention(rows_per_input)
-        return cache
 
     def next_scores(ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         """(N, S) tokens so far -> (N, V) fp32 logits of the next token, and the cache to keep."""
         if config.use_cache:
             feed = ids[:, -1:] if cache.seq_len > 0 else ids  # only what the cache has not seen
         else:
-            cache, feed = new_cache(), ids
+            cache, feed = model.decoder.new_cache(), ids
         out = model.decoder(
             feed, encoder_hidden_states=enc, encoder_attention_mask=enc_mask, cache=cache, logits_to_keep=1
         )
         return out.logits[:, -1].float(), cache
 
+    cache = model.decoder.new_cache()
     if config.num_beams > 1:
-        return _beam_loop(s, processors, start, next_scores, new_cache(), return_dict)
-    return _sample_loop(s, processors, start.repeat_interleave(rows_per_input), next_scores, new_cache(), generator, return_dict)
+        return _beam_loop(s, processors, start, next_scores, cache, return_dict)
+    return _sample_loop(s, processors, start.repeat_interleave(rows_per_input), next_scores, cache, generator, return_dict)
 
 
 def _sample_loop(s, processors, start, next_scores, cache, generator, return_dict):

@@ -39,8 +39,9 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class BeamSearch:
     """Beam state for B utterances: running beams and finished hypotheses, as (B, K, ...) tensors.
 
-    Usage: `parents = beams.step(log_probs)` once per decoding step (log_probs (N, V), processed), reorder the
-    cache with `parents`, feed `beams.last_tokens()`; stop when `beams.done`; then `beams.finalize(n)`.
+    Usage: feed `beams.running_ids()` to the decoder (with a cache, only its last column), then
+    `parents = beams.step(log_probs)` once per decoding step (log_probs (N, V), processed), and reorder the
+    cache with `parents`; stop when `beams.done`; then `beams.finalize(n)`.
     """
 
     def __init__(
@@ -74,10 +75,6 @@ class BeamSearch:
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=device)
         self.all_candidates_ended = False
         self.done = False
-
-    def last_tokens(self) -> torch.Tensor:
-        """(N,) the token each running beam fed to the decoder next."""
-        return self.running[:, :, self.cur_len - 1].reshape(-1)
 
     def running_ids(self) -> torch.Tensor:
         """(N, S) the running beams so far: what the processors look at."""

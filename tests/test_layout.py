@@ -1,0 +1,150 @@
+"""The layout a reader relies on: imports go one way (no cycle, counting imports inside functions), models never
+import their converters, and an import inside a function says why it is there.
+
+The import graph is read from the source with `ast`, so it sees every import statement, wherever it is.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("minispeechseq", "weights_convert")
+# The only modules that may import a converter: loading (modeling.py finds it by model_type), the pair (which
+# reports what a warm start loaded) and the command line's `inspect`.
+CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.cli"}
+
+
+def project_modules() -> dict[str, str]:
+    """Dotted module name -> file path, for every .py file of the project's packages."""
+    modules = {}
+    for package in PACKAGES:
+        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(folder, name)
+                parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                modules[".".join(parts)] = path
+    return modules
+
+
+def imports_of(module: str, path: str, modules: dict[str, str]) -> list[tuple[str, ast.stmt, bool]]:
+    """(imported project module, the statement, whether it sits inside a function) for each import in `path`."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    is_package = path.endswith("__init__.py")
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            targets = []
+            if isinstance(child, ast.Import):
+                targets = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - (child.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                # `from pkg import name` imports the submodule pkg.name when there is one, else pkg itself.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in child.names]
+            for target in targets:
+                while target and target not in modules and "." in target:
+                    target = target.rpartition(".")[0]  # `import a.b.c` of a name inside a.b
+                if target in modules and target != module:
+                    found.append((target, child, in_function))
+            visit(child, inside)
+
+    visit(tree, False)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {m: {t for t, _, _ in imports_of(m, p, modules)} for m, p in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = dfs(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = dfs(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_finds_a_planted_cycle():
+    """The checker itself can fail: a three-module cycle, and an acyclic graph."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "minispeechseq.layers" in graph["weights_convert.speech2text2"]
+    assert "weights_convert" in graph["minispeechseq.modeling"]
+
+
+def test_no_import_cycle_among_project_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_models_do_not_import_converters():
+    graph = import_graph()
+    offenders = sorted(
+        m for m, targets in graph.items()
+        if m.startswith("minispeechseq") and m not in CONVERTER_USERS
+        and any(t == "weights_convert" or t.startswith("weights_convert.") for t in targets)
+    )
+    assert not offenders, f"these modules import a converter (only {sorted(CONVERTER_USERS)} may): {offenders}"
+
+
+def test_converters_import_no_model():
+    """weights_convert may use minispeechseq.layers (a leaf: only torch), nothing that defines a model."""
+    graph = import_graph()
+    used = {t for m, targets in graph.items() if m.startswith("weights_convert") for t in targets
+            if t.startswith("minispeechseq")}
+    assert used <= {"minispeechseq.layers"}, f"converters import model modules: {sorted(used)}"
+    assert not {t for t in graph["minispeechseq.layers"]}, "minispeechseq.layers must stay a leaf"
+
+
+def test_imports_inside_functions_say_why():
+    """An import inside a function is there for an optional dependency or for start-up time, and says which."""
+    modules = project_modules()
+    silent = []
+    for module, path in modules.items():
+        lines = open(path, encoding="utf-8").read().splitlines()
+        tree = ast.parse("\n".join(lines), path)
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    text = " ".join(lines[node.lineno - 1 : node.end_lineno])
+                    if "#" not in text or not any(w in text.lower() for w in ("optional", "start-up")):
+                        silent.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not silent, "imports inside functions without an 'optional' / 'start-up' comment:\n" + "\n".join(silent)
