@@ -12,6 +12,14 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
+# Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
+SUBPROGRAMS = {
+    "train": "minispeechseq.training.train",
+    "data": "minispeechseq.training.digits",
+    "evaluate": "minispeechseq.training.evaluate",
+    "bench": "minispeechseq.bench",
+}
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64", ".opus")
 
 
@@ -269,11 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "bench", "data", "evaluate"):  # these parse their own options
+    if argv and argv[0] in SUBPROGRAMS:  # these parse their own options
         import importlib
 
         try:
-            module = importlib.import_module(f"minispeechseq.{argv[0]}")
+            module = importlib.import_module(SUBPROGRAMS[argv[0]])
         except ImportError as e:
             _fail(f"`{argv[0]}` is not available: {e}")
             return 2

@@ -1,8 +1,10 @@
-"""`python -m minispeechseq.evaluate MODEL`: word and character error rates of a model on a manifest split,
+"""`minispeechseq evaluate MODEL`: word and character error rates of a model on a manifest split,
 or on the spoken-digits test strings said by voices of your choice (e.g. voices the model never heard).
 
-    python -m minispeechseq.evaluate minispeechseq/bundled/digits --manifest DIGITS/test.tsv
-    python -m minispeechseq.evaluate minispeechseq/bundled/digits --unseen-voices de,fr,es,it,pl,hi
+    minispeechseq evaluate minispeechseq/bundled/digits --manifest DIGITS/test.tsv
+    minispeechseq evaluate minispeechseq/bundled/digits --unseen-voices de,fr,es,it,pl,hi
+
+(also `python -m minispeechseq.training.evaluate ...`)
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .data import DigitsRecipe, ManifestDataset, _render_group, plan_digits_corpus
+from ..processor import Processor
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
+from ..transcribe import transcribe_batch
+from .data import ManifestDataset
+from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
-from .processor import Processor
-from .speech_encoder_decoder import SpeechEncoderDecoderModel
-from .transcribe import transcribe_batch
 
 
 def transcribe_dataset(model: SpeechEncoderDecoderModel, processor: Processor, dataset: ManifestDataset,
@@ -44,7 +47,7 @@ def unseen_voice_manifest(folder: str, voices: Sequence[str], seed: int = 0, num
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minispeechseq.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="minispeechseq evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a SpeechEncoderDecoderModel folder with its tokenizer and feature extractor")
     parser.add_argument("--manifest", help="a TSV of audio_path<TAB>transcript")
     parser.add_argument("--unseen-voices", help="comma-separated espeak-ng voices to say the digits test strings")
