@@ -12,6 +12,14 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
+# Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
+SUBPROGRAMS = {
+    "train": "minispeechseq.training.train",
+    "data": "minispeechseq.training.digits",
+    "evaluate": "minispeechseq.training.evaluate",
+    "bench": "minispeechseq.bench",
+}
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64", ".opus")
 
 
@@ -106,14 +114,12 @@ def plot_attention(model, processor, features, ids, text: str, png: str) -> None
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    import torch
-
     from .audio import load_audio
+    from .transcribe import decode, generate_batch
 
     model_dir = args.model or bundled_model_dir()
     model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn)
     fe = processor.feature_extractor
-    use_mask = bool(getattr(fe, "return_attention_mask", False))
     failures = 0
     items = list(expand_inputs(args.audio))
     good: list[tuple[str, object]] = []
@@ -134,21 +140,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             failures += 1
             continue
         good.append((path, samples))
+    # One batch at a time (not transcribe_batch over all files): each line is printed as soon as its batch is done.
     for start in range(0, len(good), args.batch_size):
         chunk = good[start : start + args.batch_size]
         try:
-            features = fe([audio for _, audio in chunk], sampling_rate=fe.sampling_rate, padding=True,
-                          return_attention_mask=use_mask, return_tensors="pt").to(model.device)
-            features.input_values = features.input_values.to(model.dtype)
-            with torch.no_grad():
-                ids = model.generate(features.input_values, attention_mask=features.get("attention_mask"),
-                                     **generation_kwargs(args))
+            ids = generate_batch(model, processor, [audio for _, audio in chunk], **generation_kwargs(args))  # (B, S)
         except ValueError as e:
             raise CLIError(str(e)) from None
-        per_item = ids.shape[0] // len(chunk)
-        texts = processor.batch_decode(ids[::per_item], skip_special_tokens=True)
-        for i, ((path, _), text) in enumerate(zip(chunk, texts)):
-            text = text.strip()
+        for i, ((path, _), text) in enumerate(zip(chunk, decode(processor, ids))):
             if args.json:
                 print(json.dumps({"path": path, "text": text}, ensure_ascii=False), flush=True)
             else:
@@ -159,10 +158,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                     root, ext = os.path.splitext(png)
                     png = f"{root}-{start + i}{ext or '.png'}"
                 single = fe(chunk[i][1], sampling_rate=fe.sampling_rate, return_tensors="pt").to(model.device)
-                ids_i = ids[i * per_item]
-                keep = ids_i != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
+                keep = ids[i] != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
                 keep[0] = True
-                plot_attention(model, processor, single, ids_i[keep], text, png)
+                plot_attention(model, processor, single, ids[i][keep], text, png)
     return 1 if failures else 0
 
 
@@ -279,11 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "bench", "data", "evaluate"):  # these parse their own options
+    if argv and argv[0] in SUBPROGRAMS:  # these parse their own options
         import importlib
 
         try:
-            module = importlib.import_module(f"minispeechseq.{argv[0]}")
+            module = importlib.import_module(SUBPROGRAMS[argv[0]])
         except ImportError as e:
             _fail(f"`{argv[0]}` is not available: {e}")
             return 2

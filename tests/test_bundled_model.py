@@ -16,7 +16,7 @@ import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
 from minispeechseq.cli import bundled_model_dir, main
-from minispeechseq.metrics import character_error_rate, word_error_rate
+from minispeechseq.training.metrics import character_error_rate, word_error_rate
 
 MODEL = bundled_model_dir()
 SAMPLES = os.path.join(os.path.dirname(MODEL), "samples")
@@ -83,8 +83,9 @@ def test_bfloat16_inference_transcribes_the_shipped_samples_the_same(model):
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng) to "
                     "remake the held-out test split; .ci/run installs it")
 def test_held_out_test_split_wer(model, tmp_path):
-    from minispeechseq.data import DigitsRecipe, ManifestDataset, make_digits_corpus
-    from minispeechseq.evaluate import transcribe_dataset
+    from minispeechseq.training.data import ManifestDataset
+    from minispeechseq.training.digits import DigitsRecipe, make_digits_corpus
+    from minispeechseq.training.evaluate import transcribe_dataset
 
     manifests = make_digits_corpus(tmp_path / "digits", DigitsRecipe(num_utterances=4000, seed=0))
     test = ManifestDataset(manifests["test"])

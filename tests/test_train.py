@@ -1,7 +1,7 @@
 """The training loop: exact resume after SIGKILL, DDP (gloo, 2 processes) = one process, and the pieces.
 
-Runs are real subprocesses of `python -m minispeechseq.train` on a tiny synthetic corpus with the `debug` preset
-(~19 k parameters), one thread each, so the whole file stays short on a 2-core machine.
+Runs are real subprocesses of `python -m minispeechseq.training.train` on a tiny synthetic corpus with the `debug`
+preset (~19 k parameters), one thread each, so the whole file stays short on a 2-core machine.
 """
 
 import itertools
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from minispeechseq import data, train
+from minispeechseq.training import train
+from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
 from tests.utils import ATOL_FP32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,14 +36,14 @@ def corpus(tmp_path_factory):
         t = np.arange(int(16000 * (0.2 + 0.15 * len(digits)))) / 16000
         wave = sum(0.1 * np.sin(2 * np.pi * (300 + 80 * d) * t) for d in digits).astype(np.float32)
         soundfile.write(folder / "wavs" / f"{i}.wav", wave, 16000, subtype="PCM_16")
-        lines.append(f"wavs/{i}.wav\t{' '.join(data.DIGIT_WORDS[d] for d in digits)}\n")
+        lines.append(f"wavs/{i}.wav\t{' '.join(DIGIT_WORDS[d] for d in digits)}\n")
     (folder / "train.tsv").write_text("".join(lines))
-    data.build_digits_tokenizer(folder / "tokenizer")
+    build_digits_tokenizer(folder / "tokenizer")
     return folder
 
 
 def _command(corpus, out, *extra):
-    return [sys.executable, "-m", "minispeechseq.train", "--preset", "debug", "--train-manifest",
+    return [sys.executable, "-m", "minispeechseq.training.train", "--preset", "debug", "--train-manifest",
             str(corpus / "train.tsv"), "--tokenizer", str(corpus / "tokenizer"), "--out", str(out),
             "--steps", str(STEPS), "--batch-size", "4", "--log-every", "1", "--save-every", "2", "--quiet", *extra]
 
@@ -130,7 +131,7 @@ def test_warmup_cosine_schedule():
 def test_tiny_preset_shape(tmp_path):
     from minispeechseq.tokenizer import Tokenizer
 
-    data.build_digits_tokenizer(tmp_path)
+    build_digits_tokenizer(tmp_path)
     model = train.preset_model("tiny", Tokenizer.from_pretrained(tmp_path))
     n = sum(p.numel() for p in model.parameters())
     assert 1.7e6 < n < 1.9e6, f"{n} parameters; the tiny preset is ~1.8 M"

@@ -164,7 +164,7 @@ assert torch.allclose(memory, model.enc_to_dec_proj(frames), atol=1e-6)
 text = "hello world"
 audio = None
 if shutil.which("espeak-ng"):
-    from minispeechseq.data import synthesize
+    from minispeechseq.training.digits import synthesize
 
     try:
         audio = synthesize(text, voice="en-us")

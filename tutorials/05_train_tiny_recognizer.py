@@ -3,16 +3,18 @@
 Run it:  python tutorials/05_train_tiny_recognizer.py   (the loss curve goes to $MINISPEECHSEQ_TUTORIAL_OUT, default ".")
 
 The pieces:
-    minispeechseq.data   the spoken-digits recipe: espeak-ng says random digit strings in many voices -> wavs,
-                         manifests (train.tsv / valid.tsv / test.tsv) and a 14-token word-level tokenizer
-    minispeechseq.train  presets (model shapes), the training loop (`main(argv)`, the same as `minispeechseq train`),
-                         metrics.jsonl, checkpoints in transformers' layout
+    minispeechseq.training.digits  the spoken-digits recipe: espeak-ng says random digit strings in many voices ->
+                                   wavs, manifests (train.tsv / valid.tsv / test.tsv) and a 14-token word-level
+                                   tokenizer
+    minispeechseq.training.data    ManifestDataset (reads those manifests), batching, augmentation, collation
+    minispeechseq.training.train   presets (model shapes), the training loop (`main(argv)`, the same as
+                                   `minispeechseq train`), metrics.jsonl, checkpoints in transformers' layout
     model.generate       greedy decoding of a trained checkpoint
 
 The full recipe, which makes the bundled digits model (48 000 utterances through the model: one to two hours on a
 shared 2-core CPU, which ran it at 8-18 utterances/s):
 
-    python -m minispeechseq.data DIGITS --utterances 4000 --seed 0
+    minispeechseq data DIGITS --utterances 4000 --seed 0
     minispeechseq train --preset tiny --data DIGITS --out runs/tiny --steps 3000 --batch-size 16 --lr 2e-3 \\
         --eval-every 500 --save-every 250
     minispeechseq transcribe some.wav --model runs/tiny/final
@@ -36,15 +38,10 @@ import numpy as np
 import soundfile
 import torch
 
-from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, cli, train
-from minispeechseq.data import (
-    DIGIT_WORDS,
-    SAMPLING_RATE,
-    DigitsRecipe,
-    ManifestDataset,
-    build_digits_tokenizer,
-    make_digits_corpus,
-)
+from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, cli
+from minispeechseq.training import train
+from minispeechseq.training.data import SAMPLING_RATE, ManifestDataset
+from minispeechseq.training.digits import DIGIT_WORDS, DigitsRecipe, build_digits_tokenizer, make_digits_corpus
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
 os.makedirs(OUT, exist_ok=True)
@@ -58,8 +55,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # ## 1. Why the tiny preset looks the way it does
 #
 # The `tiny` preset is wav2vec2 + GPT-2 with two choices that decided whether it learned at all (measured on the
-# digits corpus, see train.py: a first try with 20 ms frames and a narrow positional conv stalled at 62 % WER; the
-# preset below reached 1.4 % test WER):
+# digits corpus, see training/train.py: a first try with 20 ms frames and a narrow positional conv stalled at 62 %
+# WER; the preset below reached 1.4 % test WER):
 #
 # - **40 ms frames.** Its conv front end has strides 10 * 4 * 4 * 4 = 640 samples per frame (wav2vec2: 320 = 20 ms).
 #   A spoken digit (~300 ms) then spans ~8 frames instead of ~15: half the sequence length, a quarter of the
@@ -198,7 +195,7 @@ assert last < 0.75 * first, f"the loss should fall by a quarter at least: {first
 # model that has learned the *format* (one digit word, then </s>: the </s> is free, the digit a 1-in-10 guess) but
 # not yet to *hear* which digit: the loss averages over the two label tokens. A few dozen steps bring the model
 # close to that plateau; hearing the digits takes far more steps and data: the full recipe (3000 steps over 4000
-# utterances) reached 1.4 % test WER (see train.py).
+# utterances) reached 1.4 % test WER (see training/train.py).
 
 # %%
 import matplotlib

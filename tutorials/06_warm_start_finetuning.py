@@ -34,8 +34,8 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
 )
-from minispeechseq.data import SAMPLING_RATE, Collator
-from minispeechseq.train import make_optimizer, warmup_cosine
+from minispeechseq.training.data import SAMPLING_RATE, Collator
+from minispeechseq.training.train import make_optimizer, warmup_cosine
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
 os.makedirs(OUT, exist_ok=True)
@@ -109,11 +109,11 @@ assert frozen and all(n.startswith("encoder.feature_encoder.") for n in frozen)
 # ## 4. A handful of (audio, text) pairs
 #
 # espeak-ng reads four sentences when it is installed; otherwise each word becomes a tone of its own pitch (not
-# speech, but a mapping from sound to words all the same). The training collator of minispeechseq.data pads the
-# audio (zeros, no mask, as this feature extractor says) and builds the labels: the sentence's tokens, then [SEP],
-# padded with -100, which the loss ignores. No [CLS] in the labels: the model puts decoder_start_token_id = [CLS]
-# in front of them itself (the documentation's example passes input_ids with [CLS] as labels, which teaches the
-# model to predict [CLS] after [CLS]; harmless, but not what we want).
+# speech, but a mapping from sound to words all the same). The training collator of minispeechseq.training.data pads
+# the audio (zeros, no mask, as this feature extractor says) and builds the labels: the sentence's tokens, then
+# [SEP], padded with -100, which the loss ignores. No [CLS] in the labels: the model puts decoder_start_token_id =
+# [CLS] in front of them itself (the documentation's example passes input_ids with [CLS] as labels, which teaches
+# the model to predict [CLS] after [CLS]; harmless, but not what we want).
 
 # %%
 SENTENCES = ["hello world", "speech to text", "the model is small", "a model reads aloud"]
@@ -129,7 +129,7 @@ def tone_words(text: str) -> np.ndarray:
 
 audios = None
 if shutil.which("espeak-ng"):
-    from minispeechseq.data import synthesize_many
+    from minispeechseq.training.digits import synthesize_many
 
     try:
         audios = synthesize_many(SENTENCES, voice="en-us", speed=220)
@@ -171,7 +171,7 @@ if device.type == "cuda":
 
 
 def autocast() -> contextlib.AbstractContextManager:
-    # A fresh context per step, as train.py does: bf16 matmuls on CUDA, plain fp32 elsewhere.
+    # A fresh context per step, as training/train.py does: bf16 matmuls on CUDA, plain fp32 elsewhere.
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 

@@ -1,6 +1,6 @@
-"""Train a speech encoder-decoder: `minispeechseq train ...` or `python -m minispeechseq.train ...`.
+"""Train a speech encoder-decoder: `minispeechseq train ...` or `python -m minispeechseq.training.train ...`.
 
-One optimizer step, top to bottom (`train_step`):
+One optimizer step, top to bottom (the loop in `train`):
     take `grad_accum` batches -> forward (bf16 autocast on CUDA; the loss in fp32) -> backward, each micro-batch's
     loss weighted by its share of the step's label tokens -> clip the gradient norm -> AdamW -> learning rate schedule
     (linear warmup, then cosine decay).
@@ -11,8 +11,8 @@ metrics appended to `OUT/metrics.jsonl`, and checkpoints `OUT/checkpoint-STEP/` 
 `--resume` needs to continue *exactly*: optimizer, scheduler, every RNG, the step, and the position in the data.
 A run killed at any moment and resumed gives the same losses as one never interrupted.
 
-Several GPUs or machines: launch with torchrun (e.g. `torchrun --nproc_per_node 4 -m minispeechseq.train ...`);
-each process takes its share of every global batch and DistributedDataParallel averages the gradients.
+Several GPUs or machines: launch with torchrun (e.g. `torchrun --nproc_per_node 4 -m minispeechseq.training.train
+...`); each process takes its share of every global batch and DistributedDataParallel averages the gradients.
 
 Shape legend: B batch, N audio samples, S label tokens.
 """
@@ -39,8 +39,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .audio import Wav2Vec2FeatureExtractor
-from .checkpoint import atomic_save
+from ..audio import Wav2Vec2FeatureExtractor
+from ..checkpoint import atomic_save
+from ..speech_encoder_decoder import (
+    SpeechEncoderDecoderConfig,
+    SpeechEncoderDecoderModel,
+    decoder_classes,
+    encoder_classes,
+    read_config_json,
+)
+from ..tokenizer import Tokenizer
 from .data import (
     Augmentation,
     BatchesDataset,
@@ -50,14 +58,6 @@ from .data import (
     rank_share,
 )
 from .metrics import character_error_rate, word_error_rate
-from .speech_encoder_decoder import (
-    SpeechEncoderDecoderConfig,
-    SpeechEncoderDecoderModel,
-    decoder_classes,
-    encoder_classes,
-    read_config_json,
-)
-from .tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -129,8 +129,8 @@ def preset_model(name: str, tokenizer: Tokenizer, encoder: dict[str, Any] | None
                  decoder: dict[str, Any] | None = None) -> SpeechEncoderDecoderModel:
     """A freshly initialised wav2vec2 + GPT-2 pair of the named preset, sized to `tokenizer`'s vocabulary;
     `encoder` / `decoder` override fields of the preset's configs."""
-    from .decoders.gpt2 import GPT2Config
-    from .wav2vec2_config import Wav2Vec2Config
+    from ..decoders.gpt2 import GPT2Config
+    from ..wav2vec2_config import Wav2Vec2Config
 
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; the presets are {', '.join(PRESETS)}.")
@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="minispeechseq train",
         description="Train a speech encoder-decoder on a manifest corpus (e.g. the spoken-digits recipe: "
-                    "python -m minispeechseq.data DIR).",
+                    "minispeechseq data DIR).",
     )
     model = p.add_argument_group("model (one of)")
     model.add_argument("--preset", choices=sorted(PRESETS), help="a fresh model of this shape (tiny: the bundled one)")

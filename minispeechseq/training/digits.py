@@ -1,17 +1,15 @@
-"""Training data: a spoken-digits corpus made with espeak-ng, a manifest dataset, length-bucketed batches, augmentation.
+"""The spoken-digits corpus: English digit strings said by espeak-ng's synthetic voices, and its tokenizer.
 
-The path of one utterance, top to bottom:
-1. `make_digits_corpus(folder, seed)` plans random digit strings ("four two seven"), renders each with a random
-   espeak-ng English voice, variant, speed, pitch and word gap, resamples it to 16 kHz and writes
-   `wavs/NNNNNN.wav` plus one manifest per split (`train.tsv`, `valid.tsv`, `test.tsv`) and a word-level tokenizer.
-   The corpus is regenerated from its seed, never committed.
-2. `ManifestDataset(path)` reads a manifest: one `audio_path<TAB>transcript` per line, paths relative to the manifest.
-3. `BucketBatchSampler` groups utterances of similar length, so a batch holds little padding. Its batches are a
-   pure function of (seed, epoch): a resumed training recomputes exactly the order it was interrupted in.
-4. `Collator` turns a list of utterances into model inputs: augmentation (training only), padding with an attention
-   mask (the feature extractor), and labels with -100 on padding.
+`make_digits_corpus(folder, recipe)` (or `minispeechseq data DIR`, `python -m minispeechseq.training.digits DIR`):
+1. `plan_digits_corpus` draws every utterance from the recipe's seed alone: a random digit string ("four two
+   seven"), its split (train / valid / test, by string), an espeak-ng English voice and variant, speed, pitch and
+   word gap. No audio yet, so the plan can be checked and remade cheaply.
+2. `synthesize_many` renders a group of planned utterances with one espeak-ng process, resamples them to 16 kHz,
+   and `wavs/NNNNNN.wav` are written; then one manifest per split (`train.tsv`, `valid.tsv`, `test.tsv`, the
+   layout `data.ManifestDataset` reads) and a word-level tokenizer (`build_digits_tokenizer`).
+The corpus is regenerated from its seed, never committed. It is what the bundled model was trained on.
 
-Shape legend: B batch, N audio samples, S label tokens.
+Shape legend: N audio samples.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import math
 import os
 import random
 import shutil
@@ -28,16 +25,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import soundfile
 import soxr
-import torch
 
-from .audio import Wav2Vec2FeatureExtractor, load_audio
+from .data import SAMPLING_RATE, ManifestDataset
 
-SAMPLING_RATE = 16000
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "valid", "test")
 # espeak-ng's voice variants (espeak-ng-data/voices/!v/m1 ... f4); "" is the voice's own sound.
@@ -318,210 +312,13 @@ def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> N
             json.dump(content, f, indent=2)
 
 
-# ============================================================================================ the manifest
-class ManifestDataset(torch.utils.data.Dataset):
-    """Rows of a TSV manifest (`audio_path<TAB>transcript`, paths relative to the manifest's folder).
-
-    Item i is {"index": i, "audio": float32 (N,) at 16 kHz, "text": str}. Audio is read when asked for (a few
-    thousand short files read fast); `lengths` comes from the file headers, without decoding them."""
-
-    def __init__(self, manifest: str | os.PathLike, sampling_rate: int = SAMPLING_RATE):
-        manifest = os.fspath(manifest)
-        if not os.path.isfile(manifest):
-            raise FileNotFoundError(f"No manifest at {manifest}; expected a TSV of `audio_path<TAB>transcript` lines.")
-        self.sampling_rate = sampling_rate
-        root = os.path.dirname(os.path.abspath(manifest))
-        self.paths: list[str] = []
-        self.texts: list[str] = []
-        with open(manifest, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip() or (number == 1 and line == "audio_path\ttranscript"):
-                    continue  # blank lines, and an optional header
-                fields = line.split("\t")
-                if len(fields) != 2 or not fields[0]:
-                    raise ValueError(
-                        f"{manifest}, line {number}: expected `audio_path<TAB>transcript` (two tab-separated "
-                        f"fields), got {line!r}."
-                    )
-                path = os.path.join(root, fields[0])
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"{manifest}, line {number}: no audio file at {path}.")
-                self.paths.append(path)
-                self.texts.append(fields[1].strip())
-        if not self.paths:
-            raise ValueError(f"{manifest} lists no utterances.")
-        self._lengths: list[int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"index": index, "audio": load_audio(self.paths[index], self.sampling_rate), "text": self.texts[index]}
-
-    @property
-    def lengths(self) -> list[int]:
-        """Samples per utterance at `sampling_rate` (from the headers), for length bucketing."""
-        if self._lengths is None:
-            lengths = []
-            for path in self.paths:
-                info = soundfile.info(path)
-                lengths.append(round(info.frames * self.sampling_rate / info.samplerate))
-            self._lengths = lengths
-        return self._lengths
-
-
-# ============================================================================================ batching
-class BucketBatchSampler:
-    """Batches of utterances of similar length, as lists of dataset indices.
-
-    Each epoch: shuffle, cut into pools of `pool_batches` batches, sort each pool by length, cut it into batches,
-    shuffle the batches. Sorting within a pool (not globally) keeps batches random while padding stays small.
-    With `shortest_first`, epoch 0 instead walks the whole set from shortest to longest: a fresh model learns
-    the alignment of audio to text far more easily on one- and two-digit utterances first.
-
-    Everything depends on (seed, epoch) only, never on global RNG state: a resumed run recomputes the same batches.
-    For DistributedDataParallel each rank takes every world_size-th item of each global batch (`rank_share`).
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        shortest_first: bool = False,
-        pool_batches: int = 50,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        if len(lengths) == 0:
-            raise ValueError("Cannot batch an empty dataset.")
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.shortest_first = shortest_first
-        self.pool_batches = pool_batches
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)  # batches per epoch
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.lengths)))
-        if not self.shuffle or (self.shortest_first and epoch == 0):
-            if self.shuffle:  # shortest first: sorted by length (ties in index order, so deterministic)
-                order.sort(key=lambda i: self.lengths[i])
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        rng.shuffle(order)
-        pool = self.batch_size * self.pool_batches
-        out = []
-        for start in range(0, len(order), pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
-            out += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        rng.shuffle(out)
-        return out
-
-
-def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
-    """This rank's part of a global batch (every world_size-th item), so all ranks together see the whole batch."""
-    return batch[rank::world_size]
-
-
-# ========================================================================================== augmentation
-@dataclass
-class Augmentation:
-    """Training-time changes to a clean synthetic waveform, so the model does not learn espeak-ng's studio quiet."""
-
-    max_silence_s: float = 0.3  # leading and trailing silence, each uniform in [0, max]
-    gain_db: tuple[float, float] = (-6.0, 6.0)
-    snr_db: tuple[float, float] = (15.0, 40.0)  # white noise, relative to the speech's power
-
-    def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        lead, trail = (int(rng.uniform(0, self.max_silence_s) * SAMPLING_RATE) for _ in range(2))
-        gain = 10.0 ** (rng.uniform(*self.gain_db) / 20.0)  # dB of amplitude
-        speech = wave * gain
-        padded = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])  # (N',)
-        # Noise power from the speech part only (the added silence would lower the power and raise the noise).
-        signal_power = float(np.mean(speech.astype(np.float64) ** 2)) + 1e-12
-        noise_power = signal_power / 10.0 ** (rng.uniform(*self.snr_db) / 10.0)
-        noise = rng.standard_normal(padded.shape[0]) * np.sqrt(noise_power)
-        return (padded + noise).astype(np.float32)
-
-
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The augmentation randomness of one utterance in one epoch: independent of batch, rank, worker and resume."""
-    return np.random.default_rng([seed, epoch, index])
-
-
-# ============================================================================================= collation
-class Collator:
-    """A list of dataset items -> {"input_values" (B, N), "labels" (B, S)} (+ "attention_mask" (B, N) when the
-    feature extractor's config asks for one).
-
-    Labels are the transcript's tokens followed by </s>, padded with -100 (ignored by the loss). The model
-    shifts them right behind decoder_start_token_id for teacher forcing."""
-
-    def __init__(
-        self,
-        feature_extractor: Wav2Vec2FeatureExtractor,
-        tokenizer: Any,
-        augmentation: Augmentation | None = None,
-        seed: int = 0,
-    ):
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if eos is None:
-            eos = getattr(tokenizer, "sep_token_id", None)  # BERT-style tokenizers end with [SEP]
-        if eos is None:
-            raise ValueError("The tokenizer has neither an eos_token_id nor a sep_token_id to end the labels with.")
-        self.feature_extractor = feature_extractor
-        self.tokenizer = tokenizer
-        self.eos_token_id = eos
-        self.augmentation = augmentation
-        self.seed = seed
-
-    def __call__(self, items: list[dict[str, Any]], epoch: int = 0) -> dict[str, torch.Tensor]:
-        waves = [item["audio"] for item in items]
-        if self.augmentation is not None:
-            waves = [self.augmentation(w, item_rng(self.seed, epoch, item["index"])) for w, item in zip(waves, items)]
-        # The feature extractor's config decides the mask (see audio.py): layer-norm encoders such as the tiny
-        # preset get one, so padding stays out of attention and of the normalization statistics; group-norm
-        # checkpoints were trained without one and get zero padding only.
-        with_mask = self.feature_extractor.return_attention_mask
-        features = self.feature_extractor(waves, sampling_rate=SAMPLING_RATE, padding=True,
-                                          return_attention_mask=with_mask, return_tensors="pt")
-        token_lists = [list(self.tokenizer.encode(item["text"], add_special_tokens=False)) + [self.eos_token_id]
-                       for item in items]
-        labels = torch.full((len(items), max(map(len, token_lists))), -100, dtype=torch.long)  # (B, S)
-        for row, tokens in zip(labels, token_lists):
-            row[: len(tokens)] = torch.tensor(tokens)
-        batch = {"input_values": features["input_values"], "labels": labels}
-        if with_mask:
-            batch["attention_mask"] = features["attention_mask"].long()
-        return batch
-
-
-class BatchesDataset(torch.utils.data.Dataset):
-    """Item i = the collated batch i of a fixed list: lets a DataLoader's workers load and augment ahead, in order."""
-
-    def __init__(self, dataset: ManifestDataset, batches: list[list[int]], collator: Collator, epoch: int):
-        self.dataset, self.batches, self.collator, self.epoch = dataset, batches, collator, epoch
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.collator([self.dataset[j] for j in self.batches[i]], epoch=self.epoch)
-
-
 # ================================================================================================ command line
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m minispeechseq.data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
+    """`minispeechseq data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
     import argparse
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m minispeechseq.data", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="minispeechseq data", description=main.__doc__)
     parser.add_argument("folder", help="where to write wavs/, train.tsv, valid.tsv, test.tsv and tokenizer/")
     parser.add_argument("--utterances", type=int, default=DigitsRecipe.num_utterances)
     parser.add_argument("--seed", type=int, default=DigitsRecipe.seed)

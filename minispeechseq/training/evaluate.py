@@ -1,8 +1,10 @@
-"""`python -m minispeechseq.evaluate MODEL`: word and character error rates of a model on a manifest split,
+"""`minispeechseq evaluate MODEL`: word and character error rates of a model on a manifest split,
 or on the spoken-digits test strings said by voices of your choice (e.g. voices the model never heard).
 
-    python -m minispeechseq.evaluate minispeechseq/bundled/digits --manifest DIGITS/test.tsv
-    python -m minispeechseq.evaluate minispeechseq/bundled/digits --unseen-voices de,fr,es,it,pl,hi
+    minispeechseq evaluate minispeechseq/bundled/digits --manifest DIGITS/test.tsv
+    minispeechseq evaluate minispeechseq/bundled/digits --unseen-voices de,fr,es,it,pl,hi
+
+(also `python -m minispeechseq.training.evaluate ...`)
 """
 
 from __future__ import annotations
@@ -13,25 +15,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
-import torch
-
-from .data import DigitsRecipe, ManifestDataset, _render_group, plan_digits_corpus
+from ..processor import Processor
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
+from ..transcribe import transcribe_batch
+from .data import ManifestDataset
+from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
-from .processor import Processor
-from .speech_encoder_decoder import SpeechEncoderDecoderModel
 
 
-def transcribe_dataset(model, processor, dataset: ManifestDataset, batch_size: int = 32, **generate_kwargs) -> list[str]:
-    texts = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = processor([it["audio"] for it in items], sampling_rate=16000, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(x.input_values, attention_mask=x.get("attention_mask"), **generate_kwargs)
-        per_item = ids.shape[0] // len(items)
-        texts += [t.strip() for t in processor.batch_decode(ids[::per_item], skip_special_tokens=True)]
-    return texts
+def transcribe_dataset(model: SpeechEncoderDecoderModel, processor: Processor, dataset: ManifestDataset,
+                       batch_size: int = 32, **generate_kwargs: Any) -> list[str]:
+    """One transcript per utterance of `dataset`, in order (its audio read one batch at a time)."""
+    waveforms = (dataset[i]["audio"] for i in range(len(dataset)))
+    return transcribe_batch(model, processor, waveforms, batch_size=batch_size, **generate_kwargs)
 
 
 def unseen_voice_manifest(folder: str, voices: Sequence[str], seed: int = 0, num_utterances: int = 4000) -> str:
@@ -49,7 +47,7 @@ def unseen_voice_manifest(folder: str, voices: Sequence[str], seed: int = 0, num
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minispeechseq.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="minispeechseq evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a SpeechEncoderDecoderModel folder with its tokenizer and feature extractor")
     parser.add_argument("--manifest", help="a TSV of audio_path<TAB>transcript")
     parser.add_argument("--unseen-voices", help="comma-separated espeak-ng voices to say the digits test strings")
