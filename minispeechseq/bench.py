@@ -100,7 +100,7 @@ def build_checkpoint(decoder_kind: str, size: str, folder: str) -> None:
 
 def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32,
           device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, N) noise-like speech stand-in and its (B, N) mask; row b of a batch is shorter by b/(4B) of the length
+    """(B, L) noise-like speech stand-in and its (B, L) mask; row b of a batch is shorter by b/(4B) of the length
     (a padded batch). Drawn on the CPU, so every device sees the same numbers."""
     g = torch.Generator().manual_seed(seed)
     n = int(seconds * SAMPLE_RATE)

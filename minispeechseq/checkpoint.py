@@ -11,7 +11,6 @@ between its two renames is undone by the next load or save: see `atomic_save`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

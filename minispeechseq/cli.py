@@ -7,10 +7,26 @@ the failing file and go on with the others.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+
+import torch
+
+from .audio import load_audio
+from .checkpoint import resolve_folder
+from .processor import Processor
+from .recognizer import decode, generate_batch
+from .speech_encoder_decoder import (
+    DECODERS,
+    ENCODERS,
+    SpeechEncoderDecoderModel,
+    decoder_classes,
+    encoder_classes,
+    read_config_json,
+)
 
 # Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
 SUBPROGRAMS = {
@@ -58,11 +74,6 @@ def expand_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
 
 
 def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str):
-    import torch
-
-    from .processor import Processor
-    from .speech_encoder_decoder import SpeechEncoderDecoderModel
-
     if device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda was asked for, but torch sees no CUDA GPU on this machine.")
     try:
@@ -85,14 +96,12 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
 def plot_attention(model, processor, features, ids, text: str, png: str) -> None:
     """Cross-attention (decoder tokens x audio frames), averaged over layers and heads, as a picture."""
     try:
-        import matplotlib
+        import matplotlib  # optional: the plot extra
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # optional: the plot extra
     except ImportError:
         raise CLIError("--plot-attention needs matplotlib: pip install 'minispeechseq[plot]'") from None
-    import torch
-
     previous = model.attn_implementation
     model.set_attn_implementation("eager")  # the only path that returns attention weights
     try:
@@ -114,9 +123,6 @@ def plot_attention(model, processor, features, ids, text: str, png: str) -> None
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .audio import load_audio
-    from .transcribe import decode, generate_batch
-
     model_dir = args.model or bundled_model_dir()
     model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn)
     fe = processor.feature_extractor
@@ -166,10 +172,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ inspect / convert
 def _model_class(folder: str):
-    from .speech_encoder_decoder import (
-        DECODERS, ENCODERS, SpeechEncoderDecoderModel, decoder_classes, encoder_classes, read_config_json,
-    )
-
     model_type = read_config_json(folder).get("model_type")
     if model_type == "speech-encoder-decoder":
         return SpeechEncoderDecoderModel
@@ -184,8 +186,6 @@ def _model_class(folder: str):
 
 
 def _load(folder: str):
-    from .checkpoint import resolve_folder
-
     try:
         folder = resolve_folder(folder)
         return _model_class(folder).from_pretrained(folder)
@@ -278,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBPROGRAMS:  # these parse their own options
-        import importlib
-
         try:
             module = importlib.import_module(SUBPROGRAMS[argv[0]])
         except ImportError as e:

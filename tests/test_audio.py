@@ -165,7 +165,7 @@ def test_extractor_errors():
         fe(np.zeros(0, np.float32))
     with pytest.raises(ValueError, match="empty list"):
         fe([])
-    with pytest.raises(ValueError, match=r"\(B, T\)"):
+    with pytest.raises(ValueError, match=r"\(B, L\)"):
         fe(np.zeros((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match="different lengths"):
         fe([tone(5), tone(6)], padding=False)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
+import subprocess
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("minispeechseq", "weights_convert")
@@ -148,3 +152,14 @@ def test_imports_inside_functions_say_why():
                     if "#" not in text or not any(w in text.lower() for w in ("optional", "start-up")):
                         silent.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not silent, "imports inside functions without an 'optional' / 'start-up' comment:\n" + "\n".join(silent)
+
+
+def test_pyflakes_finds_nothing():
+    """ruff's pyflakes rules (unused imports, undefined names) and syntax errors, over the whole project."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (it comes with the test extra: pip install -e '.[test]')")
+    paths = [os.path.join(ROOT, p) for p in ("minispeechseq", "weights_convert", "tests", "tutorials")]
+    done = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--select", "F,E9", *paths],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]

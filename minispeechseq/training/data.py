@@ -9,7 +9,7 @@ The path of one utterance, top to bottom:
    mask (the feature extractor), and labels with -100 on padding.
 4. `BatchesDataset` hands collated batches to a DataLoader, whose workers then load and augment ahead of the loop.
 
-Shape legend: B batch, N audio samples, S label tokens.
+Shape legend: B batch, L audio samples, S label tokens.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 # ============================================================================================= collation
 class Collator:
-    """A list of dataset items -> {"input_values" (B, N), "labels" (B, S)} (+ "attention_mask" (B, N) when the
+    """A list of dataset items -> {"input_values" (B, L), "labels" (B, S)} (+ "attention_mask" (B, L) when the
     feature extractor's config asks for one).
 
     Labels are the transcript's tokens followed by </s>, padded with -100 (ignored by the loss). The model

@@ -9,11 +9,12 @@
    layout `data.ManifestDataset` reads) and a word-level tokenizer (`build_digits_tokenizer`).
 The corpus is regenerated from its seed, never committed. It is what the bundled model was trained on.
 
-Shape legend: N audio samples.
+Shape legend: L audio samples.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import io
 import json
@@ -23,12 +24,15 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import soundfile
 import soxr
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers
 
 from .data import SAMPLING_RATE, ManifestDataset
 
@@ -290,9 +294,6 @@ def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> N
 
     It adds no special tokens itself (no post-processor): the collator appends </s> to the labels, and the model
     starts decoding from <s> (decoder_start_token_id), so each side of the pair is explicit in our own code."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models, pre_tokenizers
-
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + DIGIT_WORDS)}
@@ -315,9 +316,6 @@ def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> N
 # ================================================================================================ command line
 def main(argv: Sequence[str] | None = None) -> int:
     """`minispeechseq data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
-    import argparse
-    import time
-
     parser = argparse.ArgumentParser(prog="minispeechseq data", description=main.__doc__)
     parser.add_argument("folder", help="where to write wavs/, train.tsv, valid.tsv, test.tsv and tokenizer/")
     parser.add_argument("--utterances", type=int, default=DigitsRecipe.num_utterances)

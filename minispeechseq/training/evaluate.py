@@ -19,7 +19,7 @@ from typing import Any
 
 from ..processor import Processor
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-from ..transcribe import transcribe_batch
+from ..recognizer import transcribe_batch
 from .data import ManifestDataset
 from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate

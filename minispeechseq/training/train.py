@@ -14,7 +14,7 @@ A run killed at any moment and resumed gives the same losses as one never interr
 Several GPUs or machines: launch with torchrun (e.g. `torchrun --nproc_per_node 4 -m minispeechseq.training.train
 ...`); each process takes its share of every global batch and DistributedDataParallel averages the gradients.
 
-Shape legend: B batch, N audio samples, S label tokens.
+Shape legend: B batch, L audio samples, S label tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
 from ..checkpoint import atomic_save
+from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
@@ -49,6 +50,7 @@ from ..speech_encoder_decoder import (
     read_config_json,
 )
 from ..tokenizer import Tokenizer
+from ..wav2vec2_config import Wav2Vec2Config
 from .data import (
     Augmentation,
     BatchesDataset,
@@ -129,9 +131,6 @@ def preset_model(name: str, tokenizer: Tokenizer, encoder: dict[str, Any] | None
                  decoder: dict[str, Any] | None = None) -> SpeechEncoderDecoderModel:
     """A freshly initialised wav2vec2 + GPT-2 pair of the named preset, sized to `tokenizer`'s vocabulary;
     `encoder` / `decoder` override fields of the preset's configs."""
-    from ..decoders.gpt2 import GPT2Config
-    from ..wav2vec2_config import Wav2Vec2Config
-
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; the presets are {', '.join(PRESETS)}.")
     enc, dec = PRESETS[name]()

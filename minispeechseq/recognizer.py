@@ -13,7 +13,7 @@ which is, for every `batch_size` waveforms,
 `generate_batch` alone returns the token ids too, for callers that want more than the text (the CLI draws
 the cross-attention of each transcript from them).
 
-Shape legend: B batch (waveforms), N audio samples, R sequences per waveform (num_return_sequences), S tokens.
+Shape legend: B batch (waveforms), L audio samples, R sequences per waveform (num_return_sequences), S tokens.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def generate_batch(model: SpeechEncoderDecoderModel, processor: Processor, wavef
     fe = processor.feature_extractor
     features = fe(list(waveforms), sampling_rate=fe.sampling_rate, padding=True,
                   return_attention_mask=bool(fe.return_attention_mask), return_tensors="pt").to(model.device)
-    input_values = features.input_values.to(model.dtype)  # (B, N)
+    input_values = features.input_values.to(model.dtype)  # (B, L)
     ids = model.generate(input_values, attention_mask=features.get("attention_mask"), **generate_kwargs)  # (B*R, S)
     # With num_return_sequences = R, generate returns R rows per waveform, each waveform's best first: keep that one.
     per_waveform = ids.shape[0] // len(waveforms)
