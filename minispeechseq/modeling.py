@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from weights_convert import converter_for
+from minispeechseq.weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
 from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, resolve_folder, save_state_dict

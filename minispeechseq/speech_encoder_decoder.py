@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from weights_convert.core import ConversionReport
+from minispeechseq.weights_convert.core import ConversionReport
 
 from .checkpoint import SAFETENSORS, atomic_save, resolve_folder, save_state_dict
 from .config import CONFIG_NAME, ConfigMixin, extra_field, read_json

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from minispeechseq.checkpoint import load_state_dict
 from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM
 from minispeechseq.layers import sinusoids
-from weights_convert import speech2text2 as speech2text2_convert
+from minispeechseq.weights_convert import speech2text2 as speech2text2_convert
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "speech2text2")

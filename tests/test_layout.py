@@ -7,6 +7,7 @@ The import graph is read from the source with `ast`, so it sees every import sta
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import shutil
 import subprocess
@@ -14,7 +15,10 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("minispeechseq", "weights_convert")
+# Folder -> the package it installs as: the repository's weights_convert/ is minispeechseq.weights_convert
+# (setup.cfg's package_dir), so that is the name every import uses.
+PACKAGES = {"minispeechseq": "minispeechseq", "weights_convert": "minispeechseq.weights_convert"}
+CONVERTERS = PACKAGES["weights_convert"]
 # The only modules that may import a converter: loading (modeling.py finds it by model_type), the pair (which
 # reports what a warm start loaded) and the command line's `inspect`.
 CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.cli"}
@@ -23,13 +27,14 @@ CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decod
 def project_modules() -> dict[str, str]:
     """Dotted module name -> file path, for every .py file of the project's packages."""
     modules = {}
-    for package in PACKAGES:
-        for folder, _, files in os.walk(os.path.join(ROOT, package)):
+    for folder_name, package in PACKAGES.items():
+        top = os.path.join(ROOT, folder_name)
+        for folder, _, files in os.walk(top):
             for name in files:
                 if not name.endswith(".py"):
                     continue
                 path = os.path.join(folder, name)
-                parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                parts = [package, *os.path.relpath(path, top)[:-3].split(os.sep)]
                 if parts[-1] == "__init__":
                     parts = parts[:-1]
                 modules[".".join(parts)] = path
@@ -108,8 +113,8 @@ def test_find_cycle_finds_a_planted_cycle():
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "minispeechseq.layers" in graph["weights_convert.speech2text2"]
-    assert "weights_convert" in graph["minispeechseq.modeling"]
+    assert "minispeechseq.layers" in graph[f"{CONVERTERS}.speech2text2"]
+    assert CONVERTERS in graph["minispeechseq.modeling"]
 
 
 def test_no_import_cycle_among_project_modules():
@@ -121,8 +126,8 @@ def test_models_do_not_import_converters():
     graph = import_graph()
     offenders = sorted(
         m for m, targets in graph.items()
-        if m.startswith("minispeechseq") and m not in CONVERTER_USERS
-        and any(t == "weights_convert" or t.startswith("weights_convert.") for t in targets)
+        if not m.startswith(CONVERTERS) and m not in CONVERTER_USERS
+        and any(t.startswith(CONVERTERS) for t in targets)
     )
     assert not offenders, f"these modules import a converter (only {sorted(CONVERTER_USERS)} may): {offenders}"
 
@@ -130,8 +135,8 @@ def test_models_do_not_import_converters():
 def test_converters_import_no_model():
     """weights_convert may use minispeechseq.layers (a leaf: only torch), nothing that defines a model."""
     graph = import_graph()
-    used = {t for m, targets in graph.items() if m.startswith("weights_convert") for t in targets
-            if t.startswith("minispeechseq")}
+    used = {t for m, targets in graph.items() if m.startswith(CONVERTERS) for t in targets
+            if not t.startswith(CONVERTERS)}
     assert used <= {"minispeechseq.layers"}, f"converters import model modules: {sorted(used)}"
     assert not {t for t in graph["minispeechseq.layers"]}, "minispeechseq.layers must stay a leaf"
 
@@ -163,3 +168,17 @@ def test_pyflakes_finds_nothing():
     done = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--select", "F,E9", *paths],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
+def test_converters_are_imported_under_one_name():
+    """The installed package has no top-level `weights_convert` (setup.cfg maps the folder to
+    minispeechseq.weights_convert), so code, tests and tutorials import it under that one name."""
+    wrong = []
+    for folder in ("minispeechseq", "weights_convert", "tests", "tutorials"):
+        for path in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True):
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                wrong += [f"{os.path.relpath(path, ROOT)}:{node.lineno}" for n in names
+                          if n == "weights_convert" or n.startswith("weights_convert.")]
+    assert not wrong, f"imports of the top-level name weights_convert: {wrong}"

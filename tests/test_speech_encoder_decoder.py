@@ -16,7 +16,7 @@ import sys
 
 import pytest
 import torch
-from weights_convert import converter_for
+from minispeechseq.weights_convert import converter_for
 import transformers
 from tests.utils import ATOL_FP32, assert_close
 

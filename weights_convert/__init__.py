@@ -1,5 +1,7 @@
 """Key-mapping converters: transformers checkpoint names <-> minispeechseq names, one module per architecture.
 
+This folder installs as `minispeechseq.weights_convert` (setup.cfg's package_dir): import it under that name.
+
 Each converter module has `to_ours(state, config) -> (our state, ConversionReport)`, `to_checkpoint(our state,
 config) -> state` and `may_initialize(our_key)` (which of our weights a checkpoint may lack). Loading a model
 finds its converter in the one table below, by the `model_type` of its config.json. Imports go one way: the
