@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from .attention import ATTN_IMPLEMENTATIONS, Attention, attend  # noqa: F401
 from .audio import AutoFeatureExtractor, BatchFeature, Wav2Vec2FeatureExtractor, load_audio  # noqa: F401
 from .cache import CrossAttentionCache, DecoderCache, SelfAttentionCache  # noqa: F401
+from .ctc import HubertForCTC, Wav2Vec2ForCTC  # noqa: F401
 from .decoders.bart import BartConfig, BartForCausalLM, MBartConfig, MBartForCausalLM  # noqa: F401
 from .decoders.bert import BertConfig, BertForCausalLM, BertLMHeadModel  # noqa: F401
 from .decoders.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: F401

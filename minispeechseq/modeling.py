@@ -82,6 +82,7 @@ class PreTrainedModel(nn.Module):
     model_type in weights_convert's table (`converter_for`): models never import their converters."""
 
     config_class: ClassVar[type]
+    checkpoint_head: ClassVar[str | None] = None  # a task model's head ("ctc"), which picks its converter
 
     def __init__(self, config: Any):
         super().__init__()
@@ -114,8 +115,10 @@ class PreTrainedModel(nn.Module):
     def set_attn_implementation(self, name: str) -> None:
         """Use "eager", "sdpa" or "flash" attention from now on, in every layer."""
         check_attn_implementation(name)
-        set_attn_implementation(self, name)
-        self.attn_implementation = name
+        set_attn_implementation(self, name)  # every Attention module inside, the halves of a pair included
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel):
+                module.attn_implementation = name  # so each half reports what its layers run
 
     # ------------------------------------------------------------------------------------ load and save
     @classmethod
@@ -139,7 +142,7 @@ class PreTrainedModel(nn.Module):
             setattr(config, k, v)
         model = cls(config)
         state = load_state_dict(folder)
-        converter = converter_for(config.model_type)
+        converter = cls.checkpoint_converter(config)
         ours, report = converter.to_ours(state, config)
         load_converted(model, ours, report, converter)
         log_report(f"{cls.__name__}.from_pretrained({os.fspath(name_or_path)!r})", report)
@@ -150,7 +153,12 @@ class PreTrainedModel(nn.Module):
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under transformers' names."""
-        return converter_for(self.config.model_type).to_checkpoint(self.state_dict(), self.config)
+        return self.checkpoint_converter(self.config).to_checkpoint(self.state_dict(), self.config)
+
+    @classmethod
+    def checkpoint_converter(cls, config: Any) -> Any:
+        """The converter of this model's checkpoints: by the config's model_type, and the task head if any."""
+        return converter_for(config.model_type, cls.checkpoint_head)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in transformers' layout, atomically."""

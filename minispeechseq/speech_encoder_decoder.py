@@ -29,7 +29,7 @@ from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
 from .decoders.gpt2 import GPT2LMHeadModel
 from .decoders.speech2text2 import Speech2Text2ForCausalLM
-from .generation import GenerationConfig, generate
+from .generation import GenerationConfig, compute_transition_scores, generate
 from .layers import causal_lm_loss
 from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger, resolve_dtype
 from .wav2vec2 import HubertModel, Wav2Vec2Model
@@ -208,51 +208,72 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.decoder.get_input_embeddings()
 
+    def get_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def get_decoder(self) -> nn.Module:
+        return self.decoder
+
     # ---------------------------------------------------------------------------------------- forward
     def encode(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, **encoder_kwargs: Any
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        encoder_outputs: Any = None,
+        **encoder_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Audio -> the memory the decoder attends to: (B, T, D_dec or cross size), frame mask (B, T) or None."""
-        memory, frame_mask, _ = self._encode(input_values, attention_mask, **encoder_kwargs)
+        """Audio -> the memory the decoder attends to: (B, T, D_dec or cross size), frame mask (B, T) or None.
+        With `encoder_outputs` (what `model.get_encoder()(input_values)` returned, or a tuple whose first item is
+        its last hidden state), the encoder is not run again; `attention_mask` (B, L) still gives the frame mask."""
+        memory, frame_mask, _ = self._encode(input_values, attention_mask, encoder_outputs, **encoder_kwargs)
         return memory, frame_mask
 
-    def _encode(self, input_values, attention_mask, **encoder_kwargs):
-        enc = self.encoder(input_values, attention_mask=attention_mask, **encoder_kwargs)
-        memory = enc.last_hidden_state  # (B, T, D_enc)
+    def _encode(self, input_values, attention_mask, encoder_outputs=None, **encoder_kwargs):
+        if encoder_outputs is None:
+            if input_values is None:
+                raise ValueError("Give the audio (input_values) or the encoder's output (encoder_outputs).")
+            encoder_outputs = self.encoder(input_values, attention_mask=attention_mask, **encoder_kwargs)
+        memory = encoder_outputs[0]  # (B, T, D_enc): last_hidden_state, also of a plain tuple
         if self.enc_to_dec_proj is not None:
             memory = self.enc_to_dec_proj(memory)  # (B, T, D_dec)
         frame_mask = None
         if attention_mask is not None:
             frame_mask = self.encoder.frame_attention_mask(memory.shape[1], attention_mask)  # (B, T)
-        return memory, frame_mask, enc
+        return memory, frame_mask, encoder_outputs
 
     def forward(
         self,
-        input_values: torch.Tensor,
+        input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        encoder_outputs: Any = None,
     ) -> Seq2SeqLMOutput:
         """Teacher-forced forward. With `labels` (B, S) and no decoder_input_ids, the decoder reads the labels
-        shifted right behind `decoder_start_token_id`, and `loss` is the cross-entropy over labels != -100."""
+        shifted right behind `decoder_start_token_id`, and `loss` is the cross-entropy over labels != -100.
+        `encoder_outputs` (as in transformers) reuses an encoder run instead of `input_values`."""
+        if input_values is None and encoder_outputs is None:
+            raise ValueError("forward() needs the audio (input_values) or the encoder's output (encoder_outputs).")
+        audio_batch = input_values.shape[0] if input_values is not None else encoder_outputs[0].shape[0]
         if labels is not None:
-            self._check_labels(labels, input_values)
+            self._check_labels(labels, audio_batch)
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(
                     labels, self.config.pad_token_id, self.config.decoder_start_token_id
                 )
         if decoder_input_ids is None:
             raise ValueError("forward() needs decoder_input_ids or labels (the text side of the pair).")
-        if decoder_input_ids.shape[0] != input_values.shape[0]:
+        if decoder_input_ids.shape[0] != audio_batch:
             raise ValueError(
-                f"The batch sizes differ: {input_values.shape[0]} audio inputs but "
-                f"{decoder_input_ids.shape[0]} decoder sequences."
+                f"The batch sizes differ: {audio_batch} audio inputs but {decoder_input_ids.shape[0]} decoder sequences."
             )
         memory, frame_mask, enc = self._encode(
-            input_values, attention_mask, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+            input_values, attention_mask, encoder_outputs,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
         )
         dec = self.decoder(
             decoder_input_ids,
@@ -268,14 +289,14 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             loss=loss,
             logits=dec.logits,
             encoder_last_hidden_state=memory,
-            encoder_hidden_states=enc.hidden_states,
-            encoder_attentions=enc.attentions,
+            encoder_hidden_states=getattr(enc, "hidden_states", None),
+            encoder_attentions=getattr(enc, "attentions", None),
             decoder_hidden_states=dec.hidden_states,
             decoder_attentions=dec.attentions,
             cross_attentions=dec.cross_attentions,
         )
 
-    def _check_labels(self, labels: torch.Tensor, input_values: torch.Tensor) -> None:
+    def _check_labels(self, labels: torch.Tensor, audio_batch: int) -> None:
         missing = [k for k in ("decoder_start_token_id", "pad_token_id") if getattr(self.config, k) is None]
         if missing:
             raise ValueError(
@@ -289,9 +310,9 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
                 "padded with that id look like end-of-sequence, and a model trained so may never learn to stop.",
                 stacklevel=3,
             )
-        if labels.dim() != 2 or labels.shape[0] != input_values.shape[0]:
+        if labels.dim() != 2 or labels.shape[0] != audio_batch:
             raise ValueError(
-                f"labels must be (batch, tokens) with the audio's batch size {input_values.shape[0]}, "
+                f"labels must be (batch, tokens) with the audio's batch size {audio_batch}, "
                 f"got shape {tuple(labels.shape)}."
             )
         vocab = self.config.decoder.vocab_size
@@ -309,11 +330,18 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
 
     # --------------------------------------------------------------------------------------- generate
     @torch.no_grad()
-    def generate(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def generate(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  generation_config: Any = None, **kwargs: Any):
         """Autoregressive decoding (greedy, beam search or sampling): see minispeechseq/generation/."""
         return generate(self, input_values, attention_mask=attention_mask, generation_config=generation_config,
                         **kwargs)
+
+    def compute_transition_scores(self, sequences: torch.Tensor, scores: tuple[torch.Tensor, ...],
+                                  beam_indices: torch.Tensor | None = None,
+                                  normalize_logits: bool = False) -> torch.Tensor:
+        """The score of each generated token, from `generate(..., return_dict_in_generate=True, output_scores=True)`:
+        (rows, generated tokens). See generation/outputs.py."""
+        return compute_transition_scores(sequences, scores, beam_indices, normalize_logits)
 
     # ----------------------------------------------------------------------------------- load and save
     @classmethod

@@ -467,6 +467,9 @@ class Wav2Vec2Model(_SpeechEncoder):
         # transformers' Wav2Vec2PreTrainedModel._init_weights, after fairseq's wav2vec2 init.
         if isinstance(module, PositionalConvEmbedding):
             # std = 2 / sqrt(K * D) with D the full input width (fairseq uses the same, groups ignored).
+            # Deliberate difference: transformers 5 calls init.normal_ on the weight-normed conv's `weight`,
+            # which under torch's weight_norm parametrization is computed from g and v, so the call changes
+            # nothing and torch's default conv init stays. We give the fairseq init it means to give.
             D = module.bias.shape[0]
             w = torch.empty(D, D // module.groups, module.kernel)  # (D, D / groups, K)
             module.reset_direction(nn.init.normal_(w, 0.0, 2 * math.sqrt(1 / (module.kernel * D))))

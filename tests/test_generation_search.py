@@ -80,8 +80,13 @@ class HFAdapter:
         dec = hf.config.decoder
         self.max_target_positions = getattr(dec, "n_positions", None) or dec.max_position_embeddings
 
-    def encode(self, input_values, attention_mask=None):
-        hidden = self.hf.encoder(input_values, attention_mask=attention_mask).last_hidden_state
+    def get_encoder(self):
+        return self.hf.encoder
+
+    def encode(self, input_values=None, attention_mask=None, encoder_outputs=None):
+        if encoder_outputs is None:
+            encoder_outputs = self.hf.encoder(input_values, attention_mask=attention_mask)
+        hidden = encoder_outputs[0]
         if getattr(self.hf, "enc_to_dec_proj", None) is not None:
             hidden = self.hf.enc_to_dec_proj(hidden)
         mask = None
@@ -280,16 +285,16 @@ def test_one_beam_is_greedy(gpt2):
     x, mask = audio(2, 8)
     greedy = generate(ours, x, mask, max_new_tokens=12)
     # num_beams=1 normally means greedy; drive the beam bookkeeping with one beam directly.
-    s = resolve_config(ours, None, {"max_new_tokens": 12, "early_stopping": "never", "length_penalty": 0.0})
+    s = resolve_config(ours, None, {"max_new_tokens": 12, "early_stopping": "never", "length_penalty": 0.0},
+                       batch=2, decoder_input_ids=None, device=x.device)
     enc, enc_mask = ours.encode(x, mask)
 
     def next_scores(ids, cache):
         feed = ids[:, -1:] if cache.seq_len else ids
         return ours.decoder(feed, encoder_hidden_states=enc, encoder_attention_mask=enc_mask, cache=cache).logits[:, -1], cache
 
-    start = torch.full((2,), START)
-    beams = _beam_loop(s, build_processors(s.config, s.max_length, s.min_length), start, next_scores,
-                       ours.decoder.new_cache(), False)
+    beams, _ = _beam_loop(s, build_processors(s.config, s.max_length, s.min_length), next_scores,
+                          ours.decoder.new_cache(), None, None)
     assert_tokens(beams, greedy, "one beam vs greedy")
 
 

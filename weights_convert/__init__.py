@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import bart, bert, gpt2, speech2text2, wav2vec2
+from .ctc import CTCConverter
 from .speech_encoder_decoder import PairConverter
 
 # model_type (config.json) -> its converter.
@@ -28,8 +29,17 @@ CONVERTERS: dict[str, Any] = {
 CONVERTERS["speech-encoder-decoder"] = PairConverter(CONVERTERS)  # each half through the table above
 
 
-def converter_for(model_type: str | None) -> Any:
-    """The converter of checkpoints whose config.json says `model_type`."""
+# A task head on top of an architecture (the model class says which: its `checkpoint_head`) -> the converter
+# that wraps the architecture's.
+HEADS: dict[str, Any] = {"ctc": CTCConverter}
+
+
+def converter_for(model_type: str | None, head: str | None = None) -> Any:
+    """The converter of checkpoints whose config.json says `model_type`; with `head`, of that task model."""
     if model_type not in CONVERTERS:
         raise ValueError(f"No converter for model_type={model_type!r}; known: {', '.join(CONVERTERS)}.")
-    return CONVERTERS[model_type]
+    if head is None:
+        return CONVERTERS[model_type]
+    if head not in HEADS:
+        raise ValueError(f"No converter for a {head!r} head; known heads: {', '.join(HEADS)}.")
+    return HEADS[head](CONVERTERS[model_type])

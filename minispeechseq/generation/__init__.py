@@ -2,7 +2,8 @@
 
 - `logits_process.py`: pure logit processors (repetition penalty, n-gram blocking, forced tokens, top-k...);
 - `search.py`: the token selectors (greedy, sampling) and the beam bookkeeping;
-- `loop.py`: one short loop, `generate(model, input_values, ...)`, that ties them to a model.
+- `loop.py`: one short loop, `generate(model, input_values, ...)`, that ties them to a model;
+- `outputs.py`: what `return_dict_in_generate` returns, and `compute_transition_scores`.
 
 `config.py` holds `GenerationConfig`, every knob with transformers' name and default.
 """
@@ -21,7 +22,8 @@ from .logits_process import (
     apply_processors,
     build_processors,
 )
-from .loop import GenerateOutput, generate
+from .loop import generate
+from .outputs import GenerateOutput, compute_transition_scores
 from .search import BeamSearch, greedy, sample
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "TopP",
     "apply_processors",
     "build_processors",
+    "compute_transition_scores",
     "generate",
     "greedy",
     "sample",

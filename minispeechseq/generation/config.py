@@ -61,8 +61,11 @@ class GenerationConfig(ConfigMixin):
     pad_token_id: int | None = None  # fills finished rows; defaults to the first EOS id
     # ------------------------------------------------------------------------------- outputs
     use_cache: bool = True  # False re-runs the whole prefix every step (slow; a check of the cache)
-    return_dict_in_generate: bool = False  # same as `return_dict=True` in a generate call
-    output_scores: bool = False  # kept for transformers' files; our return_dict always carries scores
+    return_dict_in_generate: bool = False  # a GenerateOutput instead of the bare token ids (see outputs.py)
+    output_scores: bool = False  # with it: the processed scores of every step
+    output_logits: bool = False  # with it: the raw logits of every step
+    output_attentions: bool = False  # with it: encoder, decoder and cross-attention weights (eager attention)
+    output_hidden_states: bool = False  # with it: the encoder's and every step's decoder hidden states
     extra: dict = extra_field()  # noqa: RUF009 (it returns a dataclasses.field)
 
     # ------------------------------------------------------------------------------- files
@@ -97,6 +100,7 @@ class GenerationConfig(ConfigMixin):
         if unknown:
             raise ValueError(
                 f"Unknown generation argument(s) {unknown}. Known ones are the GenerationConfig fields: "
-                f"{sorted(self.field_names())}, plus `generator` and `return_dict`."
+                f"{sorted(self.field_names())}, plus inputs, decoder_input_ids, encoder_outputs, generator and "
+                "return_dict."
             )
         return dataclasses.replace(self, extra=dict(self.extra), **kwargs)

@@ -8,7 +8,8 @@
   (`generation/utils.py: _beam_search` and helpers), so the same scores give the same tokens: every
   utterance and beam is a row of a tensor, with no Python loop over hypotheses.
 
-Shape legend: B utterances, K beams, V vocabulary, L max_length (start token included), N = B*K rows.
+Shape legend: B utterances, K beams, V vocabulary, P prompt (start token included), L max_length (prompt
+included), C = 2K candidates, N = B*K rows.
 """
 
 from __future__ import annotations
@@ -42,38 +43,48 @@ class BeamSearch:
     Usage: feed `beams.running_ids()` to the decoder (with a cache, only its last column), then
     `parents = beams.step(log_probs)` once per decoding step (log_probs (N, V), processed), and reorder the
     cache with `parents`; stop when `beams.done`; then `beams.finalize(n)`.
+
+    do_sample=True is beam sampling (transformers' `do_sample=True, num_beams>1`): the 2K candidates of a step are
+    drawn from softmax(beam score + log-prob) instead of taken as the top 2K; the rest is the same bookkeeping.
     """
 
     def __init__(
         self,
-        start: torch.Tensor,  # (B,) the decoder start token of each utterance
+        prompt: torch.Tensor,  # (B, P) each utterance's decoder prompt (at least the start token), or (B,) start tokens
         num_beams: int,
         max_length: int,
         eos_token_id: list[int],
         pad_token_id: int,
         length_penalty: float = 1.0,
         early_stopping: bool | str = False,
+        do_sample: bool = False,
+        generator: torch.Generator | None = None,
     ) -> None:
-        B, K, device = start.shape[0], num_beams, start.device
+        prompt = prompt[:, None] if prompt.dim() == 1 else prompt  # (B,) start tokens -> (B, 1)
+        B, P = prompt.shape
+        K, device = num_beams, prompt.device
         self.B, self.K, self.max_length = B, K, max_length
         self.eos = torch.tensor(eos_token_id, dtype=torch.long, device=device)
         self.length_penalty, self.early_stopping = length_penalty, early_stopping
-        self.prompt_len = self.cur_len = 1  # the start token
+        self.do_sample, self.generator = do_sample, generator
+        self.prompt_len = self.cur_len = P  # lengths count generated tokens after the prompt
         # Per step keep 2K candidates (more with several EOS ids): even if K of them end now, K can go on.
         self.num_candidates = max(2, 1 + len(eos_token_id)) * K
         self.running = torch.full((B, K, max_length), pad_token_id, dtype=torch.long, device=device)
-        self.running[:, :, 0] = start[:, None]
+        self.running[:, :, :P] = prompt[:, None, :]
+        # For each generated token, the decoder row (b·K + beam) whose scores it was chosen from; -1 = none.
+        self.running_rows = torch.full((B, K, max_length - P), -1, dtype=torch.long, device=device)
         # Only beam 0 is alive at first: the K beams are identical, and expanding all of them would fill the
         # beam with K copies of the same continuation.
         self.running_scores = torch.zeros(B, K, device=device)
         self.running_scores[:, 1:] = NEG
         self.finished = self.running.clone()
+        self.finished_rows = self.running_rows.clone()
         self.finished_scores = torch.full((B, K), NEG, device=device)
         self.finished_len = torch.full((B, K), self.prompt_len, dtype=torch.long, device=device)
         self.is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
         # Per utterance: can a running beam still beat the worst finished hypothesis? (see _may_improve)
         self.may_improve = torch.ones(B, 1, dtype=torch.bool, device=device)
-        self.all_candidates_ended = False
         self.done = False
 
     def running_ids(self) -> torch.Tensor:
@@ -87,22 +98,29 @@ class BeamSearch:
         V = log_probs.shape[-1]
         total = (log_probs.view(B, K, V) + self.running_scores[:, :, None]).view(B, K * V)  # (B, K*V)
 
-        # 1. The best 2K (beam, token) continuations over all beams of an utterance.
-        cand_scores, flat = torch.topk(total, k=self.num_candidates)  # (B, C) each
+        # 1. 2K (beam, token) continuations over all beams of an utterance: the best, or a sample.
+        if self.do_sample:
+            flat = torch.multinomial(total.softmax(dim=-1), self.num_candidates, generator=self.generator)  # (B, C)
+            cand_scores = total.gather(1, flat)
+        else:
+            cand_scores, flat = torch.topk(total, k=self.num_candidates)  # (B, C) each
         cand_parent, cand_token = flat // V, flat % V  # (B, C) each
         cand_seqs = _take(self.running, cand_parent)  # (B, C, L)
         cand_seqs[:, :, t] = cand_token
+        cand_rows = _take(self.running_rows, cand_parent)  # (B, C, L - P)
+        cand_rows[:, :, t - self.prompt_len] = cand_parent + torch.arange(B, device=flat.device)[:, None] * K
         ended = cand_token[..., None].eq(self.eos).any(-1) | (t + 1 >= self.max_length)  # (B, C)
 
         # 2. The best K that did not end keep running.
         alive_scores = cand_scores + ended.float() * NEG
         keep = torch.topk(alive_scores, k=K).indices  # (B, K)
         self.running = _take(cand_seqs, keep)
+        self.running_rows = _take(cand_rows, keep)
         self.running_scores = _take(alive_scores, keep)
         parents = _take(cand_parent, keep) + torch.arange(B, device=keep.device)[:, None] * K  # (B, K) flat rows
 
-        # 3. Candidates that ended among the top K join the finished hypotheses if they rank in the top K there.
-        self._add_finished(cand_seqs, cand_scores, ended)
+        # 3. Candidates that ended among the first K join the finished hypotheses if they rank in the top K there.
+        self._add_finished(cand_seqs, cand_rows, cand_scores, ended)
 
         self.cur_len = t + 1
         self._update_may_improve()
@@ -112,12 +130,13 @@ class BeamSearch:
         self.done = not bool(self.may_improve.any()) or all_full or bool(ended.all())
         return parents.view(-1)
 
-    def _add_finished(self, cand_seqs: torch.Tensor, cand_scores: torch.Tensor, ended: torch.Tensor) -> None:
+    def _add_finished(self, cand_seqs: torch.Tensor, cand_rows: torch.Tensor, cand_scores: torch.Tensor,
+                      ended: torch.Tensor) -> None:
         K, new_len = self.K, self.cur_len + 1
-        # Only the top K candidates may finish: the other K are spares so that K beams can keep running.
+        # Only the first K candidates may finish: the other K are spares so that K beams can keep running.
         in_top_k = torch.arange(ended.shape[1], device=ended.device) < K
         just_finished = ended & in_top_k  # (B, C)
-        # Length penalty over generated tokens (EOS included, start token not): score / len ** alpha.
+        # Length penalty over generated tokens (EOS included, prompt not): score / len ** alpha.
         # The several additions of NEG, in this order, reproduce transformers' float arithmetic exactly.
         scores = cand_scores / ((new_len - self.prompt_len) ** self.length_penalty)
         full = self.is_finished.all(dim=-1, keepdim=True) & (self.early_stopping is True)  # (B, 1)
@@ -129,6 +148,7 @@ class BeamSearch:
         best = torch.topk(merged_scores, k=K).indices  # (B, K)
         cand_len = torch.full_like(cand_scores, new_len, dtype=torch.long)
         self.finished = _take(torch.cat([self.finished, cand_seqs], dim=1), best)
+        self.finished_rows = _take(torch.cat([self.finished_rows, cand_rows], dim=1), best)
         self.finished_scores = _take(merged_scores, best)
         self.finished_len = _take(torch.cat([self.finished_len, cand_len], dim=1), best)
         self.is_finished = _take(torch.cat([self.is_finished, just_finished], dim=1), best)
@@ -148,10 +168,19 @@ class BeamSearch:
         self.may_improve = self.may_improve & (best_running > worst_finished).any(dim=-1, keepdim=True)
 
     def finalize(self, num_return_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best `num_return_sequences` finished hypotheses per utterance, best first:
-        sequences (B*n, S) cut to the longest of them (shorter ones padded), and their scores (B*n,)."""
+        """The best `num_return_sequences` finished hypotheses per utterance, best first: sequences (B*n, S) cut
+        to the longest of them (shorter ones padded), and their scores (B*n,)."""
         n = num_return_sequences
         seqs = self.finished[:, :n].reshape(self.B * n, -1)  # (B*n, L)
         scores = self.finished_scores[:, :n].reshape(-1)
-        length = int(self.finished_len[:, :n].max())
-        return seqs[:, :length], scores
+        return seqs[:, : self._returned_length(n)], scores
+
+    def beam_indices(self, num_return_sequences: int) -> torch.Tensor:
+        """(B*n, S - P) for the hypotheses `finalize` returns: the decoder row each generated token was chosen
+        from (its utterance's b·K + beam at that step), -1 after the hypothesis ended (transformers' beam_indices)."""
+        n = num_return_sequences
+        rows = self.finished_rows[:, :n].reshape(self.B * n, -1)  # (B*n, L - P)
+        return rows[:, : self._returned_length(n) - self.prompt_len]
+
+    def _returned_length(self, n: int) -> int:
+        return int(self.finished_len[:, :n].max())
