@@ -30,6 +30,7 @@ import soxr
 import torch
 
 from .config import read_json
+from .resolve import PREPROCESSING_FILES, resolve_folder
 
 # Everything a caller can hand us as one waveform.
 Waveform = np.ndarray | torch.Tensor | list | tuple
@@ -40,13 +41,16 @@ PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 
-def read_extractor_config(folder: str | os.PathLike) -> dict[str, Any]:
+def read_extractor_config(folder: str | os.PathLike, *, revision: str | None = None,
+                          cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> dict[str, Any]:
     """The feature extractor's keys from a checkpoint folder: `preprocessor_config.json` (what hub checkpoints ship),
-    else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them)."""
-    if not os.path.isdir(folder):
-        if os.path.isfile(folder):
-            return read_json(folder, PREPROCESSOR_CONFIG_NAME)
-        raise FileNotFoundError(f"No folder or file at {folder}; a checkpoint folder with {PREPROCESSOR_CONFIG_NAME} was expected.")
+    else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them).
+    A hub id is found through huggingface_hub (see resolve.py)."""
+    folder = resolve_folder(folder, what=f"folder or file with {PREPROCESSOR_CONFIG_NAME}", allow_file=True,
+                            patterns=PREPROCESSING_FILES, revision=revision, cache_dir=cache_dir,
+                            local_files_only=local_files_only)
+    if os.path.isfile(folder):
+        return read_json(folder, PREPROCESSOR_CONFIG_NAME)
     path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
     if os.path.isfile(path):
         return read_json(path, PREPROCESSOR_CONFIG_NAME)
@@ -222,9 +226,14 @@ class Wav2Vec2FeatureExtractor:
         return cls(**d)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> Wav2Vec2FeatureExtractor:
-        """Read `folder/preprocessor_config.json` (or that file's path directly)."""
-        return cls.from_dict({**read_extractor_config(folder), **overrides})
+    def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> Wav2Vec2FeatureExtractor:
+        """Read `folder/preprocessor_config.json` (or that file's path directly), or a hub id's (`revision`,
+        `cache_dir`, `local_files_only` as in transformers)."""
+        found = read_extractor_config(folder, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only)
+        return cls.from_dict({**found, **overrides})
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         os.makedirs(folder, exist_ok=True)
@@ -331,10 +340,14 @@ class AutoFeatureExtractor:
     """`AutoFeatureExtractor.from_pretrained(folder)`, as in transformers' docs; wav2vec2's extractor is the only one."""
 
     @staticmethod
-    def from_pretrained(folder: str | os.PathLike, **overrides: Any) -> Wav2Vec2FeatureExtractor:
-        kind = read_extractor_config(folder).get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+    def from_pretrained(folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> Wav2Vec2FeatureExtractor:
+        found = read_extractor_config(folder, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only)
+        kind = found.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
         if kind != "Wav2Vec2FeatureExtractor":
             raise ValueError(
                 f"{folder} asks for a {kind}; minispeechseq only has Wav2Vec2FeatureExtractor (raw-waveform encoders)."
             )
-        return Wav2Vec2FeatureExtractor.from_pretrained(folder, **overrides)
+        return Wav2Vec2FeatureExtractor.from_dict({**found, **overrides})

@@ -6,7 +6,8 @@ A checkpoint folder holds `config.json` and the weights in one of four forms, lo
 
 Writing is atomic: everything goes to a temporary folder next to the destination, which then replaces it by
 renames, so an interrupted save never leaves a half-written checkpoint where a good one was (and a save killed
-between its two renames is undone by the next load or save: see `atomic_save`).
+between its two renames is undone by the next load or save: see `atomic_save`, and `recover_interrupted_save` in
+resolve.py, which every loader calls while it looks for its folder).
 """
 
 from __future__ import annotations
@@ -22,35 +23,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import read_json
+from .resolve import recover_interrupted_save
 
 StateDict = dict[str, torch.Tensor]
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
-
-
-def resolve_folder(name_or_path: str | os.PathLike) -> str:
-    """A local folder as it is; otherwise a hub id looked up through huggingface_hub's cache (if installed)."""
-    path = os.fspath(name_or_path)
-    if not os.path.exists(path):
-        recover_interrupted_save(path)  # a save that died between its two renames leaves the old folder aside
-    if os.path.isdir(path):
-        return path
-    if os.path.exists(path):
-        raise ValueError(f"{path} is a file; a checkpoint folder (config.json + weights) was expected.")
-    try:
-        from huggingface_hub import snapshot_download  # optional: only for hub ids
-    except ImportError:
-        raise FileNotFoundError(
-            f"{path} is not a folder. To load it as a hub id, install huggingface_hub "
-            "(pip install huggingface_hub); otherwise pass the path of a local checkpoint folder."
-        ) from None
-    try:
-        return snapshot_download(path)
-    except Exception as e:  # huggingface_hub raises many types (offline, not found, bad id)
-        raise FileNotFoundError(
-            f"{path} is not a local folder, and huggingface_hub could not provide it ({type(e).__name__}: {e})."
-        ) from None
 
 
 def _load_one(path: str) -> StateDict:
@@ -129,36 +107,6 @@ def _is_weights_file(name: str) -> bool:
     return name in (SAFETENSORS, SAFETENSORS_INDEX, BIN, BIN_INDEX) or bool(
         re.fullmatch(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)", name)
     )
-
-
-def _aside_folders(folder: str, kind: str) -> list[str]:
-    """The `.old-<name>-XXXX` (or `.tmp-...`) folders atomic_save made next to `folder`; mkdtemp's random suffix
-    has no '-', so `ckpt`'s never match those of a sibling named `ckpt-2`."""
-    parent, name = os.path.split(folder)
-    if not os.path.isdir(parent):
-        return []
-    pattern = re.compile(rf"\.{kind}-{re.escape(name)}-[a-z0-9_]+")
-    return sorted(os.path.join(parent, n) for n in os.listdir(parent) if pattern.fullmatch(n))
-
-
-def recover_interrupted_save(folder: str | os.PathLike, remove_temporaries: bool = False) -> bool:
-    """Undo an atomic_save that died between its two renames (the old checkpoint moved aside, the new one not
-    yet in place): put the old checkpoint back, which was complete, and drop that save's temporary folder.
-    Returns True when it restored. Also removes the aside copy left by a save that completed but died before
-    deleting it. `remove_temporaries`: also remove `.tmp-` folders of saves killed while writing (only safe
-    when no other save to this folder is running: atomic_save passes True)."""
-    folder = os.path.abspath(os.fspath(folder))
-    restored = False
-    for old in _aside_folders(folder, "old"):
-        inner = os.path.join(old, "x")
-        if not os.path.exists(folder) and os.path.isdir(inner):
-            os.rename(inner, folder)
-            restored = True
-        shutil.rmtree(old, ignore_errors=True)
-    if restored or remove_temporaries:
-        for tmp in _aside_folders(folder, "tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return restored
 
 
 def _public_permissions(root: str) -> None:

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .audio import load_audio
-from .checkpoint import resolve_folder
 from .processor import Processor
 from .recognizer import decode, generate_batch
+from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
     DECODERS,
     ENCODERS,
@@ -35,6 +35,9 @@ SUBPROGRAMS = {
     "evaluate": "minispeechseq.training.evaluate",
     "bench": "minispeechseq.bench",
 }
+
+# Hub ids are looked up in huggingface_hub's cache (HF_HOME, HF_HUB_CACHE; HF_HUB_OFFLINE=1 never downloads).
+REVISION_HELP = "for a hub id: the branch, tag or commit to load (default: main)"
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64", ".opus")
 
@@ -73,14 +76,20 @@ def expand_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
             yield path, None
 
 
-def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str):
+def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str, revision: str | None = None):
+    """The model and its processor, from one folder (a local one, or a hub id's snapshot in huggingface_hub's
+    cache): both or neither, so a model whose tokenizer or feature extractor is missing is an error naming it."""
     if device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda was asked for, but torch sees no CUDA GPU on this machine.")
     try:
-        model = SpeechEncoderDecoderModel.from_pretrained(model_dir, attn_implementation=attn, dtype=dtype, device=device)
-        processor = Processor.from_pretrained(model_dir)
+        folder = resolve_folder(model_dir, patterns=MODEL_FILES + PREPROCESSING_FILES, revision=revision)
+        model = SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation=attn, dtype=dtype, device=device)
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot load the model {model_dir}: {e}") from None
+    try:
+        processor = Processor.from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{model_dir} holds a model but not its processor (feature extractor + tokenizer): {e}") from None
     return model, processor
 
 
@@ -124,7 +133,7 @@ def plot_attention(model, processor, features, ids, text: str, png: str) -> None
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     model_dir = args.model or bundled_model_dir()
-    model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn)
+    model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn, args.revision)
     fe = processor.feature_extractor
     failures = 0
     items = list(expand_inputs(args.audio))
@@ -185,16 +194,16 @@ def _model_class(folder: str):
     )
 
 
-def _load(folder: str):
+def _load(name_or_path: str, revision: str | None = None):
     try:
-        folder = resolve_folder(folder)
+        folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision)
         return _model_class(folder).from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise CLIError(str(e)) from None
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    model = _load(args.checkpoint)
+    model = _load(args.checkpoint, args.revision)
     report = model.load_report
     state = model.state_dict()
     print(f"{type(model).__name__}: {model.num_parameters():,} parameters")
@@ -220,7 +229,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    model = _load(args.src)
+    model = _load(args.src, args.revision)
     try:
         model.save_pretrained(args.dst)
     except OSError as e:
@@ -239,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="audio files or folders -> text, one line per file")
     t.add_argument("audio", nargs="+", help="audio files (any format soundfile reads) or folders")
     t.add_argument("--model", help="a SpeechEncoderDecoderModel folder or hub id (default: the bundled digits model)")
+    t.add_argument("--revision", help=REVISION_HELP)
     t.add_argument("--num-beams", type=int, default=1)
     t.add_argument("--do-sample", action="store_true")
     t.add_argument("--top-k", type=int, default=50)
@@ -254,12 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_transcribe)
 
     i = sub.add_parser("inspect", help="the key mapping and config summary of a checkpoint")
-    i.add_argument("checkpoint")
+    i.add_argument("checkpoint", help="a checkpoint folder or hub id")
+    i.add_argument("--revision", help=REVISION_HELP)
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser("convert", help="rewrite a checkpoint (.bin, legacy names) as clean safetensors")
-    c.add_argument("src")
+    c.add_argument("src", help="a checkpoint folder or hub id")
     c.add_argument("dst")
+    c.add_argument("--revision", help=REVISION_HELP)
     c.set_defaults(func=cmd_convert)
 
     tr = sub.add_parser("train", help="train a recognizer (see minispeechseq train --help)", add_help=False)

@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, ClassVar, TypeVar
 
+from .resolve import CONFIG_FILES, resolve_folder
+
 C = TypeVar("C", bound="ConfigMixin")
 
 CONFIG_NAME = "config.json"
@@ -66,8 +68,13 @@ class ConfigMixin:
         return cls.from_dict(read_json(path, "transformers config.json"))
 
     @classmethod
-    def from_pretrained(cls: type[C], folder: str | os.PathLike, **overrides: Any) -> C:
-        """Read `folder/config.json` (or a config.json path directly)."""
+    def from_pretrained(cls: type[C], folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> C:
+        """Read `folder/config.json` (or a config.json path directly); a hub id is found through huggingface_hub
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py)."""
+        folder = resolve_folder(folder, what=f"folder with {CONFIG_NAME}", allow_file=True, patterns=CONFIG_FILES,
+                                revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         path = os.path.join(folder, CONFIG_NAME) if os.path.isdir(folder) else folder
         if not os.path.exists(path):
             raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}; a transformers checkpoint folder was expected.")

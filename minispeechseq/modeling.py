@@ -1,6 +1,7 @@
 """What every minispeechseq model shares: loading, saving, initialising, and choosing the attention backend.
 
-`from_pretrained(folder)` is four steps, each visible:
+`from_pretrained(folder_or_hub_id)` finds its folder (resolve.py: a local folder wins, else the hub id's snapshot in
+huggingface_hub's cache), then takes four steps, each visible:
     1. read config.json into the model's config dataclass;
     2. build the model (random weights);
     3. read the checkpoint's tensors and rename them to ours with the architecture's table in `weights_convert/`;
@@ -21,7 +22,8 @@ from torch import nn
 from minispeechseq.weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
-from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, resolve_folder, save_state_dict
+from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
+from .resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
 
@@ -130,10 +132,16 @@ class PreTrainedModel(nn.Module):
         attn_implementation: str = "sdpa",
         dtype: Any = None,
         device: Any = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
         **config_overrides: Any,
     ):
+        """`name_or_path`: a local folder, or a hub id found through huggingface_hub (`revision`, `cache_dir` and
+        `local_files_only` as in transformers; see resolve.py)."""
         check_attn_implementation(attn_implementation)
-        folder = resolve_folder(name_or_path)
+        folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
         if config is None:
             config = cls.config_class.from_pretrained(folder)
         for k, v in config_overrides.items():

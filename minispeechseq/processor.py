@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from .audio import BatchFeature, Wav2Vec2FeatureExtractor
+from .resolve import PREPROCESSING_FILES, resolve_folder
 from .tokenizer import Tokenizer
 
 # Which keyword arguments each half accepts, read from the signatures so the two lists cannot drift from the code.
@@ -35,10 +36,15 @@ class Processor:
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> Processor:
-        """Read preprocessor_config.json and the tokenizer files (tokenizer.json or vocab files) from `folder`."""
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"No processor folder at {folder}.")
+    def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Processor:
+        """Read preprocessor_config.json and the tokenizer files (tokenizer.json or vocab files) from a folder, or
+        from a hub id's cached snapshot (`revision`, `cache_dir`, `local_files_only` as in transformers).
+
+        The folder is found once, so both halves come from the same snapshot; a half that is missing there is an
+        error naming it, never a processor with one half."""
+        folder = resolve_folder(folder, what="processor folder", patterns=PREPROCESSING_FILES, revision=revision,
+                                cache_dir=cache_dir, local_files_only=local_files_only)
         return cls(Wav2Vec2FeatureExtractor.from_pretrained(folder), Tokenizer.from_pretrained(folder))
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from minispeechseq.weights_convert.core import ConversionReport
 
-from .checkpoint import SAFETENSORS, atomic_save, resolve_folder, save_state_dict
+from .checkpoint import SAFETENSORS, atomic_save, save_state_dict
 from .config import CONFIG_NAME, ConfigMixin, extra_field, read_json
 from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
@@ -32,6 +32,7 @@ from .decoders.speech2text2 import Speech2Text2ForCausalLM
 from .generation import GenerationConfig, compute_transition_scores, generate
 from .layers import causal_lm_loss
 from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger, resolve_dtype
+from .resolve import HUB_KWARGS, MODEL_FILES, resolve_folder
 from .wav2vec2 import HubertModel, Wav2Vec2Model
 
 # The halves this model can join, by the model_type their config.json names.
@@ -345,8 +346,13 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
 
     # ----------------------------------------------------------------------------------- load and save
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "SpeechEncoderDecoderModel":
-        folder = resolve_folder(name_or_path)
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **kwargs: Any) -> "SpeechEncoderDecoderModel":
+        """A local folder or a hub id (`revision`, `cache_dir`, `local_files_only` as in transformers); the other
+        kwargs are PreTrainedModel.from_pretrained's (attn_implementation, dtype, device, config fields)."""
+        folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
         d = read_config_json(folder)
         if d.get("model_type") != SpeechEncoderDecoderConfig.model_type:
             raise ValueError(
@@ -373,26 +379,34 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
         """Warm-start: a pretrained speech encoder + a pretrained text model (whose cross-attention, absent from
         a plain language model, is freshly initialised and listed in a log message).
 
-        `encoder_<field>=...` / `decoder_<field>=...` override fields of the two configs; other kwargs set fields
-        of the joint config (decoder_start_token_id, pad_token_id, eos_token_id)."""
+        Each half is a local folder or a hub id. As in transformers, `encoder_revision=`, `encoder_cache_dir=`,
+        `encoder_local_files_only=` (and the `decoder_` ones) choose how each is found; other
+        `encoder_<field>=...` / `decoder_<field>=...` override fields of the two configs, and the remaining kwargs
+        set fields of the joint config (decoder_start_token_id, pad_token_id, eos_token_id)."""
         check_attn_implementation(attn_implementation)
         top_fields = {f.name for f in dataclasses.fields(SpeechEncoderDecoderConfig)}
         top = {k: kwargs.pop(k) for k in list(kwargs) if k in top_fields}
         enc_over = {k[len("encoder_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("encoder_")}
         dec_over = {k[len("decoder_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("decoder_")}
+        enc_hub = {k: enc_over.pop(k) for k in HUB_KWARGS if k in enc_over}  # how to find it, not config fields
+        dec_hub = {k: dec_over.pop(k) for k in HUB_KWARGS if k in dec_over}
         if kwargs:
             raise ValueError(
                 f"Unknown arguments {sorted(kwargs)}: use encoder_<field> / decoder_<field> for the sub-configs, "
                 f"or one of {sorted(top_fields - {'encoder', 'decoder', 'extra'})}."
             )
 
-        enc_folder = resolve_folder(encoder_pretrained_model_name_or_path)
+        # Both halves are found before either is loaded: a missing decoder fails at once, not after the encoder.
+        enc_folder = resolve_folder(encoder_pretrained_model_name_or_path, what="encoder checkpoint folder",
+                                    patterns=MODEL_FILES, **enc_hub)
+        dec_folder = resolve_folder(decoder_pretrained_model_name_or_path, what="decoder checkpoint folder",
+                                    patterns=MODEL_FILES, **dec_hub)
+
         enc_config_cls, enc_cls = encoder_classes(read_config_json(enc_folder).get("model_type"))
         enc_config = enc_config_cls.from_pretrained(enc_folder)
         encoder = enc_cls.from_pretrained(enc_folder, config=_override(enc_config, enc_over, "encoder"),
                                           attn_implementation=attn_implementation)
 
-        dec_folder = resolve_folder(decoder_pretrained_model_name_or_path)
         dec_config_cls, dec_cls = decoder_classes(read_config_json(dec_folder).get("model_type"))
         dec_config = dec_config_cls.from_pretrained(dec_folder)
         if not (dec_config.is_decoder and dec_config.add_cross_attention):

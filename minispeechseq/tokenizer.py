@@ -29,6 +29,7 @@ from tokenizers.models import BPE, WordPiece
 
 from .audio import BatchFeature
 from .config import read_json
+from .resolve import PREPROCESSING_FILES, resolve_folder
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -139,10 +140,11 @@ class Tokenizer:
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> Tokenizer:
-        folder = str(folder)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"No tokenizer folder at {folder}.")
+    def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Tokenizer:
+        """Read a tokenizer folder, or a hub id's (`revision`, `cache_dir`, `local_files_only` as in transformers)."""
+        folder = resolve_folder(folder, what="tokenizer folder", patterns=PREPROCESSING_FILES, revision=revision,
+                                cache_dir=cache_dir, local_files_only=local_files_only)
         config = _read_json(os.path.join(folder, TOKENIZER_CONFIG_FILE))
         special_map = _read_json(os.path.join(folder, SPECIAL_TOKENS_MAP_FILE))
         family = _family(config.get("tokenizer_class"), folder)
@@ -423,8 +425,10 @@ def _clean_up_tokenization(text: str) -> str:
 
 
 class AutoTokenizer:
-    """`AutoTokenizer.from_pretrained(folder)`, as in transformers' docs; every family loads into `Tokenizer`."""
+    """`AutoTokenizer.from_pretrained(folder_or_hub_id)`, as in transformers' docs; every family loads into `Tokenizer`."""
 
     @staticmethod
-    def from_pretrained(folder: str | os.PathLike) -> Tokenizer:
-        return Tokenizer.from_pretrained(folder)
+    def from_pretrained(folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Tokenizer:
+        return Tokenizer.from_pretrained(folder, revision=revision, cache_dir=cache_dir,
+                                         local_files_only=local_files_only)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ConfigMixin, extra_field
+from ..resolve import CONFIG_FILES, resolve_folder
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -70,8 +71,14 @@ class GenerationConfig(ConfigMixin):
 
     # ------------------------------------------------------------------------------- files
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, **overrides: Any) -> GenerationConfig:
-        """Read `folder/generation_config.json` (or that file's path)."""
+    def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> GenerationConfig:
+        """Read `folder/generation_config.json` (or that file's path); a hub id is found through huggingface_hub
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py)."""
+        folder = resolve_folder(folder, what=f"folder with {GENERATION_CONFIG_NAME}", allow_file=True,
+                                patterns=CONFIG_FILES, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
         path = os.path.join(folder, GENERATION_CONFIG_NAME) if os.path.isdir(folder) else folder
         if not os.path.exists(path):
             raise FileNotFoundError(f"{folder} has no {GENERATION_CONFIG_NAME}; it is written by save_pretrained.")
