@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .audio import load_audio
+from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
 from .recognizer import decode, generate_batch
 from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
@@ -180,10 +181,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ inspect / convert
+# Task models whose config.json shares its model_type with the bare encoder: `architectures` tells them apart.
+CTC_MODELS = {"Wav2Vec2ForCTC": Wav2Vec2ForCTC, "HubertForCTC": HubertForCTC}
+
+
 def _model_class(folder: str):
-    model_type = read_config_json(folder).get("model_type")
+    config = read_config_json(folder)
+    model_type = config.get("model_type")
     if model_type == "speech-encoder-decoder":
         return SpeechEncoderDecoderModel
+    ctc = [CTC_MODELS[a] for a in config.get("architectures") or [] if a in CTC_MODELS]
+    if model_type in ENCODERS and ctc:
+        return ctc[0]
     if model_type in ENCODERS:
         return encoder_classes(model_type)[1]
     if model_type in DECODERS:

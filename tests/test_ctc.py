@@ -152,3 +152,14 @@ def test_errors_are_sentences(pair):
     config = ours.config_class.from_dict({**ours.config.to_dict(), "vocab_size": None})
     with pytest.raises(ValueError, match="needs the size of its alphabet"):
         type(ours)(config)
+
+
+def test_cli_inspect_reads_a_ctc_checkpoint(pair, capsys):
+    """`architectures` in config.json tells a CTC checkpoint from a bare encoder of the same model_type."""
+    from minispeechseq.cli import main
+
+    kind, _, ours, folder = pair
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{type(ours).__name__}:"), out[:200]
+    assert "lm_head.weight -> lm_head.weight" in out, out[-2000:]
