@@ -18,7 +18,7 @@ import torch
 from .audio import load_audio
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
-from .recognizer import decode, generate_batch
+from .recognizer import generate_batch, subtitles, transcribe
 from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
     DECODERS,
@@ -156,28 +156,60 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             failures += 1
             continue
         good.append((path, samples))
-    # One batch at a time (not transcribe_batch over all files): each line is printed as soon as its batch is done.
+    fmt = "json" if args.json else args.format
+    if fmt in ("srt", "vtt") and len(good) > 1 and not args.output_dir:
+        raise CLIError(f"--format {fmt} writes one subtitle file per input: with {len(good)} inputs, give "
+                       "--output-dir DIR.")
+    timestamps = args.timestamps or fmt in ("srt", "vtt")
+    kwargs = generation_kwargs(args)
+    num_beams = kwargs.pop("num_beams")
+    # One batch of files at a time: each line is printed as soon as its batch is done. transcribe() cuts a file
+    # longer than the model's chunk length into chunks and stitches them (longform.py).
     for start in range(0, len(good), args.batch_size):
         chunk = good[start : start + args.batch_size]
+        long_input = max(len(audio) for _, audio in chunk) / fe.sampling_rate > 60
+
+        def progress(done: int, total: int, paths=[p for p, _ in chunk]) -> None:
+            if long_input:  # a long recording: say how far it is, on stderr (stdout holds the results)
+                print(f"minispeechseq: {', '.join(paths)}: {done}/{total} chunks", file=sys.stderr, flush=True)
+
         try:
-            ids = generate_batch(model, processor, [audio for _, audio in chunk], **generation_kwargs(args))  # (B, S)
+            results = transcribe(model, [audio for _, audio in chunk], processor=processor, num_beams=num_beams,
+                                 timestamps=timestamps, chunk_length_s=args.chunk_length, batch_size=args.batch_size,
+                                 progress=progress, **kwargs)
         except ValueError as e:
             raise CLIError(str(e)) from None
-        for i, ((path, _), text) in enumerate(zip(chunk, decode(processor, ids))):
-            if args.json:
-                print(json.dumps({"path": path, "text": text}, ensure_ascii=False), flush=True)
+        for i, ((path, samples), result) in enumerate(zip(chunk, results)):
+            if fmt == "json":
+                print(json.dumps({"path": path, **result}, ensure_ascii=False), flush=True)
+            elif fmt in ("srt", "vtt"):
+                write_subtitles(path, subtitles(result["words"], fmt), fmt, args.output_dir)
             else:
-                print(f"{path}\t{text}", flush=True)
+                print(f"{path}\t{result['text']}", flush=True)
             if args.plot_attention:
                 png = args.plot_attention
                 if len(good) > 1:
                     root, ext = os.path.splitext(png)
                     png = f"{root}-{start + i}{ext or '.png'}"
-                single = fe(chunk[i][1], sampling_rate=fe.sampling_rate, return_tensors="pt").to(model.device)
-                keep = ids[i] != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
+                single = fe(samples, sampling_rate=fe.sampling_rate, return_tensors="pt").to(model.device)
+                ids = generate_batch(model, processor, [samples], num_beams=num_beams, **kwargs)[0]
+                keep = ids != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
                 keep[0] = True
-                plot_attention(model, processor, single, ids[i][keep], text, png)
+                plot_attention(model, processor, single, ids[keep], result["text"], png)
     return 1 if failures else 0
+
+
+def write_subtitles(path: str, text: str, fmt: str, output_dir: str | None) -> None:
+    """Subtitles to stdout (one input), or to OUTPUT_DIR/<name>.<fmt>."""
+    if output_dir is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    name = os.path.splitext(os.path.basename(path))[0] + "." + fmt
+    with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"{path}\t{os.path.join(output_dir, name)}", flush=True)
 
 
 # ------------------------------------------------------------------------------------ inspect / convert
@@ -268,7 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash"])
     t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--json", action="store_true", help="one JSON object per line: {path, text}")
+    t.add_argument("--json", action="store_true", help="one JSON object per line: {path, text} (= --format json)")
+    t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"],
+                   help="text: path<TAB>text lines; json: one object per line; srt / vtt: subtitles (word timestamps)")
+    t.add_argument("--timestamps", action="store_true", help="word start and end times (seconds) in the JSON lines")
+    t.add_argument("--chunk-length", type=float, metavar="SECONDS",
+                   help="cut longer audio into chunks of at most this long (default: the model's, else 30 s)")
+    t.add_argument("--output-dir", metavar="DIR", help="with --format srt|vtt: write DIR/<name>.srt|.vtt per input")
     t.add_argument("--plot-attention", metavar="PNG", help="draw the cross-attention map (needs matplotlib)")
     t.set_defaults(func=cmd_transcribe)
 

@@ -294,6 +294,14 @@ class _SpeechEncoder(PreTrainedModel):
             n = (n - 1) * s + k
         return n
 
+    @property
+    def samples_per_frame(self) -> int:
+        """The hop between output frames, in samples: the product of the conv strides (and the adapter's)."""
+        hop = math.prod(self.config.conv_stride)
+        if self.adapter is not None:
+            hop *= self.config.adapter_stride ** self.config.num_adapter_layers
+        return hop
+
     def output_lengths(self, sample_lengths: torch.Tensor, with_adapter: bool = True) -> torch.Tensor:
         """Frames produced from `sample_lengths` samples: the conv formula per layer, then the adapter's strides."""
         lengths = sample_lengths

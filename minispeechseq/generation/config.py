@@ -60,6 +60,10 @@ class GenerationConfig(ConfigMixin):
     bos_token_id: int | None = None  # used as start token when decoder_start_token_id is unset
     eos_token_id: int | list[int] | None = None  # one id or several; a sequence ends at any of them
     pad_token_id: int | None = None  # fills finished rows; defaults to the first EOS id
+    # ---------------------------------------------------------------------------- timestamps
+    # The cross-attention heads whose maps follow the audio, [[layer, head], ...] (as Whisper's generation
+    # config); word timestamps read them. None: chosen per utterance (minispeechseq/timestamps.py).
+    alignment_heads: list[list[int]] | None = None
     # ------------------------------------------------------------------------------- outputs
     use_cache: bool = True  # False re-runs the whole prefix every step (slow; a check of the cache)
     return_dict_in_generate: bool = False  # a GenerateOutput instead of the bare token ids (see outputs.py)

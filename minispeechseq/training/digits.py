@@ -332,3 +332,85 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ============================================================================ audio with known word boundaries
+# Word timestamps need a reference: when was each word really said? espeak-ng does not report it, so these
+# utterances are built word by word: each digit word is rendered alone (all ten in one espeak-ng call), trimmed
+# to its sound (the first and last sample above -60 dB), and joined with silences of known length. The
+# boundaries are then exact by construction. (Joined words lose the coarticulation of continuous speech, which
+# the bundled model heard in training; the measured word error rate on such audio says how much that matters.)
+@dataclass
+class TimedUtterance:
+    audio: np.ndarray  # float32 mono, 16 kHz
+    text: str
+    words: list[tuple[str, float, float]]  # (word, start s, end s)
+
+
+def word_clips(voice: str, speed: int = 175, pitch: int = 50) -> dict[str, np.ndarray]:
+    """The ten digit words said by one voice, each trimmed to its sound: word -> float32 samples at 16 kHz."""
+    waves = synthesize_many(list(DIGIT_WORDS), voice, speed, pitch)
+    clips = {}
+    for word, wave in zip(DIGIT_WORDS, waves):
+        loud = np.flatnonzero(np.abs(wave) >= _SILENCE_FLOOR)
+        if loud.size == 0:
+            raise ValueError(f"espeak-ng voice {voice!r} said nothing audible for {word!r}.")
+        clips[word] = wave[loud[0] : loud[-1] + 1]
+    return clips
+
+
+def timed_utterance(words: Sequence[str], clips: dict[str, np.ndarray], rng: random.Random,
+                    gap_s: tuple[float, float] = (0.05, 0.25), edge_s: tuple[float, float] = (0.1, 0.4)) -> TimedUtterance:
+    """`words` said with `clips`, separated by random silences of gap_s seconds, with edge_s of silence before
+    the first and after the last word."""
+    def silence(bounds: tuple[float, float]) -> np.ndarray:
+        return np.zeros(int(rng.uniform(*bounds) * SAMPLING_RATE), dtype=np.float32)
+
+    parts, timed, at = [silence(edge_s)], [], 0
+    at = len(parts[0])
+    for k, word in enumerate(words):
+        if k:
+            parts.append(silence(gap_s))
+            at += len(parts[-1])
+        parts.append(clips[word])
+        timed.append((word, at / SAMPLING_RATE, (at + len(clips[word])) / SAMPLING_RATE))
+        at += len(clips[word])
+    parts.append(silence(edge_s))
+    return TimedUtterance(np.concatenate(parts), " ".join(words), timed)
+
+
+def timed_digit_strings(count: int, seed: int, voices: Sequence[str] | None = None, min_digits: int = 1,
+                        max_digits: int = 8) -> list[TimedUtterance]:
+    """`count` random digit strings with exact word boundaries, voices and speeds drawn from `seed` (one espeak-ng
+    call per distinct voice setting)."""
+    rng = random.Random(seed)
+    voices = list(voices) if voices is not None else english_voices()
+    settings = [(rng.choice(voices), rng.randint(140, 190), rng.randint(35, 65)) for _ in range(max(1, count // 4))]
+    clips = {s: word_clips(*s) for s in set(settings)}
+    out = []
+    for _ in range(count):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(min_digits, max_digits)))
+        out.append(timed_utterance(digits_to_text(digits).split(), clips[rng.choice(settings)], rng))
+    return out
+
+
+def long_recording(seconds: float, seed: int, voices: Sequence[str] | None = None,
+                   pause_s: tuple[float, float] = (0.6, 1.5)) -> tuple[TimedUtterance, list[TimedUtterance]]:
+    """Digit strings said one after another, with pauses of pause_s between them, until `seconds` of audio:
+    the long recording, and the same strings as separate utterances (the short-form reference)."""
+    rng = random.Random(seed)
+    pieces = timed_digit_strings(max(1, int(seconds / 2)), seed, voices)
+    parts, words, used, at = [], [], [], 0
+    for piece in pieces:
+        if at / SAMPLING_RATE >= seconds:
+            break
+        if parts:
+            pause = np.zeros(int(rng.uniform(*pause_s) * SAMPLING_RATE), dtype=np.float32)
+            parts.append(pause)
+            at += len(pause)
+        parts.append(piece.audio)
+        words += [(w, s + at / SAMPLING_RATE, e + at / SAMPLING_RATE) for w, s, e in piece.words]
+        used.append(piece)
+        at += len(piece.audio)
+    audio = np.concatenate(parts)
+    return TimedUtterance(audio, " ".join(u.text for u in used), words), used

@@ -1,0 +1,273 @@
+"""Word timestamps from cross-attention: when was each word said?
+
+A speech encoder-decoder writes a token while attending to the encoder frames it needs; in a trained model some
+cross-attention heads look at the frames where that token is being said. Whisper reads word times off such
+"alignment heads" (openai/whisper, `timing.py`); the same works for any SpeechEncoderDecoderModel:
+
+    1. run the decoder once more over the generated tokens, teacher-forced, with eager attention, and keep the
+       cross-attention maps: (layers, B, H, S, T), row t = the query that predicted token t + 1;
+    2. keep the alignment heads: `generation_config.alignment_heads` ([[layer, head], ...]) when the checkpoint
+       names them, else the heads that look most like an alignment on this audio (`head_scores`);
+    3. normalise each frame's column over the tokens (z-score), median-filter along time, average the heads;
+    4. dynamic time warping (DTW) finds the monotonic path through tokens × frames that collects the most
+       attention; a token starts where the path first reaches its row;
+    5. frame j is heard at (j · samples_per_frame + receptive_field / 2) / sampling_rate seconds: the centre of
+       the samples that frame saw (the feature encoder's real stride and receptive field);
+    6. tokens are merged into words (WordPiece `##` continues a word; byte-level BPE `Ġ` and SentencePiece `▁`
+       start one; a word-level vocabulary has one word per token). A word ends where the next token starts; the
+       last word ends where the end-of-sequence token starts.
+
+Shape legend: B utterances, L layers, H heads, S tokens, T frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers.models import BPE, Unigram
+
+MEDIAN_FILTER_WIDTH = 7  # frames, as whisper (an odd number)
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds from the start of the audio given
+    end: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+# ------------------------------------------------------------------------------------------ attention maps
+@torch.no_grad()
+def cross_attention_maps(model: Any, encoder_outputs: Any, attention_mask: torch.Tensor | None,
+                         sequences: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced cross-attention of `sequences` (B, S) over the encoder frames: (L, B, H, S, T)."""
+    previous = model.attn_implementation
+    model.set_attn_implementation("eager")  # the only backend that returns attention weights
+    try:
+        out = model(attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_input_ids=sequences,
+                    output_attentions=True)
+    finally:
+        model.set_attn_implementation(previous)
+    return torch.stack(out.cross_attentions).float()  # (L, B, H, S, T)
+
+
+def head_scores(maps: torch.Tensor, rows: int, frames: int) -> torch.Tensor:
+    """How much each head's map (L, H, S, T) of one utterance looks like an alignment: (L, H) in [0, 1].
+
+    The product of two measured properties over the `rows` token rows and `frames` real frames:
+    - peaked: the mean, over tokens, of the largest weight a token gives one frame (1 = all on one frame);
+    - monotonic: the fraction of consecutive tokens whose attention centre (the weighted mean frame) does not
+      move backwards in time. Speech is said in order, so an alignment head walks forwards through the audio.
+    """
+    m = maps[:, :, :rows, :frames]
+    m = m / m.sum(-1, keepdim=True).clamp_min(1e-9)  # weights over real frames only
+    peaked = m.max(-1).values.mean(-1)  # (L, H)
+    centre = (m * torch.arange(frames, dtype=m.dtype)).sum(-1)  # (L, H, rows)
+    forwards = (centre.diff(dim=-1) >= -0.5).float().mean(-1) if rows > 1 else torch.ones_like(peaked)
+    return peaked * forwards
+
+
+def choose_alignment_heads(scores: torch.Tensor, keep: float = 0.8) -> list[list[int]]:
+    """The heads within `keep` of the best score (L, H): [[layer, head], ...], the best first."""
+    best = scores.max().item()
+    chosen = [(scores[i, h].item(), i, h) for i in range(scores.shape[0]) for h in range(scores.shape[1])
+              if scores[i, h].item() >= keep * best]
+    return [[i, h] for _, i, h in sorted(chosen, reverse=True)]
+
+
+# ------------------------------------------------------------------------------------------------- DTW
+def median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Median over a sliding window of `width` along the last dimension, edges reflected."""
+    if width <= 1 or x.shape[-1] < width:
+        return x
+    flat = x.reshape(-1, 1, x.shape[-1])  # (rows, 1, T): reflect-padding works on 3-D input
+    padded = F.pad(flat, (width // 2, width // 2), mode="reflect")
+    return padded.unfold(-1, width, 1).median(-1).values.reshape(x.shape)
+
+
+def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cheapest monotonic path from (0, 0) to (S-1, T-1) through cost (S, T), moving one step down, right or
+    diagonally: (token index, frame index) along the path."""
+    S, T = cost.shape
+    total = np.full((S + 1, T + 1), np.inf)
+    total[0, 0] = 0.0
+    came = np.zeros((S + 1, T + 1), dtype=np.int8)  # 0 diagonal, 1 from above (new token, same frame), 2 from left
+    for i in range(1, S + 1):
+        for j in range(1, T + 1):
+            options = (total[i - 1, j - 1], total[i - 1, j], total[i, j - 1])
+            k = int(np.argmin(options))
+            total[i, j] = cost[i - 1, j - 1] + options[k]
+            came[i, j] = k
+    i, j, path = S, T, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        k = came[i, j]
+        i, j = (i - 1, j - 1) if k == 0 else (i - 1, j) if k == 1 else (i, j - 1)
+    path.reverse()
+    tokens, frames = zip(*path)
+    return np.array(tokens), np.array(frames)
+
+
+def dtw_path(maps: torch.Tensor, heads: list[list[int]], rows: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """DTW through one utterance's maps (L, H, S, T) restricted to `rows` tokens and `frames` real frames:
+    (token index, frame index) along the path."""
+    weights = torch.stack([maps[layer, head, :rows, :frames] for layer, head in heads])  # (heads, rows, frames)
+    # z-score each frame over the tokens, so that frames every token looks at (silence, a loud onset) do not win
+    std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
+    weights = (weights - mean) / std.clamp_min(1e-9)
+    matrix = median_filter(weights, MEDIAN_FILTER_WIDTH).mean(0)  # (rows, frames)
+    return dtw(-matrix.numpy().astype(np.float64))
+
+
+# ----------------------------------------------------------------------------------- sound refinement
+ENERGY_WINDOW_S = 0.01  # the resolution of the refinement: 10 ms windows
+SILENCE_BELOW_PEAK_DB = 40.0  # a window more than this below the loudest one is silence
+MIN_GAP_S = 0.02  # silences shorter than this do not separate sounds
+
+
+def sound_runs(samples: np.ndarray, sampling_rate: int) -> list[tuple[float, float]]:
+    """The stretches of sound in `samples` (seconds), from 10 ms windows' energy: (start, end) per run."""
+    win = max(1, int(ENERGY_WINDOW_S * sampling_rate))
+    n = len(samples) // win
+    if n == 0:
+        return []
+    energy = (np.asarray(samples[: n * win], dtype=np.float64).reshape(n, win) ** 2).mean(-1)  # (windows,)
+    db = 10 * np.log10(energy + 1e-12)
+    loud = db > db.max() - SILENCE_BELOW_PEAK_DB
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, on in enumerate(np.append(loud, False)):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if runs and (start - runs[-1][1]) * ENERGY_WINDOW_S < MIN_GAP_S:
+                runs[-1] = (runs[-1][0], i)  # a short dip inside one sound
+            else:
+                runs.append((start, i))
+            start = None
+    return [(a * win / sampling_rate, b * win / sampling_rate) for a, b in runs]
+
+
+SNAP_SCALE_S = 0.5  # how far (seconds) a token boundary moves to reach a longer silence, per factor e of length
+
+
+def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Move each boundary between consecutive tokens into a silence of the waveform, and the first start and
+    last end onto the sound.
+
+    DTW says, within a frame or two and with a lag of its own (a model's attention can run ahead of or behind the
+    audio), where one token gives way to the next; the waveform says, within 10 ms, where sound stops and starts.
+    Each of the n - 1 boundaries is matched to a different silence between runs of sound, in order, by dynamic
+    programming: a silence scores log(its length) - |its distance from the boundary| / SNAP_SCALE_S, so a long
+    pause a little further away beats the short closure inside a word ("ei_ght"). With fewer silences than
+    boundaries (continuous speech), the boundaries keep their DTW times."""
+    n = len(spans)
+    if not runs or n == 0:
+        return spans
+    gaps = [(runs[i][1], runs[i + 1][0]) for i in range(len(runs) - 1)]  # silences between sounds
+    bounds = [spans[k][1] for k in range(n - 1)]  # DTW's boundary after token k
+    chosen: list[tuple[float, float] | None] = [None] * (n - 1)
+    if 0 < len(bounds) <= len(gaps):
+        score = np.array([[np.log(max(e - a, 1e-3)) - abs((a + e) / 2 - t) / SNAP_SCALE_S for a, e in gaps]
+                          for t in bounds])  # (n - 1, gaps)
+        # best[k, g]: the best total for boundaries 0..k with boundary k in silence g (strictly increasing g).
+        best = np.full(score.shape, -np.inf)
+        came = np.zeros(score.shape, dtype=np.int64)
+        best[0] = score[0]
+        for k in range(1, len(bounds)):
+            prefix = np.maximum.accumulate(best[k - 1])  # the best of silences 0..g
+            where = np.array([int(np.argmax(best[k - 1][: g + 1])) for g in range(len(gaps))])
+            best[k, 1:] = prefix[:-1] + score[k, 1:]
+            came[k, 1:] = where[:-1]
+        g = int(np.argmax(best[-1]))
+        for k in range(len(bounds) - 1, -1, -1):
+            chosen[k] = gaps[g]
+            g = came[k, g]
+    starts = [runs[0][0]] + [c[1] if c else bounds[k] for k, c in enumerate(chosen)]
+    ends = [c[0] if c else bounds[k] for k, c in enumerate(chosen)] + [runs[-1][1]]
+    return list(zip(starts, ends))
+
+
+# ------------------------------------------------------------------------------------------------- words
+def starts_new_word(tokenizer: Any, token: str, first: bool) -> bool:
+    """Whether `token` begins a word, by the tokenizer's convention (see the module docstring)."""
+    if first:
+        return True
+    if token.startswith("##"):
+        return False
+    if token.startswith(("Ġ", "▁")):
+        return True
+    model = getattr(getattr(tokenizer, "backend", None), "model", None)
+    return not isinstance(model, (BPE, Unigram))  # BPE pieces without a marker continue the word
+
+
+def words_of_row(tokenizer: Any, ids: list[int], spans: list[tuple[float, float]]) -> list[Word]:
+    """Merge the generated tokens `ids`, each with its (start, end) in seconds, into words."""
+    groups: list[list[int]] = []
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    for k, token in enumerate(tokens):
+        if starts_new_word(tokenizer, token, first=not groups):
+            groups.append([])
+        groups[-1].append(k)
+    words = []
+    for group in groups:
+        text = tokenizer.decode([ids[k] for k in group], skip_special_tokens=True).strip()
+        start, end = spans[group[0]][0], max(spans[k][1] for k in group)
+        if text:
+            words.append(Word(text, start, max(end, start)))
+    return words
+
+
+@torch.no_grad()
+def word_timestamps(model: Any, tokenizer: Any, encoder_outputs: Any, attention_mask: torch.Tensor | None,
+                    sequences: torch.Tensor, prompt_length: int = 1,
+                    alignment_heads: list[list[int]] | None = None, sampling_rate: int = 16000,
+                    audio: list[np.ndarray] | None = None) -> list[list[Word]]:
+    """Words with start and end times (seconds) for each row of `sequences` (B, S), generated from this audio.
+    `audio`: each row's waveform, to tighten the times to where sound starts and stops (`refine_with_sound`)."""
+    maps = cross_attention_maps(model, encoder_outputs, attention_mask, sequences)  # (L, B, H, S, T)
+    encoder = model.encoder
+    T = maps.shape[-1]
+    if audio is not None:  # the frames each row's own samples made (a batch without mask is zero-padded)
+        real_frames = [min(T, int(encoder.output_lengths(torch.tensor(len(a))))) for a in audio]
+    elif attention_mask is not None:
+        real_frames = encoder.frame_attention_mask(T, attention_mask).sum(-1).tolist()
+    else:
+        real_frames = [T] * sequences.shape[0]
+    hop, field = encoder.samples_per_frame, encoder.receptive_field
+    special = set(tokenizer.all_special_ids)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    heads = alignment_heads or getattr(model.generation_config, "alignment_heads", None)
+    out = []
+    for b in range(sequences.shape[0]):
+        generated = sequences[b, prompt_length:].tolist()
+        ended = next((k for k, t in enumerate(generated) if t in eos), None)
+        text_ids = generated[:ended] if ended is not None else generated
+        if not any(t not in special for t in text_ids):
+            out.append([])
+            continue
+        # Row prompt_length - 1 + k is the query that predicted generated token k; with an EOS its row is kept
+        # too: where the EOS starts is where the last word ends.
+        rows = len(text_ids) + (ended is not None)
+        first_row = prompt_length - 1
+        utterance = maps[:, b, :, first_row:first_row + rows]  # (L, H, rows, T)
+        chosen = heads or choose_alignment_heads(head_scores(utterance, rows, real_frames[b]))
+        token_idx, frame_idx = dtw_path(utterance, chosen, rows, real_frames[b])
+        frame_times = (np.arange(real_frames[b]) * hop + field / 2) / sampling_rate  # the centre of each frame
+        starts = frame_times[frame_idx[np.searchsorted(token_idx, np.arange(rows))]]  # where the path enters a row
+        ends = np.append(starts[1:], (real_frames[b] * hop + field / 2) / sampling_rate)
+        keep = [k for k, t in enumerate(text_ids) if t not in special]  # the EOS row only served as an end
+        words = words_of_row(tokenizer, [text_ids[k] for k in keep], [(float(starts[k]), float(ends[k])) for k in keep])
+        if audio is not None:  # word boundaries (not those inside a word) move into the waveform's silences
+            spans = refine_with_sound([(w.start, w.end) for w in words], sound_runs(audio[b], sampling_rate))
+            words = [Word(w.word, start, end) for w, (start, end) in zip(words, spans)]
+        out.append(words)
+    return out
