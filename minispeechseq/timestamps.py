@@ -12,7 +12,8 @@ cross-attention heads look at the frames where that token is being said. Whisper
     4. dynamic time warping (DTW) finds the monotonic path through tokens × frames that collects the most
        attention; a token starts where the path first reaches its row;
     5. frame j is heard at (j · samples_per_frame + receptive_field / 2) / sampling_rate seconds: the centre of
-       the samples that frame saw (the feature encoder's real stride and receptive field);
+       the samples that frame saw (the feature encoder's real stride and receptive field); with the waveform at
+       hand, the boundaries between words then move into its pauses (`refine_with_sound`);
     6. tokens are merged into words (WordPiece `##` continues a word; byte-level BPE `Ġ` and SentencePiece `▁`
        start one; a word-level vocabulary has one word per token). A word ends where the next token starts; the
        last word ends where the end-of-sequence token starts.
@@ -63,15 +64,16 @@ def head_scores(maps: torch.Tensor, rows: int, frames: int) -> torch.Tensor:
 
     The product of two measured properties over the `rows` token rows and `frames` real frames:
     - peaked: the mean, over tokens, of the largest weight a token gives one frame (1 = all on one frame);
-    - monotonic: the fraction of consecutive tokens whose attention centre (the weighted mean frame) does not
-      move backwards in time. Speech is said in order, so an alignment head walks forwards through the audio.
+    - advancing: the fraction of consecutive tokens whose attention centre (the weighted mean frame) moves at
+      least half a frame forwards. Speech is said in order, so an alignment head walks forwards through the
+      audio; a head that stays on one place (the first frames, a pause) is no clock, however peaked.
     """
     m = maps[:, :, :rows, :frames]
     m = m / m.sum(-1, keepdim=True).clamp_min(1e-9)  # weights over real frames only
     peaked = m.max(-1).values.mean(-1)  # (L, H)
     centre = (m * torch.arange(frames, dtype=m.dtype)).sum(-1)  # (L, H, rows)
-    forwards = (centre.diff(dim=-1) >= -0.5).float().mean(-1) if rows > 1 else torch.ones_like(peaked)
-    return peaked * forwards
+    advancing = (centre.diff(dim=-1) > 0.5).float().mean(-1) if rows > 1 else torch.ones_like(peaked)
+    return peaked * advancing
 
 
 def choose_alignment_heads(scores: torch.Tensor, keep: float = 0.8) -> list[list[int]]:
@@ -162,8 +164,9 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
     """Move each boundary between consecutive tokens into a silence of the waveform, and the first start and
     last end onto the sound.
 
-    DTW says, within a frame or two and with a lag of its own (a model's attention can run ahead of or behind the
-    audio), where one token gives way to the next; the waveform says, within 10 ms, where sound stops and starts.
+    DTW says which stretch of audio belongs to which token, but where two tokens' attention peaks are apart no token
+    claims the frames between them, so its boundary can fall anywhere in that stretch (measured on the bundled
+    model: a median of 150-180 ms early); the waveform says, within 10 ms, where sound stops and starts.
     Each of the n - 1 boundaries is matched to a different silence between runs of sound, in order, by dynamic
     programming: a silence scores log(its length) - |its distance from the boundary| / SNAP_SCALE_S, so a long
     pause a little further away beats the short closure inside a word ("ei_ght"). With fewer silences than

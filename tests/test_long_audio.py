@@ -103,8 +103,10 @@ def audio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(model_dir, audio):
-    """1 s with sdpa (the baseline: imports, model, one transcription), then 10 min with sdpa, then with eager."""
-    common = ["--model", str(model_dir), "--max-new-tokens", "4", "--json"]
+    """1 s with sdpa (the baseline: imports, model, one transcription), then 10 min with sdpa, then with eager.
+    `--chunk-length 600`: the 10 minutes in one pass (by default they would be cut into 30 s chunks, see
+    test_timestamps.py), which is what the attention backends are measured on here."""
+    common = ["--model", str(model_dir), "--max-new-tokens", "4", "--json", "--chunk-length", "600"]
     short, long_sdpa, long_eager = run_cli([
         ["transcribe", str(audio / "short.wav"), "--attn", "sdpa", *common],
         ["transcribe", str(audio / "long.wav"), "--attn", "sdpa", *common],
