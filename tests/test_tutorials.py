@@ -8,6 +8,7 @@ when missing, which the second test checks with a fresh path that does not exist
 
 import glob
 import os
+import re
 import runpy
 
 import pytest
@@ -52,7 +53,7 @@ def test_tutorials_share_one_layout():
         assert "# %%" in source, name
         assert 'os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or' in source, name
         assert "os.makedirs(OUT, exist_ok=True)" in source, name
-        for dpi in __import__("re").findall(r"dpi=(\d+)", source):
+        for dpi in re.findall(r"dpi=(\d+)", source):
             assert int(dpi) >= 120, f"{name}: dpi={dpi}"
 
 
