@@ -25,7 +25,11 @@ import numpy as np
 import torch
 
 import minispeechseq
-from minispeechseq import SpeechEncoderDecoderModel, Wav2Vec2FeatureExtractor, load_audio
+from minispeechseq import (
+    SpeechEncoderDecoderModel,
+    Wav2Vec2FeatureExtractor,
+    load_audio,
+)
 from minispeechseq.wav2vec2 import Wav2Vec2Model
 from minispeechseq.wav2vec2_config import Wav2Vec2Config
 

@@ -22,7 +22,6 @@ import os
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

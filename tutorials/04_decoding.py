@@ -26,7 +26,16 @@ import torch
 
 import minispeechseq
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
-from minispeechseq.generation import BeamSearch, ForceToken, Temperature, TopK, TopP, apply_processors, greedy, sample
+from minispeechseq.generation import (
+    BeamSearch,
+    ForceToken,
+    Temperature,
+    TopK,
+    TopP,
+    apply_processors,
+    greedy,
+    sample,
+)
 from minispeechseq.training.metrics import word_error_rate
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

@@ -43,7 +43,12 @@ import torch
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, cli
 from minispeechseq.training import train
 from minispeechseq.training.data import SAMPLING_RATE, ManifestDataset
-from minispeechseq.training.digits import DIGIT_WORDS, DigitsRecipe, build_digits_tokenizer, make_digits_corpus
+from minispeechseq.training.digits import (
+    DIGIT_WORDS,
+    DigitsRecipe,
+    build_digits_tokenizer,
+    make_digits_corpus,
+)
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)

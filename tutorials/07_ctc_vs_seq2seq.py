@@ -28,13 +28,24 @@ import os
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import minispeechseq
-from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2Config, Wav2Vec2ForCTC, load_audio
-from minispeechseq.training.digits import DIGIT_WORDS, DigitsRecipe, english_voices, plan_digits_corpus, synthesize_many
+from minispeechseq import (
+    Processor,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    load_audio,
+)
+from minispeechseq.training.digits import (
+    DIGIT_WORDS,
+    DigitsRecipe,
+    english_voices,
+    plan_digits_corpus,
+    synthesize_many,
+)
 from minispeechseq.training.metrics import word_error_rate
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

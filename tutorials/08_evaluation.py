@@ -29,7 +29,12 @@ import torch
 import minispeechseq
 from minispeechseq import Processor, SpeechEncoderDecoderModel, cli
 from minispeechseq.recognizer import transcribe_batch
-from minispeechseq.training.digits import DigitsRecipe, english_voices, plan_digits_corpus, synthesize_many
+from minispeechseq.training.digits import (
+    DigitsRecipe,
+    english_voices,
+    plan_digits_corpus,
+    synthesize_many,
+)
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

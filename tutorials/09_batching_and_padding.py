@@ -27,7 +27,13 @@ import numpy as np
 import torch
 
 import minispeechseq
-from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2Config, Wav2Vec2Model, load_audio
+from minispeechseq import (
+    Processor,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    load_audio,
+)
 from minispeechseq.wav2vec2 import sample_span_starts, spans_to_mask
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

@@ -26,10 +26,10 @@ import os
 import shutil
 
 import torch
-
-from minispeechseq import SpeechEncoderDecoderModel, cli
 from minispeechseq.weights_convert import bert as bert_table
 from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
+
+from minispeechseq import SpeechEncoderDecoderModel, cli
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
