@@ -1,71 +1,69 @@
-"""Tutorial 01: from a waveform to contextual speech features, one module of the wav2vec2 encoder at a time.
+"""Tutorial 01: from a sound file to contextual speech features, one module of the wav2vec2 encoder at a time.
 
-Run it:  python tutorials/01_waveform_to_features.py   (the picture goes to $MINISPEECHSEQ_TUTORIAL_OUT, default ".")
+Run it:  pip install -e ".[tutorials]" && python tutorials/01_waveform_to_features.py
+         (the picture goes to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing)
 
 wav2vec 2.0 (and HuBERT, the same network) turns raw 16 kHz samples into one feature vector every 20 ms:
 
-    samples (B, L) -> conv frames (B, T, C) -> projection (B, T, D) -> + positional conv -> transformer (B, T, D)
+    file -> load_audio -> feature extractor -> samples (B, L) -> conv frames (B, T, C) -> projection (B, T, D)
+         -> + positional conv -> transformer (B, T, D)
 
-We build a tiny random model with the real conv stack (so the timing is the real one), push a waveform
-through each module by hand, and check at every step the shape and, at the end, that our step-by-step
-result equals the full model's output. A real checkpoint works the same way: Wav2Vec2Model.from_pretrained(folder).
+We read one of the shipped recordings with the library's `load_audio` and feature extractor, then build a tiny
+random model with the real conv stack (so the timing is the real one) and push the samples through each module by
+hand, checking each shape and, at the end, that our step-by-step result equals the full model's output. Random
+weights are fine for that: the point is the plumbing. The picture at the end uses the trained encoder of the
+bundled digits model instead, because random features show nothing.
 
 Shape legend: B batch, L samples, T frames, C conv channels, D model width.
 """
 
 # %%
 import os
-import shutil
-import subprocess
-import tempfile
-import wave
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+import minispeechseq
+from minispeechseq import (
+    SpeechEncoderDecoderModel,
+    Wav2Vec2FeatureExtractor,
+    load_audio,
+)
 from minispeechseq.wav2vec2 import Wav2Vec2Model
 from minispeechseq.wav2vec2_config import Wav2Vec2Config
 
-OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
+OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
 torch.manual_seed(0)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 SR = 16000
+PACKAGE = os.path.dirname(minispeechseq.__file__)
 
 # %% [markdown]
-# ## 1. A waveform
+# ## 1. A waveform, read and normalised by the library
 #
-# If espeak-ng is installed we let it say a few words; otherwise we synthesise a chirp (a tone sweeping from
-# 200 Hz to 2 kHz). Either way we get float samples at 16 kHz, normalised to zero mean and unit variance,
-# which is what wav2vec2's feature extractor feeds the model.
-
+# `load_audio(path)` reads any file libsndfile knows, mixes it to mono and resamples it to 16 kHz with soxr, a
+# proper resampler: it low-passes before it drops samples, so frequencies above the new Nyquist limit do not fold
+# back as aliases (plain linear interpolation does not do that). Asked for 8 kHz, it returns half the samples.
+#
+# The feature extractor then normalises each utterance to zero mean and unit variance,
+# (x - mean) / sqrt(var + 1e-7), which is what wav2vec2 checkpoints were trained on.
 
 # %%
-def speak(text: str) -> np.ndarray | None:
-    if not shutil.which("espeak-ng"):
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "say.wav")
-        try:
-            subprocess.run(["espeak-ng", "-w", path, text], check=True, capture_output=True, timeout=20)
-            with wave.open(path) as w:
-                rate, raw = w.getframerate(), w.readframes(w.getnframes())
-        except (subprocess.SubprocessError, OSError, wave.Error):
-            return None
-    audio = np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768
-    # espeak-ng speaks at 22050 Hz; linear interpolation to 16 kHz is good enough for a picture.
-    t_new = np.arange(int(len(audio) * SR / rate)) / SR
-    return np.interp(t_new, np.arange(len(audio)) / rate, audio).astype(np.float32)
+path = os.path.join(PACKAGE, "bundled", "samples", "003183.wav")  # espeak-ng saying "one nine"
+audio = load_audio(path)  # (L,) float32 at 16 kHz
+half_rate = load_audio(path, sampling_rate=8000)
+print(f"{os.path.basename(path)}: {audio.shape[0]} samples at 16 kHz = {audio.shape[0] / SR:.2f} s; "
+      f"{half_rate.shape[0]} at 8 kHz")
+assert audio.dtype == np.float32 and abs(half_rate.shape[0] - audio.shape[0] / 2) <= 1
 
-
-audio = speak("hello speech")
-if audio is None:
-    t = np.arange(SR) / SR  # one second
-    audio = np.sin(2 * np.pi * (200 * t + 0.5 * 1800 * t**2)).astype(np.float32)  # 200 Hz -> 2 kHz chirp
-audio = (audio - audio.mean()) / (audio.std() + 1e-7)
-samples = torch.from_numpy(audio)[None]  # (B=1, L)
-print(f"waveform: {tuple(samples.shape)} = {samples.shape[1] / SR:.2f} s at {SR} Hz")
-assert samples.dim() == 2 and samples.shape[0] == 1
+feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=True)
+samples = feature_extractor(audio, sampling_rate=SR, return_tensors="pt").input_values  # (B=1, L)
+by_hand = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+print(f"input_values {tuple(samples.shape)}: mean {samples.mean():.1e}, std {samples.std():.3f}")
+assert samples.shape == (1, audio.shape[0])
+assert np.allclose(samples[0].numpy(), by_hand, atol=1e-5), "the feature extractor is exactly that formula"
 
 # %% [markdown]
 # ## 2. A tiny model with the real conv stack
@@ -140,32 +138,50 @@ assert torch.allclose(x, full.last_hidden_state, atol=1e-6), "step by step == th
 assert torch.allclose(extract_features, full.extract_features)
 
 # %% [markdown]
-# ## 7. A picture: the waveform, the 20 ms frame grid, and the features
+# ## 7. What a trained encoder makes of it
 #
-# Each column of the lower panel is one frame's feature vector; the grid lines above mark where frames start.
+# The same steps with trained weights: the encoder of the bundled digits model. Its conv stack is shorter (4 layers,
+# strides 10 * 4 * 4 * 4 = 640 samples: one frame every 40 ms, see tutorial 05 for why), and its transformer was
+# trained, through the decoder, to make frames that tell the ten digit words apart.
+#
+# Two pictures of its output. Top: the waveform on the frame axis. Middle: the features, one column per frame
+# (each channel scaled to zero mean and unit variance across time, so every row is visible). Bottom: how similar
+# each frame is to every other (cosine similarity): the frames of one word form a bright square on the diagonal,
+# and the silent frames resemble each other more than they resemble either word.
 
 # %%
-try:
-    import matplotlib
+trained = SpeechEncoderDecoderModel.from_pretrained(os.path.join(PACKAGE, "bundled", "digits")).encoder.eval()
+with torch.no_grad():
+    features = trained(samples).last_hidden_state[0]  # (T, D)
+T_trained, hop_trained = features.shape[0], int(np.prod(trained.config.conv_stride))
+print(f"trained encoder: {tuple(features.shape)} = (frames, width), one frame per {hop_trained} samples "
+      f"({1000 * hop_trained / SR:.0f} ms)")
+assert hop_trained == 640
+assert T_trained == int(trained.output_lengths(torch.tensor(samples.shape[1])))
 
-    matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
-    import matplotlib.pyplot as plt
-except ImportError:
-    plt = None
-if plt is not None:
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
-    seconds = np.arange(samples.shape[1]) / SR
-    top.plot(seconds, audio, lw=0.5)
-    for f in range(T):
-        top.axvline(f * 320 / SR, color="grey", lw=0.3)
-    top.set_title(f"waveform ({samples.shape[1]} samples) and its {T} frames (hop 20 ms, window 25 ms)")
-    bottom.imshow(x[0].T.numpy(), aspect="auto", origin="lower", extent=(0, T * 320 / SR, 0, config.hidden_size))
-    bottom.set_xlabel("time (s)")
-    bottom.set_ylabel("feature")
-    bottom.set_title("contextual features (random weights: the structure, not the content)")
-    fig.tight_layout()
-    path = os.path.join(OUT, "01_waveform_to_features.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    print(f"picture: {path}")
-    assert os.path.exists(path)
+unit = torch.nn.functional.normalize(features, dim=-1)  # (T, D), each frame of length 1
+similarity = (unit @ unit.T).numpy()  # (T, T)
+scaled = ((features - features.mean(0)) / (features.std(0) + 1e-6)).T.numpy()  # (D, T)
+
+fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(7, 9), layout="constrained",
+                                          gridspec_kw={"height_ratios": [1, 1.6, 2.6]})
+top.plot(np.arange(samples.shape[1]) / hop_trained - 0.5, samples[0].numpy(), lw=0.4)
+top.set_xlim(-0.5, T_trained - 0.5)
+top.set_title(f"input_values: {samples.shape[1]} samples ('one nine'), on the frame axis", fontsize=10)
+image = middle.imshow(scaled, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-3, vmax=3, interpolation="nearest")
+fig.colorbar(image, ax=middle, label="standardised value")
+middle.set_ylabel("channel")
+middle.set_title(f"trained encoder output, {T_trained} frames x {features.shape[1]} channels", fontsize=10)
+image = bottom.imshow(similarity, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+fig.colorbar(image, ax=bottom, label="cosine similarity")
+bottom.set_xlabel("frame (40 ms)")
+bottom.set_ylabel("frame (40 ms)")
+bottom.set_title("frame-to-frame similarity", fontsize=10)
+for ax in (top, middle, bottom):
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+bottom.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+picture = os.path.join(OUT, "01_waveform_to_features.png")
+fig.savefig(picture, dpi=120)
+plt.close(fig)
+print(f"picture: {picture}")
+assert os.path.getsize(picture) > 0

@@ -1,6 +1,7 @@
 """Tutorial 06: warm-start fine-tuning of a pretrained speech encoder and a pretrained text decoder.
 
-Run it:  python tutorials/06_warm_start_finetuning.py
+Run it:  pip install -e ".[tutorials]" && python tutorials/06_warm_start_finetuning.py
+         (checkpoints go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing)
 
 This is what a user does on a GPU with real checkpoints; it mirrors the "Training" example of transformers'
 SpeechEncoderDecoderModel documentation, which joins `facebook/wav2vec2-base-960h` (an acoustic encoder) and
@@ -37,7 +38,7 @@ from minispeechseq import (
 from minispeechseq.training.data import SAMPLING_RATE, Collator
 from minispeechseq.training.train import make_optimizer, warmup_cosine
 
-OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", ".")
+OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
 WORK = os.path.join(OUT, "06_checkpoints")
 torch.manual_seed(0)
@@ -46,10 +47,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # %% [markdown]
 # ## 1. Stand-ins for the two pretrained checkpoints
 #
-# `wav2vec2-base-960h`: the base layout (post-LN layers, group-norm conv front end, and hence a feature extractor
-# that returns no attention mask: base checkpoints were trained on zero-padded batches), shrunk: width 32, 2 layers,
-# a 4-layer conv stack with the real one's hop (5 * 4 * 4 * 4 = 320 samples = 20 ms per frame). `bert-base-uncased`: a BERT (is_decoder=False, no cross-attention) with a WordPiece vocab.
-# Random weights, real layouts: replace the two folder names by hub ids or real folders and nothing else changes.
+# `wav2vec2-base-960h`: the base layout (post-LN layers, a group-norm conv front end), shrunk: width 32, 2 layers,
+# a 4-layer conv stack with the real one's hop (5 * 4 * 4 * 4 = 320 samples = 20 ms per frame). Its feature
+# extractor returns no attention mask, as the real one's does: group norm mixes every time step, padding included,
+# so base checkpoints were trained on unpadded audio with no mask, and a padded batch is fed to them as zeros,
+# unmasked (audio.py explains it; tutorial 09 measures it). (wav2vec2-base-960h is itself a *CTC* model, fine-tuned
+# on LibriSpeech's 960 h; here only its encoder is used: tutorial 07 is about CTC.)
+# `bert-base-uncased`: a BERT (is_decoder=False, no cross-attention) with a WordPiece vocab.
+#
+# Random weights, real layouts: the *loading* code below is the same for hub ids or real folders. The *training*
+# settings of step 5 are not: they are chosen to make random stand-ins memorise four sentences in a second.
 
 # %%
 encoder_id, decoder_id = os.path.join(WORK, "wav2vec2-base-960h"), os.path.join(WORK, "bert-base-uncased")
@@ -182,8 +189,11 @@ def batch_loss(m: SpeechEncoderDecoderModel) -> float:
         return m(**batch).loss.item()
 
 
-STEPS, WARMUP = 60, 5
-optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.01)
+# For random stand-ins only. A learning rate of 1e-2 would wreck real pretrained weights in a few steps; fine-tuning
+# recipes for wav2vec2 / BERT-sized models use rates of the order of 1e-5 to 1e-4, warmup over hundreds of steps,
+# and thousands of steps over hours of speech.
+STEPS, WARMUP, LR = 60, 5, 1e-2
+optimizer = make_optimizer(model, lr=LR, weight_decay=0.01)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, WARMUP, STEPS))
 before = batch_loss(model)
 history = []
@@ -223,7 +233,7 @@ processor = Processor.from_pretrained(finetuned)
 assert model.load_report.initialized == []
 assert abs(batch_loss(model.to(device)) - after) < 1e-5, "the reloaded model is the fine-tuned one"
 
-inputs = processor(audios, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+inputs = processor(audios, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
 generated_ids = model.generate(inputs.input_values.to(device), max_new_tokens=8)
 transcripts = processor.batch_decode(generated_ids, skip_special_tokens=True)
 for said, heard in zip(SENTENCES, transcripts):

@@ -1,0 +1,183 @@
+"""Tutorial 11: real checkpoints. The files transformers writes, and how their names become ours.
+
+Run it:  pip install -e ".[test]" && python tutorials/11_real_checkpoints.py
+         (checkpoints go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing; steps 1-4 need
+         transformers, and are skipped with a message without it)
+
+A checkpoint on the hub is a folder: config.json, the weights, and the preprocessing files. The weights come in
+three layouts, all of which minispeechseq reads:
+
+    model.safetensors                        one file, no pickle (what transformers writes today)
+    model-0000k-of-0000n.safetensors + model.safetensors.index.json    shards, for big models
+    pytorch_model.bin                        a pickled state dict (older checkpoints), often with older key names
+
+No hub here: we let transformers build a tiny random wav2vec2 + BERT pair and write it, so the folders are
+exactly what transformers makes; load each with minispeechseq; compare the logits; and read, line by line, what
+`minispeechseq inspect` prints and the weights_convert/ table behind it.
+
+Shape legend: B batch, L samples, S tokens, V vocabulary, D width.
+"""
+
+# %%
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import torch
+from minispeechseq.weights_convert import bert as bert_table
+from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
+
+from minispeechseq import SpeechEncoderDecoderModel, cli
+
+OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+os.makedirs(OUT, exist_ok=True)
+WORK = os.path.join(OUT, "11_checkpoints")
+shutil.rmtree(WORK, ignore_errors=True)
+torch.manual_seed(0)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+try:
+    import transformers
+except ImportError:
+    transformers = None
+    print("transformers is not installed (pip install -e '.[test]'): steps 1-4 are skipped; step 5 still runs.")
+
+# %% [markdown]
+# ## 1. Three layouts, written by transformers
+#
+# transformers 5 writes safetensors only (one file, or shards with `max_shard_size`). Checkpoints made by older
+# versions are `pytorch_model.bin`: `torch.save` of the state dict, with names that have since changed (the
+# positional conv's weight norm as `weight_g` / `weight_v`, and LayerNorm parameters of TF-ported models as
+# `gamma` / `beta`). We write that third one ourselves from transformers' own tensors, renamed the old way.
+
+# %%
+if transformers is not None:
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    encoder_config = transformers.Wav2Vec2Config(
+        conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4), hidden_size=32,
+        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4)
+    decoder_config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                             intermediate_size=64, max_position_embeddings=32, is_decoder=True,
+                                             add_cross_attention=True)
+    config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config, decoder_config)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 0, 3
+    reference = transformers.SpeechEncoderDecoderModel(config).eval()
+
+    folders = {name: os.path.join(WORK, name) for name in ("safetensors", "sharded", "legacy_bin")}
+    reference.save_pretrained(folders["safetensors"])
+    reference.save_pretrained(folders["sharded"], max_shard_size="100KB")
+    os.makedirs(folders["legacy_bin"])
+    shutil.copy(os.path.join(folders["safetensors"], "config.json"), folders["legacy_bin"])
+    old_names = {}
+    for key, tensor in reference.state_dict().items():
+        key = key.replace("conv.parametrizations.weight.original0", "conv.weight_g")
+        key = key.replace("conv.parametrizations.weight.original1", "conv.weight_v")
+        if ".LayerNorm." in key:  # BERT's LayerNorm modules, as TF-ported checkpoints name them
+            key = key.replace(".LayerNorm.weight", ".LayerNorm.gamma").replace(".LayerNorm.bias", ".LayerNorm.beta")
+        old_names[key] = tensor.clone()
+    torch.save(old_names, os.path.join(folders["legacy_bin"], "pytorch_model.bin"))
+    for name, folder in folders.items():
+        print(f"{name:12s} {sorted(os.listdir(folder))}")
+    assert any(f.endswith(".index.json") for f in os.listdir(folders["sharded"]))
+    with open(os.path.join(folders["sharded"], "model.safetensors.index.json"), encoding="utf-8") as f:
+        index = json.load(f)["weight_map"]  # tensor name -> the shard that holds it
+    print(f"the index maps {len(index)} tensors to {len(set(index.values()))} shards, e.g. "
+          f"{next(iter(index.items()))}")
+
+# %% [markdown]
+# ## 2. One loader for all three, and the same logits as transformers
+#
+# `SpeechEncoderDecoderModel.from_pretrained(folder)` finds whichever weight files are there (safetensors first,
+# shards through their index, a .bin with `torch.load(weights_only=True)`, which refuses pickled code), renames
+# every tensor through the tables of weights_convert/, and fails naming any key it cannot place.
+
+# %%
+if transformers is not None:
+    audio = torch.randn(1, 8000)  # (B, L) half a second of noise: shapes and equality are the point here
+    ids = torch.tensor([[2, 7, 11, 5]])  # (B, S)
+    with torch.no_grad():
+        expected = reference(input_values=audio, decoder_input_ids=ids).logits  # (B, S, V)
+        for name, folder in folders.items():
+            ours = SpeechEncoderDecoderModel.from_pretrained(folder).eval()
+            diff = (ours(audio, decoder_input_ids=ids).logits - expected).abs().max().item()
+            print(f"{name:12s} loaded: {len(ours.load_report.loaded)} tensors; max |logits - transformers'| = {diff:.1e}")
+            assert diff < 1e-5 and ours.load_report.initialized == []
+
+# %% [markdown]
+# ## 3. `minispeechseq inspect`: what the loader did, line by line
+#
+# For the legacy folder: the header (class, parameters, the token ids and each half's shape), then one line per
+# tensor, "checkpoint name -> our name [shape]" (the name as the table saw it: after the steps the notes at the end
+# list, such as stripping BERT's `bert.` prefix and renaming `gamma`/`beta`), then what was skipped (a .bin
+# written from a state dict holds the LM head's tied bias under a second name, which the decoder does not need),
+# what had to be initialised (nothing, for a complete checkpoint), and the notes.
+
+# %%
+if transformers is not None:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["inspect", folders["legacy_bin"]]) == 0
+    lines = printed.getvalue().splitlines()
+    mapping = [line for line in lines if " -> " in line]
+    print("\n".join(lines[:6]))
+    print("  ...")
+    for needle in ("pos_conv_embed.conv.weight_g", "layer.1.crossattention.self.query.weight", "embeddings.LayerNorm.weight"):
+        print(next(line for line in mapping if needle in line))
+    print("  ...")
+    print("\n".join(line for line in lines if line.startswith(("skipped", "newly", "note"))))
+    assert any("weight_g" in line for line in lines if line.startswith("note"))
+    assert any("gamma/beta" in line for line in lines if line.startswith("note"))
+    assert lines[lines.index(next(x for x in lines if x.startswith("newly")))] == "newly initialised (0): none"
+
+# %% [markdown]
+# Reading the three lines picked out above:
+#
+# - `encoder.encoder.pos_conv_embed.conv.weight_g -> encoder.pos_conv.weight_g`: the pair's `encoder.` prefix, then
+#   transformers' `encoder.pos_conv_embed.conv` (wav2vec2's encoder module has its own `encoder` inside) becomes our
+#   flat `pos_conv`; the old weight-norm name is read as the new one.
+# - `decoder.encoder.layer.1.crossattention.self.query.weight -> decoder.layers.1.cross_attn.q_proj.weight`
+#   (`bert.` already stripped): BERT calls its decoder layers an "encoder" and its cross-attention
+#   "crossattention.self"; we call them what they are, with the same `q_proj` as every other attention here.
+# - `decoder.embeddings.LayerNorm.weight -> decoder.embed_norm.weight`: in the file it was `...LayerNorm.gamma`;
+#   TF-era `gamma`/`beta` are renamed first (only on LayerNorm modules, never on any parameter that happens to be
+#   called gamma), then the table applies.
+#
+# ## 4. `minispeechseq convert`: a legacy folder to clean safetensors
+#
+# `convert SRC DST` loads through the same tables and saves in today's layout (transformers' current names), so the
+# legacy folder becomes one any tool reads without pickle.
+
+# %%
+if transformers is not None:
+    clean = os.path.join(WORK, "converted")
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        assert cli.main(["convert", folders["legacy_bin"], clean]) == 0
+    print(said.getvalue().strip(), "->", sorted(os.listdir(clean)))
+    from safetensors.torch import load_file
+
+    keys = load_file(os.path.join(clean, "model.safetensors")).keys()
+    assert not any(k.endswith(("weight_g", "gamma", "beta")) for k in keys), "only today's names are written"
+    with torch.no_grad():
+        again = transformers.SpeechEncoderDecoderModel.from_pretrained(clean).eval()
+        assert torch.allclose(again(input_values=audio, decoder_input_ids=ids).logits, expected, atol=1e-6)
+    print("transformers reads the converted folder: same logits")
+
+# %% [markdown]
+# ## 5. The tables themselves
+#
+# weights_convert/ has one module per architecture. Each holds a `TABLE`: checkpoint name -> our name, `{}` standing
+# for a layer index, `None` for keys that are skipped on purpose (a task head a decoder does not use), and the
+# first name listed for one of ours is the one we write. What a table cannot say (a prefix to strip, a legacy name,
+# a transpose) is written out in that module's `to_ours`, in a few plain lines. Below, a few rows of each.
+
+# %%
+for name, table in (("wav2vec2", wav2vec2_table.TABLE), ("bert", bert_table.TABLE)):
+    rows = list(table.table.items())  # the plain dict the module wrote
+    print(f"\nweights_convert/{name}.py: {len(rows)} rows, e.g.")
+    for theirs, ours in [r for r in rows if "{}" in r[0]][:3] + [r for r in rows if r[1] is None][:2]:
+        print(f"  {theirs!r:62} -> {ours!r}")
+    assert rows and any(o is None for _, o in rows) and any("{}" in t for t, _ in rows)
