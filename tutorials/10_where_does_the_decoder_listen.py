@@ -1,7 +1,7 @@
 """Tutorial 10: where does the decoder listen? Word timestamps from cross-attention, and long recordings.
 
-Run it:  python tutorials/10_where_does_the_decoder_listen.py
-         (pictures go to $MINISPEECHSEQ_TUTORIAL_OUT, default tutorials/out/; needs espeak-ng and matplotlib)
+Run it:  pip install -e ".[tutorials]" && python tutorials/10_where_does_the_decoder_listen.py
+         (pictures go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing; needs espeak-ng)
 
 When the decoder writes a word it attends to the encoder frames it needs, and in a trained model some
 cross-attention heads look exactly where that word is being said. Read those "alignment heads", find the best
@@ -27,7 +27,7 @@ from minispeechseq.longform import plan_chunks
 from minispeechseq.timestamps import cross_attention_maps, dtw_path, head_scores
 from minispeechseq.training.digits import long_recording, timed_digit_strings
 
-OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
 BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "minispeechseq", "bundled", "digits")
 model = SpeechEncoderDecoderModel.from_pretrained(BUNDLED)
