@@ -42,7 +42,7 @@ def test_processor_matches_transformers(folder):
     assert torch.equal(got.attention_mask, expected["attention_mask"])
     assert torch.equal(got.labels, expected["labels"]), (got.labels, expected["labels"])
 
-    audio_only = ours(audio=WAVES[0], sampling_rate=16000)
+    audio_only = ours(audio=WAVES[0], sampling_rate=16000, return_tensors="pt")
     ref_audio = ref(audio=WAVES[0], sampling_rate=16000, return_tensors="pt")
     assert_close(audio_only.input_values, ref_audio["input_values"], ATOL_FEATURES, "audio only")
 

@@ -223,7 +223,7 @@ processor = Processor.from_pretrained(finetuned)
 assert model.load_report.initialized == []
 assert abs(batch_loss(model.to(device)) - after) < 1e-5, "the reloaded model is the fine-tuned one"
 
-inputs = processor(audios, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+inputs = processor(audios, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")  # as in transformers
 generated_ids = model.generate(inputs.input_values.to(device), max_new_tokens=8)
 transcripts = processor.batch_decode(generated_ids, skip_special_tokens=True)
 for said, heard in zip(SENTENCES, transcripts):
