@@ -499,9 +499,7 @@ class Tokenizer:
         return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[str]:
-        # From the ids, not the encoding's pieces: an added token with lstrip/rstrip (BART's <mask>, CTC's <s>)
-        # is a piece with its stripped spaces (" <mask>"), but the token itself (transformers' tokenize) without.
-        return self.convert_ids_to_tokens(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
+        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).tokens)
 
     # ------------------------------------------------------------------------------------------- decoding
     def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
