@@ -407,7 +407,7 @@ def check_return_tensors(return_tensors: str | None) -> None:
         raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
 
 
-# The keys pad() pads; any other key of a batch passes through as it is.
+# The keys the extractor's and the tokenizer's pad() pad; any other key of a batch passes through as it is.
 PADDED_KEYS = ("input_values", "input_ids", "attention_mask")
 
 
@@ -449,7 +449,8 @@ def stack_columns(columns: dict[str, list], return_tensors: str, *, ragged_ok: b
     """Each key's per-example rows as one (B, ...) numpy array or tensor.
 
     Rows of different lengths cannot stack. For tensors (`ragged_ok=False`) that is an error naming the key, as in
-    transformers; otherwise the key stays a list of arrays (where transformers builds a numpy array of objects). `hint` says how the padded keys (input_values / input_ids, their mask) get equal lengths."""
+    transformers; otherwise the key stays a list of arrays (where transformers builds a numpy array of objects).
+    `hint` says how the padded keys (input_values / input_ids, their mask) get equal lengths."""
     out = BatchFeature()
     for key, rows in columns.items():
         arrays = [r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in rows]

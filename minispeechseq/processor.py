@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Set
 from typing import Any
 
 from .audio import BatchFeature, Wav2Vec2FeatureExtractor
@@ -59,16 +60,9 @@ class Processor:
         (`return_attention_mask=True`) goes to the feature extractor, a tokenizer option (`do_lower_case=True`,
         `pad_token=...`) to the tokenizer, and `padding_side` to both (transformers hands every kwarg to both
         halves, and each keeps what it knows). A name that neither takes is an error."""
-        unknown = sorted(set(overrides) - _EXTRACTOR_FIELDS - TOKENIZER_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"Unknown processor option(s) {unknown}; the feature extractor takes {sorted(_EXTRACTOR_FIELDS)} "
-                f"and the tokenizer {sorted(TOKENIZER_OPTIONS)}."
-            )
+        audio, text = _route(overrides, _EXTRACTOR_FIELDS, TOKENIZER_OPTIONS, "processor option")
         folder = resolve_folder(folder, what="processor folder", patterns=PREPROCESSING_FILES, revision=revision,
                                 cache_dir=cache_dir, local_files_only=local_files_only)
-        audio = {k: v for k, v in overrides.items() if k in _EXTRACTOR_FIELDS}
-        text = {k: v for k, v in overrides.items() if k in TOKENIZER_OPTIONS}
         return cls(Wav2Vec2FeatureExtractor.from_pretrained(folder, **audio), Tokenizer.from_pretrained(folder, **text))
 
     @property
@@ -90,27 +84,10 @@ class Processor:
         """
         if audio is None and text is None:
             raise ValueError("Give audio=..., text=..., or both; the processor got neither.")
-        unknown = set(kwargs) - _AUDIO_KWARGS - _TEXT_KWARGS
-        if unknown:
-            raise ValueError(
-                f"Unknown processor argument(s) {sorted(unknown)}; the feature extractor takes {sorted(_AUDIO_KWARGS)} "
-                f"and the tokenizer {sorted(_TEXT_KWARGS)}."
-            )
-        features = encodings = None
-        if audio is not None:
-            audio_kwargs = {k: v for k, v in kwargs.items() if k in _AUDIO_KWARGS}
-            features = self.feature_extractor(audio, sampling_rate=sampling_rate, **audio_kwargs)
-        if text is not None:
-            text_kwargs = {k: v for k, v in kwargs.items() if k in _TEXT_KWARGS}
-            encodings = self.tokenizer(text, **text_kwargs)
-        if encodings is None:
-            return features
-        if features is None:
-            return encodings
-        # Labels are the token ids alone; their padding (if any) uses pad_token_id, which a training loop replaces
-        # by -100 where attention_mask is 0 (transformers' Wav2Vec2Processor does not do it for you either).
-        features["labels"] = encodings["input_ids"]
-        return features
+        audio_kwargs, text_kwargs = _route(kwargs, _AUDIO_KWARGS, _TEXT_KWARGS, "processor argument")
+        features = None if audio is None else self.feature_extractor(audio, sampling_rate=sampling_rate, **audio_kwargs)
+        encodings = None if text is None else self.tokenizer(text, **text_kwargs)
+        return _with_labels(features, encodings)
 
     def pad(self, *args: Any, **kwargs: Any) -> BatchFeature:
         """Pad a batch of unpadded examples, as transformers' Wav2Vec2Processor.pad (the data collator's call).
@@ -128,23 +105,10 @@ class Processor:
             input_features, args = args[0], args[1:]
         if input_features is None and labels is None:
             raise ValueError("processor.pad needs audio features (first argument or input_features=) or labels=.")
-        unknown = set(kwargs) - _AUDIO_PAD_KWARGS - _TEXT_PAD_KWARGS
-        if unknown:
-            raise ValueError(
-                f"Unknown pad argument(s) {sorted(unknown)}; the feature extractor's pad takes "
-                f"{sorted(_AUDIO_PAD_KWARGS)} and the tokenizer's {sorted(_TEXT_PAD_KWARGS)}."
-            )
-        if input_features is not None:
-            input_features = self.feature_extractor.pad(
-                input_features, *args, **{k: v for k, v in kwargs.items() if k in _AUDIO_PAD_KWARGS})
-        if labels is not None:
-            labels = self.tokenizer.pad(labels, **{k: v for k, v in kwargs.items() if k in _TEXT_PAD_KWARGS})
-        if labels is None:
-            return input_features
-        if input_features is None:
-            return labels
-        input_features["labels"] = labels["input_ids"]
-        return input_features
+        audio_kwargs, text_kwargs = _route(kwargs, _AUDIO_PAD_KWARGS, _TEXT_PAD_KWARGS, "pad argument")
+        features = None if input_features is None else self.feature_extractor.pad(input_features, *args, **audio_kwargs)
+        encodings = None if labels is None else self.tokenizer.pad(labels, **text_kwargs)
+        return _with_labels(features, encodings)
 
     def batch_decode(self, ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
         """The tokenizer's batch_decode: (B, S) ids -> B texts."""
@@ -156,6 +120,28 @@ class Processor:
 
     def __repr__(self) -> str:
         return f"Processor({self.feature_extractor!r}, {self.tokenizer!r})"
+
+
+def _route(kwargs: dict[str, Any], audio_names: Set[str], text_names: Set[str], what: str) -> tuple[dict, dict]:
+    """Each keyword to the half (or both halves) that takes it, as transformers hands a processor's keywords to
+    both halves and each keeps what it knows; a keyword that neither takes is an error, never silently dropped."""
+    unknown = sorted(set(kwargs) - audio_names - text_names)
+    if unknown:
+        raise ValueError(f"Unknown {what}(s) {unknown}; the feature extractor takes {sorted(audio_names)} "
+                         f"and the tokenizer {sorted(text_names)}.")
+    return ({k: v for k, v in kwargs.items() if k in audio_names}, {k: v for k, v in kwargs.items() if k in text_names})
+
+
+def _with_labels(features: BatchFeature | None, encodings: BatchFeature | None) -> BatchFeature:
+    """Audio only, text only, or the features with `labels` = the token ids (transformers' Wav2Vec2Processor).
+    Their padding (if any) is pad_token_id, which a training loop replaces by -100 where attention_mask is 0
+    (transformers does not do it for you either)."""
+    if encodings is None:
+        return features
+    if features is None:
+        return encodings
+    features["labels"] = encodings["input_ids"]
+    return features
 
 
 # transformers' name for the same thing, so `Wav2Vec2Processor.from_pretrained(folder)` from its docs runs.

@@ -225,7 +225,7 @@ def _read_ctc_vocab(folder: str, config: dict[str, Any]) -> tuple[dict[str, Any]
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the named special tokens and the padding/decoding rules of transformers."""
 
-    # What __call__ returns (transformers' name); pad() makes an attention mask because it is listed here.
+    # What __call__ returns (transformers' name); pad() makes an attention mask by default because it is here.
     model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str | None], config: dict[str, Any] | None = None):
@@ -470,7 +470,9 @@ class Tokenizer:
         kind = return_tensors or ("pt" if isinstance(first, torch.Tensor) else "np" if isinstance(first, np.ndarray) else None)
         # Rows as Python lists from here on (tensors and arrays included), padded, then turned into `kind`.
         rows = {key: [_as_id_list(row) for row in values] for key, values in columns.items() if key in PAD_VALUES}
-        if return_attention_mask is not False and "attention_mask" not in rows:
+        if return_attention_mask is None:  # transformers' default: make one if the tokenizer's inputs include one
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask and "attention_mask" not in rows:
             rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
 
         if strategy == "max_length" and max_length is None:
@@ -643,8 +645,8 @@ class Wav2Vec2CTCTokenizer(Tokenizer):
 
         `group_tokens=False` keeps every frame's token (only blanks are dropped); `spaces_between_special_tokens`
         joins the characters with spaces (transformers' name: it applies to every token)."""
-        # An id outside the vocabulary reads as the unk token, as in transformers' convert_ids_to_tokens.
-        tokens = [self.backend.id_to_token(i) or self.unk_token for i in _as_id_list(ids)]
+        # An id outside the vocabulary (-100 included) reads as the unk token, as in transformers.
+        tokens = [(self.backend.id_to_token(i) if i >= 0 else None) or self.unk_token for i in _as_id_list(ids)]
         if skip_special_tokens:
             # The delimiter is special but kept. transformers drops the special tokens *before* merging repeats, so
             # the blank goes too and no longer separates a double letter: "HEL<pad>LO" gives "HELO" (its own test

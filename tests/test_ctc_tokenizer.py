@@ -110,7 +110,7 @@ def random_ctc_ids(tokenizer, n: int, seed: int) -> list[list[int]]:
     """Frame-level sequences as a CTC model's argmax gives them: runs of one id, blanks between, delimiters, now
     and then a special token or an id outside the vocabulary."""
     rnd = random.Random(seed)
-    ids = list(range(len(tokenizer))) + [len(tokenizer) + 3]
+    ids = list(range(len(tokenizer))) + [len(tokenizer) + 3, -100]  # -100: an undone label mask
     blank, delimiter = tokenizer.pad_token_id, tokenizer.word_delimiter_token_id
     sequences = [[], [blank] * 5, [delimiter, delimiter, blank]]
     for _ in range(n):
