@@ -21,6 +21,6 @@ from .speech_encoder_decoder import (  # noqa: F401
     SpeechEncoderDecoderConfig,
     SpeechEncoderDecoderModel,
 )
-from .tokenizer import AutoTokenizer, Tokenizer  # noqa: F401
+from .tokenizer import AutoTokenizer, Tokenizer, Wav2Vec2CTCTokenizer  # noqa: F401
 from .wav2vec2 import HubertModel, Wav2Vec2Model  # noqa: F401
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config  # noqa: F401

@@ -3,8 +3,10 @@
 Two steps, each a public name:
 1. `load_audio(path)`: any file libsndfile reads (wav, flac, ogg...), at any rate and channel count, becomes one
    float32 mono waveform at 16 kHz.
-2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: a batch of waveforms becomes one padded (B, L) float32 tensor,
-   normalized to zero mean and unit variance per utterance, plus an optional (B, L) attention mask.
+2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: each waveform normalized to zero mean and unit variance, plus an
+   optional attention mask. As in transformers, by default one float32 array per waveform; with `padding=True,
+   return_tensors="pt"`, one padded (B, L) tensor. `.pad(...)` pads arrays made earlier into such a batch (the
+   data collator of transformers' fine-tuning recipe).
    Its fields are the keys of transformers' `preprocessor_config.json`, so a checkpoint's file reads straight in.
 
 Shape legend: B batch, L audio samples (the encoder reads raw samples at 16 kHz).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -248,92 +251,226 @@ class Wav2Vec2FeatureExtractor:
         self,
         raw_speech: Any,
         sampling_rate: int | None = None,
-        padding: bool | str = True,
+        padding: bool | str = False,
         max_length: int | None = None,
         truncation: bool = False,
         pad_to_multiple_of: int | None = None,
         return_attention_mask: bool | None = None,
-        return_tensors: str | None = "pt",
+        return_tensors: str | None = None,
     ) -> BatchFeature:
-        """Waveform(s) -> BatchFeature with `input_values` (B, L) and, when asked, `attention_mask` (B, L), 1 = real."""
+        """Waveform(s) -> BatchFeature with `input_values` and, when asked, `attention_mask` (1 = real sample).
+
+        The defaults are transformers': no padding and no tensors, i.e. one float32 array per waveform (what a
+        dataset `map` stores; a collator then calls `pad`). `padding=True` with `return_tensors="pt"` gives the
+        (B, L) tensors a model reads.
+        """
         if sampling_rate is not None and sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"The audio is at {sampling_rate} Hz but this model was trained at {self.sampling_rate} Hz; "
                 f"resample it first (load_audio(path, sampling_rate={self.sampling_rate}) does)."
             )
-        if padding in (True, "longest"):
-            strategy = "longest"
-        elif padding == "max_length":
-            strategy = "max_length"
-        elif padding in (False, "do_not_pad"):
-            strategy = "do_not_pad"
+        check_return_tensors(return_tensors)
+        with_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        waves = _as_batch(raw_speech)
+        masks = [np.ones(len(w), dtype=np.int32) for w in waves]
+        strategy, waves, masks = self._pad_rows(waves, masks, padding, max_length, truncation, pad_to_multiple_of)
+
+        if self.do_normalize:
+            normalized = []
+            for wave, mask in zip(waves, masks):
+                if with_mask and strategy != "do_not_pad":
+                    # With a mask: statistics over the real samples only, padding reset to padding_value after.
+                    # transformers slices `vector[:length]` even for padding_side="left" (a bug: it normalizes over
+                    # the leading padding and zeroes real samples); we use the real slice on either side.
+                    real = np.flatnonzero(mask)
+                    wave = zero_mean_unit_var(wave, slice(real[0], real[-1] + 1), self.padding_value)
+                else:
+                    # Without a mask transformers normalizes the *padded* row, padding included (it pads first);
+                    # group-norm checkpoints were fine-tuned on exactly this, so we keep it.
+                    wave = zero_mean_unit_var(wave, slice(None), None)
+                normalized.append(wave.astype(np.float32, copy=False))
+            waves = normalized
+
+        columns = {"input_values": waves}
+        if with_mask:
+            columns["attention_mask"] = masks
+        if return_tensors is None:
+            return BatchFeature(columns)  # lists of arrays, as transformers returns them
+        return stack_columns(columns, return_tensors, ragged_ok=return_tensors == "np",
+                             hint="padding=True (or 'max_length' with truncation=True)")
+
+    # ------------------------------------------------------------------------------------------- pad
+    def pad(
+        self,
+        processed_features: Any,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Pad features that `__call__` returned unpadded into one batch: the data-collator half of transformers'
+        fine-tuning recipe (`map` extracts each example alone, the collator pads a batch of them).
+
+        `processed_features` is a dict of lists (`{"input_values": [array, ...]}`, a BatchFeature) or a list of
+        dicts (`[{"input_values": array}, ...]`, what a DataLoader hands a collator). Rows are padded with
+        `padding_value` on `padding_side`; they are *not* normalized again (`__call__` did that per example).
+        A given `attention_mask` is padded with 0; one is made (1 = real) when `return_attention_mask` or the
+        extractor's config asks. Other keys pass through, stacked like the rest.
+
+        `return_tensors=None` keeps the input's kind, as transformers does: tensors in give tensors out, anything
+        else numpy arrays. Rows left with different lengths (`padding=False`, or `max_length` below the longest
+        without truncation) stay a list of arrays, except as tensors, which is an error then.
+        """
+        check_return_tensors(return_tensors)
+        columns = batch_columns(processed_features, "input_values", "pad")
+        rows = columns.pop("input_values")
+        with_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
+        given_mask = columns.pop("attention_mask", None)
+        if len(rows) == 0:  # an empty batch comes back as it is (transformers too)
+            return BatchFeature({"input_values": [], **({"attention_mask": []} if with_mask else {}), **columns})
+        kind = return_tensors or ("pt" if isinstance(rows[0], torch.Tensor) else "np")
+
+        values = []
+        for i, row in enumerate(rows):
+            row = row.detach().cpu().numpy() if isinstance(row, torch.Tensor) else np.asarray(row)
+            if row.ndim != 1:
+                raise ValueError(
+                    f"input_values[{i}] has shape {row.shape}; pad takes a batch of 1-D examples "
+                    "(wrap a single example in a list: pad([example]))."
+                )
+            # float64 (Python floats) -> float32, as transformers casts; float32 stays as it is.
+            values.append(row.astype(np.float32) if row.dtype == np.float64 else row)
+        if given_mask is not None:
+            masks = [np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.int32) for m in given_mask]
+            with_mask = True
         else:
-            raise ValueError(f"padding={padding!r}; expected True/'longest', 'max_length', or False/'do_not_pad'.")
+            masks = [np.ones(len(v), dtype=np.int32) for v in values]
+        _, values, masks = self._pad_rows(values, masks, padding, max_length, truncation, pad_to_multiple_of)
+
+        out = {"input_values": values}
+        if with_mask:
+            out["attention_mask"] = masks
+        out.update(columns)
+        return stack_columns(out, kind, ragged_ok=kind != "pt",
+                             hint="padding=True (or 'max_length' with truncation=True)")
+
+    def _pad_rows(
+        self,
+        rows: list[np.ndarray],
+        masks: list[np.ndarray],
+        padding: bool | str,
+        max_length: int | None,
+        truncation: bool,
+        pad_to_multiple_of: int | None,
+    ) -> tuple[str, list[np.ndarray], list[np.ndarray]]:
+        """Truncate and pad each row (and its mask, 1 = real sample) as transformers' SequenceFeatureExtractor.pad:
+        to the longest row, to `max_length`, or not at all; `pad_to_multiple_of` rounds the target up."""
+        strategy = padding_strategy(padding)
         if (strategy == "max_length" or truncation) and max_length is None:
             raise ValueError(f"padding={padding!r}, truncation={truncation} needs max_length (in samples).")
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
-        with_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
-
-        waves = _as_batch(raw_speech)
 
         def round_up(n: int) -> int:
             # pad_to_multiple_of applies to the truncation length too (as in transformers' _truncate).
             return n if not pad_to_multiple_of else -(-n // pad_to_multiple_of) * pad_to_multiple_of
 
         if truncation:
-            waves = [w[: round_up(max_length)] for w in waves]
-        lengths = [len(w) for w in waves]
+            rows = [r[: round_up(max_length)] for r in rows]
+            masks = [m[: round_up(max_length)] for m in masks]
         if strategy == "do_not_pad":
-            target = None
-        else:
-            target = round_up(max(lengths) if strategy == "longest" else max_length)
+            return strategy, list(rows), list(masks)
+        target = round_up(max(len(r) for r in rows) if strategy == "longest" else max_length)
+        padded_rows, padded_masks = [], []
+        for row, mask in zip(rows, masks):
+            pad = max(target - len(row), 0)  # never shortens: a too-long input stays too long
+            width = (pad, 0) if self.padding_side == "left" else (0, pad)
+            padded_rows.append(np.pad(row, width, constant_values=self.padding_value))  # (L,)
+            padded_masks.append(np.pad(mask, width))  # (L,), 0 on the padding
+        return strategy, padded_rows, padded_masks
 
-        values, masks = [], []
-        for wave, n in zip(waves, lengths):
-            pad = 0 if target is None else max(target - n, 0)  # never shortens: a too-long input stays too long
-            # The real samples' slice, whichever side the padding went.
-            real = slice(pad, pad + n) if self.padding_side == "left" else slice(0, n)
-            pad_width = (pad, 0) if self.padding_side == "left" else (0, pad)
-            padded = np.pad(wave, pad_width, constant_values=self.padding_value)  # (L,)
-            if self.do_normalize:
-                if with_mask and target is not None:
-                    # With a mask: statistics over the real samples only, padding reset to padding_value after.
-                    # transformers slices `vector[:length]` even for padding_side="left" (a bug: it normalizes over
-                    # the leading padding and zeroes real samples); we use the real slice on either side.
-                    padded = zero_mean_unit_var(padded, real, self.padding_value)
-                else:
-                    # Without a mask transformers normalizes the *padded* row, padding included (it pads first);
-                    # group-norm checkpoints were fine-tuned on exactly this, so we keep it.
-                    padded = zero_mean_unit_var(padded, slice(None), None)
-            mask = np.zeros(len(padded), dtype=np.int32)
-            mask[real] = 1
-            values.append(padded.astype(np.float32, copy=False))
-            masks.append(mask)
 
-        out = BatchFeature()
-        same_length = len({len(v) for v in values}) == 1
-        if return_tensors is None:
-            out["input_values"] = values
-            if with_mask:
-                out["attention_mask"] = masks
-            return out
-        if not same_length:
-            raise ValueError(
-                f"The waveforms have different lengths {lengths} and padding={padding!r} left them so; "
-                "a tensor needs padding=True (or 'max_length' with truncation=True), or return_tensors=None."
-            )
-        stacked = np.stack(values)  # (B, L)
-        stacked_mask = np.stack(masks)  # (B, L)
+# ================================================================================ padding and batching helpers
+def padding_strategy(padding: bool | str) -> str:
+    """transformers' padding argument -> "longest", "max_length" or "do_not_pad"."""
+    if padding is True or padding == "longest":
+        return "longest"
+    if padding == "max_length":
+        return "max_length"
+    if padding is False or padding == "do_not_pad":
+        return "do_not_pad"
+    raise ValueError(f"padding={padding!r}; expected True/'longest', 'max_length', or False/'do_not_pad'.")
+
+
+def check_return_tensors(return_tensors: str | None) -> None:
+    if return_tensors not in (None, "pt", "np"):
+        raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
+
+
+# The keys the extractor's and the tokenizer's pad() pad; any other key of a batch passes through as it is.
+PADDED_KEYS = ("input_values", "input_ids", "attention_mask")
+
+
+def batch_columns(batch: Any, main: str, what: str) -> dict[str, list]:
+    """A collator's batch, either a list of examples (dicts) or a dict of per-example lists, as a dict of lists.
+
+    `main` is the key the batch must hold (input_values / input_ids); `what` names the caller in errors."""
+    if isinstance(batch, (list, tuple)):
+        if batch and not all(isinstance(example, Mapping) for example in batch):
+            raise ValueError(f"{what} got a list of {type(batch[0]).__name__}; expected a list of dicts "
+                             f"(one per example, each with {main!r}) or a dict of lists.")
+        if not batch:
+            return {main: []}
+        missing = [i for i, example in enumerate(batch) if set(example) != set(batch[0])]
+        if missing:
+            raise ValueError(f"{what}: example {missing[0]} has keys {sorted(batch[missing[0]])} but example 0 has "
+                             f"{sorted(batch[0])}; every example needs the same keys.")
+        columns = {key: [example[key] for example in batch] for key in batch[0]}
+    elif isinstance(batch, Mapping):
+        columns = dict(batch)
+    else:
+        raise ValueError(f"{what} got a {type(batch).__name__}; expected a list of dicts or a dict of lists.")
+    if main not in columns:
+        raise ValueError(f"{what} needs {main!r} in every example; it got the keys {sorted(columns)}.")
+    rows = columns[main]
+    if isinstance(rows, (torch.Tensor, np.ndarray)) and rows.ndim == 2:
+        columns[main] = list(rows)  # an already batched (B, L) array: its rows
+    elif not isinstance(rows, (list, tuple)) or (len(rows) and np.ndim(rows[0]) == 0):
+        raise ValueError(f"{what} takes a batch, but {main!r} holds one example (a sequence of numbers); "
+                         f"wrap it in a list: {what}([example]).")
+    sizes = {key: len(value) for key, value in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{what}: the keys hold different numbers of examples {sizes}; expected one per example.")
+    return columns
+
+
+def stack_columns(columns: dict[str, list], return_tensors: str, *, ragged_ok: bool,
+                  hint: str = "padding=True") -> BatchFeature:
+    """Each key's per-example rows as one (B, ...) numpy array or tensor.
+
+    Rows of different lengths cannot stack. For tensors (`ragged_ok=False`) that is an error naming the key, as in
+    transformers; otherwise the key stays a list of arrays (where transformers builds a numpy array of objects).
+    `hint` says how the padded keys (input_values / input_ids, their mask) get equal lengths."""
+    out = BatchFeature()
+    for key, rows in columns.items():
+        arrays = [r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in rows]
+        if len({a.shape for a in arrays}) > 1:
+            if not ragged_ok:
+                lengths = [a.shape[0] if a.ndim else 0 for a in arrays]
+                fix = hint if key in PADDED_KEYS else "pad that key first (labels: processor.pad(labels=...))"
+                raise ValueError(f"{key!r} has rows of different lengths {lengths}; return_tensors={return_tensors!r} "
+                                 f"needs equal lengths: {fix}, or return_tensors=None.")
+            out[key] = arrays
+            continue
+        stacked = np.stack(arrays)  # (B, ...)
         if return_tensors == "pt":
-            out["input_values"] = torch.from_numpy(stacked)
-            if with_mask:
-                out["attention_mask"] = torch.from_numpy(stacked_mask)  # int32, as transformers returns
+            if stacked.dtype.kind not in "biuf":
+                raise ValueError(f"{key!r} holds {stacked.dtype} values, which cannot become a tensor; "
+                                 "drop that key before padding, or ask for return_tensors='np'.")
+            out[key] = torch.from_numpy(stacked)
         else:
-            out["input_values"] = stacked
-            if with_mask:
-                out["attention_mask"] = stacked_mask
-        return out
+            out[key] = stacked
+    return out
 
 
 class AutoFeatureExtractor:

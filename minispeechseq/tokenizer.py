@@ -8,6 +8,8 @@
     WordPiece model and decoder, and the `[CLS] x [SEP]` template.
   - `vocab.json` + `merges.txt` (GPT-2, BART/RoBERTa): byte-level pre-tokenizer and decoder, BPE model; BART/RoBERTa
     add `<s> x </s>`, GPT-2 adds nothing (unless `add_bos_token`/`add_eos_token` say so).
+  - `vocab.json` alone (wav2vec2 CTC checkpoints, transformers' `Wav2Vec2CTCTokenizer`): one id per character, spaces
+    become the word delimiter `|`; its decode undoes CTC's frame-level repeats and blanks (`Wav2Vec2CTCTokenizer`).
 - `tokenizer_config.json` / `special_tokens_map.json`: the special tokens (plain strings or AddedToken dicts), the
   tokenizer class (which decides the family and its default special tokens), `do_lower_case`, `padding_side`...
 
@@ -16,6 +18,7 @@ Shape legend: B batch (texts), S tokens.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -23,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, WordLevel, WordPiece
 
-from .audio import BatchFeature
+from .audio import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
 from .config import read_json
 from .resolve import PREPROCESSING_FILES, resolve_folder
 
@@ -46,16 +49,40 @@ FAMILY_DEFAULTS: dict[str, dict[str, str]] = {
         bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
     ),
+    # Wav2Vec2CTCTokenizer.__init__: the pad token is CTC's blank.
+    "ctc": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"),
 }
+
+# The keyword arguments `from_pretrained(folder, **overrides)` takes: tokenizer_config.json keys, each with the
+# meaning it has in that file (transformers passes them to the tokenizer class as the file's values would be).
+# Those that shape the text pipeline only apply where we build it from the legacy files (with tokenizer.json the
+# pipeline is fixed by that file); an override that would change nothing is an error, not a silent no-op.
+COMMON_OPTIONS = (*SPECIAL_NAMES, "additional_special_tokens", "padding_side", "model_max_length",
+                  "clean_up_tokenization_spaces")
+FAMILY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "bert": ("do_lower_case", "strip_accents", "tokenize_chinese_chars"),
+    "gpt2": ("add_prefix_space", "add_bos_token", "add_eos_token"),
+    "roberta": ("add_prefix_space", "trim_offsets"),
+    "ctc": ("do_lower_case", "word_delimiter_token", "replace_word_delimiter_char", "target_lang"),
+}
+TOKENIZER_OPTIONS = frozenset(COMMON_OPTIONS).union(*FAMILY_OPTIONS.values())
 
 # transformers' model_max_length when a checkpoint sets none (int(1e30)): "no limit".
 NO_MAX_LENGTH = int(1e30)
+
+# What pad() fills each padded key with (transformers' _pad); the pad token id is filled in per tokenizer.
+PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "special_tokens_mask": 1}
 
 
 # ============================================================================================ file reading
 def _read_json(path: str) -> dict[str, Any]:
     """A tokenizer folder's optional JSON files: {} when absent."""
     return read_json(path, os.path.basename(path)) if os.path.isfile(path) else {}
+
+
+def _write_json(path: str, payload: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _as_added_token(value: Any, special: bool) -> AddedToken | None:
@@ -80,6 +107,8 @@ def _as_added_token(value: Any, special: bool) -> AddedToken | None:
 def _family(tokenizer_class: str | None, folder: str) -> str | None:
     """Which transformers tokenizer class this folder was written for: 'bert', 'gpt2', 'roberta' (BART) or None."""
     name = (tokenizer_class or "").lower()
+    if name.startswith("wav2vec2ctc"):
+        return "ctc"
     if "bert" in name and "roberta" not in name:
         return "bert"
     if name.startswith(("bart", "roberta", "mbart")) and os.path.isfile(os.path.join(folder, "merges.txt")):
@@ -91,6 +120,9 @@ def _family(tokenizer_class: str | None, folder: str) -> str | None:
             return "bert"
         if os.path.isfile(os.path.join(folder, "merges.txt")):
             return "gpt2"
+        # vocab.json alone: older wav2vec2 CTC checkpoints (wav2vec2-base-960h) name no class; their config.json does.
+        if os.path.isfile(os.path.join(folder, "vocab.json")) and not os.path.isfile(os.path.join(folder, TOKENIZER_FILE)):
+            return "ctc"
     return None
 
 
@@ -120,9 +152,81 @@ def _build_byte_level_bpe(folder: str, config: dict[str, Any]) -> Backend:
     return backend
 
 
+class _Uppercase:
+    """A `tokenizers` normalizer step that uppercases. The library has Lowercase but no Uppercase, and
+    Wav2Vec2CTCTokenizer's `do_lower_case` means "the vocabulary is uppercase: uppercase the text"."""
+
+    def normalize(self, normalized: Any) -> None:
+        normalized.uppercase()
+
+
+def _ctc_normalizer(config: dict[str, Any]) -> normalizers.Normalizer:
+    """What Wav2Vec2CTCTokenizer._tokenize does to the text between added tokens: uppercase it (do_lower_case),
+    then spaces -> the word delimiter. Only spaces: a tab is a character like any other (unk, mostly)."""
+    steps = [normalizers.Replace(" ", config.get("word_delimiter_token", "|"))]
+    if config.get("do_lower_case", False):
+        steps.insert(0, normalizers.Normalizer.custom(_Uppercase()))
+    return normalizers.Sequence(steps)
+
+
+def _build_ctc(vocab: dict[str, int], config: dict[str, Any], tokens: dict[str, AddedToken | None]) -> Backend:
+    """wav2vec2's CTC vocabulary (vocab.json), tokenized as transformers' Wav2Vec2CTCTokenizer does.
+
+    Every character is one token (`list(text)` there): a WordLevel model over single-character pieces, unknown
+    characters -> unk. Multi-character vocabulary entries (`<pad>`, `<s>`, ...) are added tokens, matched whole in
+    the raw text with the whitespace around them stripped (transformers adds them with lstrip=rstrip=True), and
+    never normalized: `<pad>` stays `<pad>` under do_lower_case, as there, where they are split off before
+    `_tokenize` uppercases. Checked against transformers on random strings (tests/test_ctc_tokenizer.py).
+    """
+    unk = tokens["unk_token"].content if tokens["unk_token"] is not None else None
+    backend = Backend(WordLevel(vocab, unk_token=unk))
+    backend.normalizer = _ctc_normalizer(config)
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
+    delimiter = config.get("word_delimiter_token", "|")
+    # The named special tokens and the delimiter count as special (transformers' all_special_tokens has them all).
+    special = {t.content for t in tokens.values() if t is not None} | {delimiter}
+    recorded = {entry["content"]: (int(i), entry) for i, entry in (config.get("added_tokens_decoder") or {}).items()}
+    # The vocabulary's multi-character entries, plus the delimiter so that it is matched whole and marked special.
+    for content, index in sorted(vocab.items(), key=lambda kv: kv[1]):
+        if len(content) > 1 or content == delimiter:
+            entry = recorded.get(content, (index, {"content": content, "lstrip": len(content) > 1,
+                                                   "rstrip": len(content) > 1}))[1]
+            token = _as_added_token({**entry, "normalized": False, "special": content in special}, special=True)
+            (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+    # Tokens the file lists beyond the vocabulary (a bos/eos that vocab.json lacks, added tokens) keep their ids.
+    for content, (index, entry) in sorted(recorded.items(), key=lambda kv: kv[1][0]):
+        if content not in vocab:
+            token = _as_added_token({**entry, "special": entry.get("special", False) or content in special}, special=True)
+            (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+            if backend.token_to_id(content) != index:
+                raise ValueError(f"tokenizer_config.json gives {content!r} the id {index}, but after vocab.json "
+                                 f"it gets {backend.token_to_id(content)}; the two files do not belong together.")
+    return backend
+
+
+def _read_ctc_vocab(folder: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """vocab.json as read, and the {token: id} table in it: the file itself, or with one vocabulary per language
+    (MMS: {lang: {token: id}}) the one `target_lang` picks."""
+    vocab = read_json(os.path.join(folder, "vocab.json"), "vocab.json")
+    nested = bool(vocab) and all(isinstance(v, dict) for v in vocab.values())
+    target_lang = config.get("target_lang")
+    if target_lang is not None:
+        if not nested or target_lang not in vocab:
+            choices = f"one of {sorted(vocab)}" if nested else "none: its vocabulary is not per language"
+            raise ValueError(f"target_lang={target_lang!r} is not in {folder}/vocab.json ({choices}).")
+        return vocab, vocab[target_lang]
+    if nested:
+        raise ValueError(f"{folder}/vocab.json holds one vocabulary per language; choose one with "
+                         f"target_lang=... (one of {sorted(vocab)[:10]}{'...' if len(vocab) > 10 else ''}).")
+    return vocab, vocab
+
+
 # ================================================================================================ Tokenizer
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the named special tokens and the padding/decoding rules of transformers."""
+
+    # What __call__ returns (transformers' name); pad() makes an attention mask by default because it is here.
+    model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str | None], config: dict[str, Any] | None = None):
         self.backend = backend
@@ -141,13 +245,28 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Tokenizer:
-        """Read a tokenizer folder, or a hub id's (`revision`, `cache_dir`, `local_files_only` as in transformers)."""
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> Tokenizer:
+        """Read a tokenizer folder, or a hub id's (`revision`, `cache_dir`, `local_files_only` as in transformers).
+
+        `overrides` replace tokenizer_config.json values (`pad_token="<unk>"`, `do_lower_case=True`...), as
+        transformers' from_pretrained kwargs do; one that does not apply to this folder's tokenizer is an error."""
         folder = resolve_folder(folder, what="tokenizer folder", patterns=PREPROCESSING_FILES, revision=revision,
                                 cache_dir=cache_dir, local_files_only=local_files_only)
         config = _read_json(os.path.join(folder, TOKENIZER_CONFIG_FILE))
         special_map = _read_json(os.path.join(folder, SPECIAL_TOKENS_MAP_FILE))
         family = _family(config.get("tokenizer_class"), folder)
+        if issubclass(cls, Wav2Vec2CTCTokenizer) and family != "ctc":
+            raise ValueError(f"{folder} holds a {config.get('tokenizer_class') or family or 'non-CTC'} tokenizer, not a "
+                             "Wav2Vec2CTCTokenizer (vocab.json alone); load it with Tokenizer.from_pretrained.")
+        from_json = family != "ctc" and os.path.isfile(os.path.join(folder, TOKENIZER_FILE))
+        allowed = set(COMMON_OPTIONS) | (set() if from_json else set(FAMILY_OPTIONS.get(family, ())))
+        not_allowed = sorted(set(overrides) - allowed)
+        if not_allowed:
+            built = "from tokenizer.json, whose text pipeline is fixed" if from_json else f"a {family or 'legacy'} tokenizer"
+            raise ValueError(f"Tokenizer option(s) {not_allowed} do not apply to {folder} ({built}); "
+                             f"it takes {sorted(allowed)}.")
+        config.update(overrides)
 
         # Named special tokens: tokenizer_config.json first, then special_tokens_map.json, then the class default.
         tokens: dict[str, AddedToken | None] = {}
@@ -165,14 +284,17 @@ class Tokenizer:
             extra_specials = list(extra_specials.values())
 
         tokenizer_file = os.path.join(folder, TOKENIZER_FILE)
-        legacy = not os.path.isfile(tokenizer_file)
+        legacy = not from_json
         if legacy and family is None and config.get("tokenizer_class"):
             # e.g. Speech2Text2Tokenizer ("@@" BPE) or MBart (sentencepiece): their legacy files are not byte-level BPE.
             raise ValueError(
                 f"{folder} holds the legacy files of a {config['tokenizer_class']}, which minispeechseq only reads "
-                "through tokenizer.json (legacy files are read for BERT, GPT-2, BART and RoBERTa)."
+                "through tokenizer.json (legacy files are read for BERT, GPT-2, BART, RoBERTa and Wav2Vec2CTC)."
             )
-        if not legacy:
+        if family == "ctc":
+            vocab_file, vocab = _read_ctc_vocab(folder, config)
+            backend = _build_ctc(vocab, config, tokens)
+        elif not legacy:
             backend = Backend.from_file(tokenizer_file)
         elif os.path.isfile(os.path.join(folder, "vocab.txt")):
             unk = tokens["unk_token"].content if tokens["unk_token"] else "[UNK]"
@@ -185,7 +307,7 @@ class Tokenizer:
                 "or vocab.json + merges.txt (byte-level BPE)."
             )
 
-        if legacy:
+        if legacy and family != "ctc":  # (_build_ctc placed the CTC folder's added tokens itself)
             # Tokens the config lists by id (added_tokens_decoder) come first, so they keep their ids.
             decoder_entries = config.get("added_tokens_decoder") or {}
             for _, entry in sorted(decoder_entries.items(), key=lambda kv: int(kv[0])):
@@ -202,11 +324,13 @@ class Tokenizer:
             token.special = True
             backend.add_special_tokens([token])
 
+        names = {name: (t.content if t is not None else None) for name, t in tokens.items()}
+        config = {**config, "tokenizer_class": config.get("tokenizer_class") or _CLASS[family]}
+        if family == "ctc":  # no post-processor: transformers' CTC tokenizer adds no special tokens around the text
+            return Wav2Vec2CTCTokenizer(backend, names, config=config, vocab_file=vocab_file)
         if legacy:
             backend.post_processor = _post_processor(family, config, tokens, backend)
-
-        names = {name: (t.content if t is not None else None) for name, t in tokens.items()}
-        return cls(backend, names, config={**config, "tokenizer_class": config.get("tokenizer_class") or _CLASS[family]})
+        return cls(backend, names, config=config)
 
     # ------------------------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -214,14 +338,19 @@ class Tokenizer:
         folder = str(folder)
         os.makedirs(folder, exist_ok=True)
         self.backend.save(os.path.join(folder, TOKENIZER_FILE))
+        self._save_configs(folder)
+
+    def _save_configs(self, folder: str, **extra: Any) -> None:
+        """tokenizer_config.json (the config we read, with the current special tokens and settings, plus `extra`)
+        and special_tokens_map.json."""
         specials = {name: tok for name, tok in self._special.items() if tok is not None}
         config = {k: v for k, v in self.config.items() if k not in ("added_tokens_decoder", *SPECIAL_NAMES)}
         config.update(specials, padding_side=self.padding_side, clean_up_tokenization_spaces=self.clean_up_tokenization_spaces)
+        config.update(extra)
         if self.model_max_length < NO_MAX_LENGTH:
             config["model_max_length"] = self.model_max_length
         for name, payload in ((TOKENIZER_CONFIG_FILE, config), (SPECIAL_TOKENS_MAP_FILE, specials)):
-            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
-                f.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+            _write_json(os.path.join(folder, name), payload)
 
     # ------------------------------------------------------------------------------------------- vocabulary
     @property
@@ -267,17 +396,10 @@ class Tokenizer:
         texts = [text] if single else text
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"text must be a string or a list of strings, got {type(text).__name__}.")
-        if return_tensors not in (None, "pt", "np"):
-            raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
-        strategy = {True: "longest", "longest": "longest", "max_length": "max_length", False: "do_not_pad",
-                    "do_not_pad": "do_not_pad"}.get(padding)
-        if strategy is None:
-            raise ValueError(f"padding={padding!r}; expected True/'longest', 'max_length', or False.")
-        if strategy != "do_not_pad" and self.pad_token_id is None:
-            raise ValueError(
-                "Padding was asked for but this tokenizer has no pad token; set one (e.g. tokenizer.pad_token = "
-                "tokenizer.eos_token) or call with padding=False."
-            )
+        check_return_tensors(return_tensors)
+        strategy = padding_strategy(padding)
+        if strategy != "do_not_pad":
+            self._check_pad_token()
         limit = max_length if max_length is not None else (self.model_max_length if self.model_max_length < NO_MAX_LENGTH else None)
         if (truncation or strategy == "max_length") and limit is None:
             raise ValueError(f"truncation={truncation}, padding={padding!r} needs max_length (in tokens).")
@@ -313,6 +435,66 @@ class Tokenizer:
         out["input_ids"], out["attention_mask"] = make(ids), make(masks)  # (B, S) each
         return out
 
+    def _check_pad_token(self) -> None:
+        if self.pad_token_id is None:
+            raise ValueError(
+                "Padding was asked for but this tokenizer has no pad token; set one (e.g. tokenizer.pad_token = "
+                "tokenizer.eos_token) or call with padding=False."
+            )
+
+    def pad(
+        self,
+        encoded_inputs: Any,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Pad token ids made earlier (unpadded, one list per example) into one batch, as transformers' tokenizer.pad:
+        the labels half of a fine-tuning collator.
+
+        `encoded_inputs` is a list of dicts (`[{"input_ids": [...]}, ...]`) or a dict of lists. `input_ids` are
+        padded with the pad token on `padding_side` (default: the tokenizer's); a given `attention_mask` is padded
+        with 0, and one is made unless `return_attention_mask=False`. Other keys pass through unpadded.
+        `return_tensors=None` keeps the input's kind: lists stay lists, tensors give tensors, arrays arrays.
+        """
+        check_return_tensors(return_tensors)
+        strategy = padding_strategy(padding)
+        side = padding_side or self.padding_side
+        if side not in ("right", "left"):
+            raise ValueError(f"padding_side={side!r}; expected 'right' or 'left'.")
+        columns = batch_columns(encoded_inputs, "input_ids", "pad")
+        first = columns["input_ids"][0] if len(columns["input_ids"]) else None
+        kind = return_tensors or ("pt" if isinstance(first, torch.Tensor) else "np" if isinstance(first, np.ndarray) else None)
+        # Rows as Python lists from here on (tensors and arrays included), padded, then turned into `kind`.
+        rows = {key: [_as_id_list(row) for row in values] for key, values in columns.items() if key in PAD_VALUES}
+        if return_attention_mask is None:  # transformers' default: make one if the tokenizer's inputs include one
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask and "attention_mask" not in rows:
+            rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
+
+        if strategy == "max_length" and max_length is None:
+            if self.model_max_length >= NO_MAX_LENGTH:
+                raise ValueError("padding='max_length' needs max_length (this tokenizer sets no model_max_length).")
+            max_length = self.model_max_length
+        if strategy != "do_not_pad" and rows["input_ids"]:
+            self._check_pad_token()
+            target = max(len(ids) for ids in rows["input_ids"]) if strategy == "longest" else max_length
+            if pad_to_multiple_of:
+                target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+            fill = {**PAD_VALUES, "input_ids": self.pad_token_id}
+            missing = [max(target - len(ids), 0) for ids in rows["input_ids"]]  # never shortens a row
+            for key, values in rows.items():
+                for i, n in enumerate(missing):
+                    values[i] = [fill[key]] * n + values[i] if side == "left" else values[i] + [fill[key]] * n
+
+        out = {**columns, **rows}
+        if kind is None:
+            return BatchFeature(out)
+        return stack_columns(out, kind, ragged_ok=kind != "pt")
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise ValueError(f"encode takes one string, got {type(text).__name__}; use tokenizer(list_of_texts) for a batch.")
@@ -331,13 +513,15 @@ class Tokenizer:
             text = _clean_up_tokenization(text)
         return text
 
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> list[str]:
-        """A (B, S) tensor/array or a list of id lists -> B texts."""
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+                     **kwargs: Any) -> list[str]:
+        """A (B, S) tensor/array or a list of id lists -> B texts. `kwargs` go to decode (the CTC tokenizer's
+        `group_tokens`, `spaces_between_special_tokens`)."""
         if isinstance(ids, (torch.Tensor, np.ndarray)):
             if ids.ndim != 2:
                 raise ValueError(f"batch_decode expects (B, S) ids, got shape {tuple(ids.shape)}; use decode for one sequence.")
             ids = ids.tolist()
-        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
+        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces, **kwargs) for row in ids]
 
     def __repr__(self) -> str:
         return f"Tokenizer(class={self.config.get('tokenizer_class')}, vocab_size={self.vocab_size}, len={len(self)})"
@@ -370,7 +554,8 @@ for _name in SPECIAL_NAMES:
 
 
 # ================================================================================================ helpers
-_CLASS = {"bert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer", None: None}
+_CLASS = {"bert": "BertTokenizer", "gpt2": "GPT2Tokenizer", "roberta": "RobertaTokenizer", "ctc": "Wav2Vec2CTCTokenizer",
+          None: None}
 
 
 def _post_processor(family: str | None, config: dict[str, Any], tokens: dict[str, AddedToken | None], backend: Backend):
@@ -424,11 +609,99 @@ def _clean_up_tokenization(text: str) -> str:
     return text
 
 
+# ================================================================================================ CTC
+class Wav2Vec2CTCTokenizer(Tokenizer):
+    """transformers' Wav2Vec2CTCTokenizer: characters in; out, the text of a CTC model's frame-level ids.
+
+    A CTC model (ctc.py) emits one id per audio frame (20 ms): a character, the word delimiter `|`, or the blank,
+    which is the pad token. The greedy transcript is what `decode` makes of the per-frame argmax ids:
+    1. a token held over several frames is one token (`group_tokens=True`): "HHEE" -> "HE";
+    2. blanks are dropped *after* that, so a blank between two equal letters keeps both: "L<pad>L" -> "LL";
+    3. the delimiter becomes `replace_word_delimiter_char` (a space), and the ends are stripped.
+    Encoding is the other way, one id per character (see _build_ctc); `do_lower_case` uppercases the text going in
+    (the vocabulary is uppercase) and lowercases the text coming out.
+    """
+
+    def __init__(self, backend: Backend, special_tokens: dict[str, str | None], config: dict[str, Any] | None = None,
+                 vocab_file: dict[str, Any] | None = None) -> None:
+        super().__init__(backend, special_tokens, config)
+        # vocab.json as read (one table, or one per language), written back as it was by save_pretrained.
+        self.vocab_file = dict(vocab_file if vocab_file is not None else backend.get_vocab(with_added_tokens=False))
+        self.replace_word_delimiter_char = self.config.get("replace_word_delimiter_char", " ")
+        self.do_lower_case = bool(self.config.get("do_lower_case", False))
+
+    @property
+    def word_delimiter_token(self) -> str:
+        """The token that stands for a space ("|"); fixed when the tokenizer is built (the normalizer uses it)."""
+        return self.config.get("word_delimiter_token", "|")
+
+    @property
+    def word_delimiter_token_id(self) -> int | None:
+        return self.backend.token_to_id(self.word_delimiter_token)
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+               group_tokens: bool = True, spaces_between_special_tokens: bool = False) -> str:
+        """CTC ids (one per frame) -> text, as transformers' Wav2Vec2CTCTokenizer.decode (steps in the class doc).
+
+        `group_tokens=False` keeps every frame's token (only blanks are dropped); `spaces_between_special_tokens`
+        joins the characters with spaces (transformers' name: it applies to every token)."""
+        # An id outside the vocabulary (-100 included) reads as the unk token, as in transformers.
+        tokens = [(self.backend.id_to_token(i) if i >= 0 else None) or self.unk_token for i in _as_id_list(ids)]
+        if skip_special_tokens:
+            # The delimiter is special but kept. transformers drops the special tokens *before* merging repeats, so
+            # the blank goes too and no longer separates a double letter: "HEL<pad>LO" gives "HELO" (its own test
+            # expects it). For CTC output keep the default, skip_special_tokens=False, as transformers' docs do.
+            special = set(self.convert_ids_to_tokens(self.all_special_ids)) - {self.word_delimiter_token}
+            tokens = [t for t in tokens if t not in special]
+        if group_tokens:
+            tokens = [token for token, _ in itertools.groupby(tokens)]  # "HHEE" -> "HE"
+        chars = [self.replace_word_delimiter_char if t == self.word_delimiter_token else t
+                 for t in tokens if t != self.pad_token]  # blanks out, after grouping
+        text = (" " if spaces_between_special_tokens else "").join(chars).strip()
+        if self.do_lower_case:
+            text = text.lower()
+        clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        return _clean_up_tokenization(text) if clean else text
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """vocab.json + tokenizer_config.json + special_tokens_map.json: the layout of every wav2vec2 CTC checkpoint,
+        which transformers' Wav2Vec2CTCTokenizer reads (it has no tokenizer.json)."""
+        folder = str(folder)
+        os.makedirs(folder, exist_ok=True)
+        _write_json(os.path.join(folder, "vocab.json"), self.vocab_file)
+        added = {str(i): dict(content=t.content, lstrip=t.lstrip, rstrip=t.rstrip, normalized=t.normalized,
+                              single_word=t.single_word, special=t.special)
+                 for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
+        self._save_configs(folder, added_tokens_decoder=added, do_lower_case=self.do_lower_case,
+                           word_delimiter_token=self.word_delimiter_token,
+                           replace_word_delimiter_char=self.replace_word_delimiter_char)
+
+    # The uppercase step of do_lower_case is a Python normalizer, which `tokenizers` cannot serialize; DataLoader
+    # workers started with "spawn" pickle the collator and the processor in it. So the backend travels without
+    # that step (a JSON string) and gets it back on arrival.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        normalizer = self.backend.normalizer
+        self.backend.normalizer = normalizers.Replace(" ", self.word_delimiter_token)
+        try:
+            state["backend"] = self.backend.to_str()
+        finally:
+            self.backend.normalizer = normalizer
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["backend"] = Backend.from_str(state["backend"])
+        state["backend"].normalizer = _ctc_normalizer(state["config"])
+        self.__dict__.update(state)
+
+
 class AutoTokenizer:
-    """`AutoTokenizer.from_pretrained(folder_or_hub_id)`, as in transformers' docs; every family loads into `Tokenizer`."""
+    """`AutoTokenizer.from_pretrained(folder_or_hub_id)`, as in transformers' docs; every family loads into `Tokenizer`
+    (a CTC vocabulary into its subclass `Wav2Vec2CTCTokenizer`)."""
 
     @staticmethod
     def from_pretrained(folder: str | os.PathLike, *, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Tokenizer:
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        **overrides: Any) -> Tokenizer:
         return Tokenizer.from_pretrained(folder, revision=revision, cache_dir=cache_dir,
-                                         local_files_only=local_files_only)
+                                         local_files_only=local_files_only, **overrides)

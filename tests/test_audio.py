@@ -91,7 +91,7 @@ CALLS = {
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_extractor_matches_transformers(batch, call, with_mask):
     config = dict(return_attention_mask=with_mask, do_normalize=True)
-    ours = Wav2Vec2FeatureExtractor(**config)(BATCHES[batch], sampling_rate=16000, **CALLS[call])
+    ours = Wav2Vec2FeatureExtractor(**config)(BATCHES[batch], sampling_rate=16000, return_tensors="pt", **CALLS[call])
     ref = ref_extractor(**config)(BATCHES[batch], sampling_rate=16000, return_tensors="pt", **CALLS[call])
     assert ours.input_values.dtype == torch.float32
     assert_close(ours.input_values, ref["input_values"], ATOL_FEATURES, f"{batch}/{call}/mask={with_mask}")
@@ -105,30 +105,31 @@ def test_extractor_inputs_forms_agree():
     """A 2-D array is a batch of rows; a tensor, a list of floats and an array give the same result."""
     fe = Wav2Vec2FeatureExtractor()
     x = tone(500)
-    a = fe(x).input_values
+    a = fe(x, return_tensors="pt").input_values
     assert a.shape == (1, 500)
-    assert torch.equal(fe(torch.from_numpy(x)).input_values, a)
-    assert torch.equal(fe(x.tolist()).input_values, a)
+    assert torch.equal(fe(torch.from_numpy(x), return_tensors="pt").input_values, a)
+    assert torch.equal(fe(x.tolist(), return_tensors="pt").input_values, a)
     two = np.stack([x, x[::-1].copy()])
     ref = ref_extractor()(two, sampling_rate=16000, return_tensors="pt")["input_values"]
-    assert_close(fe(two).input_values, ref, ATOL_FEATURES, "2-D array as batch")
-    assert_close(fe(torch.from_numpy(two)).input_values, ref, ATOL_FEATURES, "2-D tensor as batch")
+    assert_close(fe(two, return_tensors="pt").input_values, ref, ATOL_FEATURES, "2-D array as batch")
+    assert_close(fe(torch.from_numpy(two), return_tensors="pt").input_values, ref, ATOL_FEATURES, "2-D tensor as batch")
 
 
 def test_extractor_int16_is_scaled_pcm():
     pcm = (RNG.standard_normal(400) * 2000).astype(np.int16)
     fe = Wav2Vec2FeatureExtractor(do_normalize=False)
-    ours = fe(pcm).input_values
+    ours = fe(pcm, return_tensors="pt").input_values
     assert ours.dtype == torch.float32
     assert_close(ours[0], torch.from_numpy(pcm.astype(np.float32) / 32768), 0.0, "int16 / 32768")
     # Normalized, the scale cancels: transformers (which only casts the int16 codes) agrees within the epsilon's effect.
     ref = ref_extractor()(pcm, sampling_rate=16000, return_tensors="pt")["input_values"]
-    assert_close(Wav2Vec2FeatureExtractor()(pcm).input_values, ref.float(), 1e-4, "int16 normalized")
+    ours_normalized = Wav2Vec2FeatureExtractor()(pcm, return_tensors="pt").input_values
+    assert_close(ours_normalized, ref.float(), 1e-4, "int16 normalized")
 
 
 def test_extractor_no_normalize_and_padding_value():
     fe = Wav2Vec2FeatureExtractor(do_normalize=False, padding_value=-1.0, return_attention_mask=True)
-    out = fe([tone(10), tone(6)])
+    out = fe([tone(10), tone(6)], padding=True, return_tensors="pt")
     ref = ref_extractor(do_normalize=False, padding_value=-1.0, return_attention_mask=True)(
         [tone(10), tone(6)], sampling_rate=16000, padding=True, return_tensors="pt"
     )
@@ -139,14 +140,16 @@ def test_extractor_no_normalize_and_padding_value():
 def test_extractor_left_padding_normalizes_real_samples():
     """transformers slices the first `length` samples even when padding on the left (its bug); we use the real ones."""
     x_long, x_short = tone(12), RNG.standard_normal(7).astype(np.float32)
-    out = Wav2Vec2FeatureExtractor(return_attention_mask=True, padding_side="left")([x_long, x_short])
+    out = Wav2Vec2FeatureExtractor(return_attention_mask=True, padding_side="left")([x_long, x_short], padding=True,
+                                                                                     return_tensors="pt")
     expected = (x_short - x_short.mean()) / np.sqrt(x_short.var() + 1e-7)
     assert_close(out.input_values[1, 5:], torch.from_numpy(expected), ATOL_FEATURES, "left-padded real part")
     assert (out.input_values[1, :5] == 0).all() and out.attention_mask[1].tolist() == [0] * 5 + [1] * 7
 
 
 def test_extractor_silence_is_finite_zero():
-    out = Wav2Vec2FeatureExtractor(return_attention_mask=True)([np.zeros(100, np.float32), tone(50)])
+    out = Wav2Vec2FeatureExtractor(return_attention_mask=True)([np.zeros(100, np.float32), tone(50)], padding=True,
+                                                               return_tensors="pt")
     assert torch.isfinite(out.input_values).all()
     assert (out.input_values[0] == 0).all()
 
@@ -167,8 +170,8 @@ def test_extractor_errors():
         fe([])
     with pytest.raises(ValueError, match=r"\(B, L\)"):
         fe(np.zeros((2, 3, 4), np.float32))
-    with pytest.raises(ValueError, match="different lengths"):
-        fe([tone(5), tone(6)], padding=False)
+    with pytest.raises(ValueError, match="different lengths"):  # unpadded rows of different lengths: no tensor
+        fe([tone(5), tone(6)], padding=False, return_tensors="pt")
     with pytest.raises(ValueError, match="max_length"):
         fe(tone(5), padding="max_length")
 
@@ -193,7 +196,7 @@ def test_extractor_config_round_trip_with_transformers(tmp_path):
 
 
 def test_batch_feature_access_and_to():
-    out = Wav2Vec2FeatureExtractor(return_attention_mask=True)([tone(5), tone(3)])
+    out = Wav2Vec2FeatureExtractor(return_attention_mask=True)([tone(5), tone(3)], padding=True, return_tensors="pt")
     assert out["input_values"] is out.input_values
     assert out.to("cpu") is out and out.attention_mask.device.type == "cpu"
     with pytest.raises(AttributeError, match="input_values"):

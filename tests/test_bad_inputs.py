@@ -145,7 +145,8 @@ def test_bad_waveform_tensors(model, case):
 
 def test_padding_mask_leaving_less_than_the_receptive_field(model, extractor):
     # A 10-sample clip padded inside a batch: its attention mask says 10 real samples, which make no frame.
-    batch = extractor([noise(10), noise(4000)], sampling_rate=16000, return_attention_mask=True)
+    batch = extractor([noise(10), noise(4000)], sampling_rate=16000, padding=True, return_attention_mask=True,
+                      return_tensors="pt")
     with pytest.raises(ValueError, match="Waveform 0 .* fewer than the receptive field"):
         model.generate(batch.input_values, attention_mask=batch.attention_mask)
 
@@ -187,8 +188,8 @@ def test_bad_audio_files(tmp_path, kind):
 # ---- valid but unusual audio: the same result as the plain equivalent
 def test_int16_array_equals_float_equivalent(model, extractor):
     pcm = (noise(4000) * 32768 / 0.5).clip(-32768, 32767).astype(np.int16)
-    as_int = extractor(pcm, sampling_rate=16000).input_values
-    as_float = extractor(pcm.astype(np.float32) / 32768, sampling_rate=16000).input_values
+    as_int = extractor(pcm, sampling_rate=16000, return_tensors="pt").input_values
+    as_float = extractor(pcm.astype(np.float32) / 32768, sampling_rate=16000, return_tensors="pt").input_values
     assert_close(as_int, as_float, ATOL_INT16, "int16 vs float32/32768 features")
     ids_int, ids_float = model.generate(as_int), model.generate(as_float)
     assert torch.equal(ids_int, ids_float), f"{ids_int.tolist()} vs {ids_float.tolist()}"
@@ -200,7 +201,7 @@ def test_stereo_file_equals_mono_file(tmp_path, model, extractor):
     sf.write(tmp_path / "stereo.wav", np.stack([mono, mono], axis=1), 16000, subtype="PCM_16")
     a, b = load_audio(tmp_path / "mono.wav"), load_audio(tmp_path / "stereo.wav")
     assert_close(torch.from_numpy(b), torch.from_numpy(a), 0.0, "identical L/R downmix vs mono")
-    ids = [model.generate(extractor(w, sampling_rate=16000).input_values) for w in (a, b)]
+    ids = [model.generate(extractor(w, sampling_rate=16000, return_tensors="pt").input_values) for w in (a, b)]
     assert torch.equal(ids[0], ids[1])
 
 
@@ -211,7 +212,8 @@ def test_other_sampling_rates_are_resampled(tmp_path, model, extractor, rate):
     assert wave.shape == (8000,), f"{rate} Hz, 0.5 s should become 8000 samples at 16 kHz, got {wave.shape}"
     assert_close(torch.from_numpy(wave[800:-800]), torch.from_numpy(tone(0.5, 16000)[800:-800]), ATOL_RESAMPLED,
                  f"{rate} Hz file resampled vs tone at 16 kHz")
-    out = model(extractor(wave, sampling_rate=16000).input_values, decoder_input_ids=torch.tensor([[2]]))
+    out = model(extractor(wave, sampling_rate=16000, return_tensors="pt").input_values,
+                decoder_input_ids=torch.tensor([[2]]))
     assert torch.isfinite(out.logits).all() and torch.isfinite(out.encoder_last_hidden_state).all()
     # And the extractor refuses the file's own rate rather than silently treating it as 16 kHz.
     with pytest.raises(ValueError, match=f"{rate} Hz .* resample"):
@@ -219,7 +221,7 @@ def test_other_sampling_rates_are_resampled(tmp_path, model, extractor, rate):
 
 
 def test_all_zero_signal_is_finite(model, extractor):
-    features = extractor(np.zeros(4000, dtype=np.float32), sampling_rate=16000)
+    features = extractor(np.zeros(4000, dtype=np.float32), sampling_rate=16000, return_tensors="pt")
     # (x - mean) / sqrt(var + 1e-7) with var = 0: exactly zero, not 0/0.
     assert torch.equal(features.input_values, torch.zeros(1, 4000)), "normalising silence must give zeros"
     out = model(features.input_values, attention_mask=features.attention_mask, decoder_input_ids=torch.tensor([[2]]))

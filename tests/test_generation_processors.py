@@ -152,6 +152,24 @@ def test_generation_config_round_trip(tmp_path):
     assert GenerationConfig.from_dict(config.to_dict()) == config
 
 
+def test_generation_config_file_name_both_ways(tmp_path):
+    """transformers' `config_file_name=` (5.24's only name for it): several setups side by side in one folder."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    HFGenerationConfig(num_beams=4, max_new_tokens=7).save_pretrained(tmp_path, config_file_name="beam.json")
+    beam = GenerationConfig.from_pretrained(tmp_path, config_file_name="beam.json")
+    assert (beam.num_beams, beam.max_new_tokens) == (4, 7)
+    GenerationConfig(do_sample=True, top_k=5).save_pretrained(tmp_path, config_file_name="sample.json")
+    GenerationConfig(num_beams=2).save_pretrained(tmp_path)  # the default name is still the default
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["beam.json", "generation_config.json", "sample.json"]
+    reread = HFGenerationConfig.from_pretrained(tmp_path, config_file_name="sample.json")
+    assert (reread.do_sample, reread.top_k) == (True, 5), "transformers reads the file we named"
+    assert GenerationConfig.from_pretrained(tmp_path, "sample.json").top_k == 5  # positional, as transformers allows
+    assert GenerationConfig.from_pretrained(tmp_path).num_beams == 2
+    with pytest.raises(FileNotFoundError, match="greedy.json"):
+        GenerationConfig.from_pretrained(tmp_path, config_file_name="greedy.json")
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_beamz"):
         GenerationConfig().update(num_beamz=3)

@@ -42,7 +42,7 @@ def test_processor_matches_transformers(folder):
     assert torch.equal(got.attention_mask, expected["attention_mask"])
     assert torch.equal(got.labels, expected["labels"]), (got.labels, expected["labels"])
 
-    audio_only = ours(audio=WAVES[0], sampling_rate=16000)
+    audio_only = ours(audio=WAVES[0], sampling_rate=16000, return_tensors="pt")
     ref_audio = ref(audio=WAVES[0], sampling_rate=16000, return_tensors="pt")
     assert_close(audio_only.input_values, ref_audio["input_values"], ATOL_FEATURES, "audio only")
 
@@ -85,3 +85,34 @@ def test_processor_errors(folder, tmp_path):
         Processor.from_pretrained(tmp_path / "missing")
     with pytest.raises(ValueError, match="expected a minispeechseq Tokenizer"):
         Processor(ours.feature_extractor, object())
+
+
+def test_model_input_names_as_transformers(folder):
+    """transformers 5's Wav2Vec2Processor: the feature extractor's names plus "labels", whatever the mask setting
+    (the recipe's collator reads `processor.model_input_names[0]` to find the audio key)."""
+    for mask in (True, False):
+        ours = Processor.from_pretrained(folder, return_attention_mask=mask)
+        ref = transformers.Wav2Vec2Processor.from_pretrained(folder, return_attention_mask=mask)
+        assert ours.model_input_names == ref.model_input_names == ["input_values", "attention_mask", "labels"]
+
+
+def test_from_pretrained_overrides_as_transformers(folder):
+    """Each keyword goes to the half that knows it, padding_side to both, as transformers hands kwargs to both."""
+    overrides = dict(return_attention_mask=False, do_normalize=False, padding_value=0.5, padding_side="left")
+    ours = Processor.from_pretrained(folder, **overrides)
+    ref = transformers.Wav2Vec2Processor.from_pretrained(folder, **overrides)
+    for name in ("return_attention_mask", "do_normalize", "padding_value", "padding_side"):
+        assert getattr(ours.feature_extractor, name) == getattr(ref.feature_extractor, name), name
+    assert ours.tokenizer.padding_side == ref.tokenizer.padding_side == "left"
+    got = ours(audio=WAVES, sampling_rate=16000, text=TEXTS, padding=True, return_tensors="pt")
+    expected = ref(audio=WAVES, sampling_rate=16000, text=TEXTS, padding=True, return_tensors="pt")
+    assert sorted(got) == sorted(expected) == ["input_values", "labels"]
+    assert_close(got.input_values, expected["input_values"], ATOL_FEATURES, "overridden extractor")
+    assert torch.equal(got.labels, expected["labels"]), "labels padded on the left by both"
+    unk = Processor.from_pretrained(folder, pad_token=ours.tokenizer.unk_token)
+    assert unk.tokenizer.pad_token_id == ours.tokenizer.unk_token_id
+    with pytest.raises(ValueError, match=r"Unknown processor option\(s\) \['return_attention_masks'\]"):
+        Processor.from_pretrained(folder, return_attention_masks=True)
+    # A pipeline option where tokenizer.json fixes the pipeline would change nothing: refused, not ignored.
+    with pytest.raises(ValueError, match=r"\['do_lower_case'\] do not apply .* tokenizer.json"):
+        Processor.from_pretrained(folder, do_lower_case=False)

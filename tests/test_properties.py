@@ -89,11 +89,12 @@ seed_st = st.integers(min_value=0, max_value=2**16)
 def test_padding_invariance(models, variant, lengths, seed):
     model = models[variant]
     items = waves(lengths, seed)
-    batch = EXTRACTOR(items, sampling_rate=16000)  # padded to the longest, with a mask
+    # Padded to the longest, with a mask.
+    batch = EXTRACTOR(items, sampling_rate=16000, padding=True, return_tensors="pt")
     memory, frame_mask = model.encode(batch.input_values, batch.attention_mask)  # (B, T, D), (B, T)
     batch_ids = model.generate(batch.input_values, attention_mask=batch.attention_mask, max_new_tokens=MAX_NEW)
     for i, wave in enumerate(items):
-        alone = EXTRACTOR(wave, sampling_rate=16000)
+        alone = EXTRACTOR(wave, sampling_rate=16000, return_tensors="pt")
         mem_i, _ = model.encode(alone.input_values, alone.attention_mask)  # (1, T_i, D)
         T_i = mem_i.shape[1]
         assert int(frame_mask[i].sum()) == T_i, f"item {i}: {int(frame_mask[i].sum())} real frames vs {T_i} alone"
@@ -118,7 +119,7 @@ def greedy_by_forward(model, values, mask, max_new: int) -> list[int]:
 @given(length=st.integers(min_value=300, max_value=2400), seed=seed_st)
 def test_num_beams_1_is_greedy(models, length, seed):
     model = models["do_stable_layer_norm"]
-    x = EXTRACTOR(waves([length], seed)[0], sampling_rate=16000)
+    x = EXTRACTOR(waves([length], seed)[0], sampling_rate=16000, return_tensors="pt")
     ids = model.generate(x.input_values, attention_mask=x.attention_mask, num_beams=1, max_new_tokens=MAX_NEW)
     expected = greedy_by_forward(model, x.input_values, x.attention_mask, MAX_NEW)
     assert trim(ids[0]) == expected, f"generate {ids[0].tolist()} vs greedy by forward {expected}"
@@ -128,7 +129,7 @@ def test_num_beams_1_is_greedy(models, length, seed):
 @given(lengths=lengths_st, seed=seed_st, num_beams=st.sampled_from([1, 2, 3]))
 def test_cache_changes_nothing(models, lengths, seed, num_beams):
     model = models["layer-norm features"]
-    batch = EXTRACTOR(waves(lengths, seed), sampling_rate=16000)
+    batch = EXTRACTOR(waves(lengths, seed), sampling_rate=16000, padding=True, return_tensors="pt")
     kw = {"attention_mask": batch.attention_mask, "num_beams": num_beams, "max_new_tokens": MAX_NEW}
     cached = model.generate(batch.input_values, **kw)
     uncached = model.generate(batch.input_values, use_cache=False, **kw)
@@ -140,11 +141,11 @@ def test_cache_changes_nothing(models, lengths, seed, num_beams):
 def test_beam_batch_equals_items(models, lengths, seed, num_beams):
     model = models["do_stable_layer_norm"]
     items = waves(lengths, seed)
-    batch = EXTRACTOR(items, sampling_rate=16000)
+    batch = EXTRACTOR(items, sampling_rate=16000, padding=True, return_tensors="pt")
     together = model.generate(batch.input_values, attention_mask=batch.attention_mask, num_beams=num_beams,
                               max_new_tokens=MAX_NEW)
     for i, wave in enumerate(items):
-        x = EXTRACTOR(wave, sampling_rate=16000)
+        x = EXTRACTOR(wave, sampling_rate=16000, return_tensors="pt")
         alone = model.generate(x.input_values, attention_mask=x.attention_mask, num_beams=num_beams,
                                max_new_tokens=MAX_NEW)
         assert trim(together[i]) == trim(alone[0]), f"item {i}: {together[i].tolist()} vs {alone[0].tolist()}"
@@ -227,7 +228,7 @@ def test_bf16_masked_rows_and_long_sequences_are_finite(B, H, Sq, Sk, impl, caus
 
 def test_bf16_model_on_a_padded_batch_is_finite(models):
     model = build("do_stable_layer_norm").to(torch.bfloat16)
-    batch = EXTRACTOR(waves([400, 6000], 0), sampling_rate=16000)
+    batch = EXTRACTOR(waves([400, 6000], 0), sampling_rate=16000, padding=True, return_tensors="pt")
     values = batch.input_values.to(torch.bfloat16)
     for impl in ("eager", "sdpa"):
         model.set_attn_implementation(impl)

@@ -75,23 +75,29 @@ class GenerationConfig(ConfigMixin):
 
     # ------------------------------------------------------------------------------- files
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, *, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
-                        **overrides: Any) -> GenerationConfig:
+    def from_pretrained(cls, folder: str | os.PathLike, config_file_name: str | os.PathLike | None = None, *,
+                        revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool = False, **overrides: Any) -> GenerationConfig:
         """Read `folder/generation_config.json` (or that file's path); a hub id is found through huggingface_hub
-        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py)."""
-        folder = resolve_folder(folder, what=f"folder with {GENERATION_CONFIG_NAME}", allow_file=True,
-                                patterns=CONFIG_FILES, revision=revision, cache_dir=cache_dir,
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py).
+
+        `config_file_name` reads another file of the folder, as transformers' argument of that name (several
+        generation setups saved side by side: `save_pretrained(folder, config_file_name="beam.json")`)."""
+        name = os.fspath(config_file_name) if config_file_name is not None else GENERATION_CONFIG_NAME
+        folder = resolve_folder(folder, what=f"folder with {name}", allow_file=config_file_name is None,
+                                patterns=(*CONFIG_FILES, name), revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only)
-        path = os.path.join(folder, GENERATION_CONFIG_NAME) if os.path.isdir(folder) else folder
+        path = os.path.join(folder, name) if os.path.isdir(folder) else folder
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{folder} has no {GENERATION_CONFIG_NAME}; it is written by save_pretrained.")
+            raise FileNotFoundError(f"{folder} has no {name}; it is written by save_pretrained.")
         config = cls.from_json_file(path)
         return config.update(**overrides) if overrides else config
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
+    def save_pretrained(self, folder: str | os.PathLike, config_file_name: str | os.PathLike | None = None) -> None:
+        """Write `folder/generation_config.json`, or `folder/<config_file_name>` (transformers' argument)."""
+        name = os.fspath(config_file_name) if config_file_name is not None else GENERATION_CONFIG_NAME
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, GENERATION_CONFIG_NAME), "w", encoding="utf-8") as f:
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
