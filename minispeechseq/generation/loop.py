@@ -170,19 +170,18 @@ def generate(
     if return_dict:
         kwargs.setdefault("return_dict_in_generate", True)
         kwargs.setdefault("output_scores", True)
-    if encoder_outputs is None:
-        if input_values is None:
-            raise ValueError("generate() needs the audio (input_values) or the encoder's output (encoder_outputs).")
-        encoder_outputs = model.get_encoder()(
-            input_values, attention_mask=attention_mask,
-            output_attentions=bool(kwargs.get("output_attentions")),
-            output_hidden_states=bool(kwargs.get("output_hidden_states")),
-        )
-    enc, enc_mask = model.encode(attention_mask=attention_mask, encoder_outputs=encoder_outputs)  # (B, T, D), (B, T)
-    B = enc.shape[0]
-    s = resolve_config(model, generation_config, kwargs, B, decoder_input_ids, enc.device)
+    if input_values is None and encoder_outputs is None:
+        raise ValueError("generate() needs the audio (input_values) or the encoder's output (encoder_outputs).")
+    # Every setting is checked before the encoder runs: a typo costs no encoder pass.
+    audio = input_values if encoder_outputs is None else encoder_outputs[0]  # (B, L) samples or (B, T, D) frames
+    s = resolve_config(model, generation_config, kwargs, audio.shape[0], decoder_input_ids, audio.device)
     config = s.config
     processors = build_processors(config, s.max_length, s.min_length)
+    if encoder_outputs is None:
+        encoder_outputs = model.get_encoder()(input_values, attention_mask=attention_mask,
+                                              output_attentions=config.output_attentions,
+                                              output_hidden_states=config.output_hidden_states)
+    enc, enc_mask = model.encode(attention_mask=attention_mask, encoder_outputs=encoder_outputs)  # (B, T, D), (B, T)
     record = Record(config) if config.return_dict_in_generate else None
     # Asked of the decoder only when wanted (attention weights need the eager backend).
     extra_outputs = {k: True for k in ("output_attentions", "output_hidden_states") if getattr(config, k)}
@@ -190,7 +189,7 @@ def generate(
     def next_scores(ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         """(N, S) tokens so far -> (N, V) fp32 logits of the next token, and the cache to keep."""
         if config.use_cache:
-            feed = ids[:, cache.seq_len:] if cache.seq_len > 0 else ids  # only what the cache has not seen
+            feed = ids[:, cache.seq_len:]  # only what the cache has not seen (the whole prompt at first)
         else:
             cache, feed = model.decoder.new_cache(), ids
         out = model.decoder(
