@@ -112,3 +112,13 @@ def test_digits_tokenizer_loads_in_transformers_and_ours(tmp_path):
         ref.pad_token_id, ref.bos_token_id, ref.eos_token_id, ref.unk_token_id) == (0, 1, 2, 3)
     ids = [1, 8, 4, 2, 0]
     assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True) == "four zero"
+
+
+def test_recipe_utterances_render_a_split_as_the_corpus_does():
+    """The first test-split utterances, in memory: the plan's test strings in order, as 16 kHz audio."""
+    waves, texts = digits.recipe_utterances("test", 3)
+    plan = digits.plan_digits_corpus(digits.DigitsRecipe(), digits.english_voices())
+    assert texts == [u.text for u in plan if u.split == "test"][:3]
+    assert len(waves) == 3 and all(w.dtype == np.float32 and len(w) > SAMPLING_RATE // 10 for w in waves)
+    with pytest.raises(ValueError, match="split must be one of train, valid, test"):
+        digits.recipe_utterances("dev", 1)

@@ -41,10 +41,7 @@ from minispeechseq import (
 )
 from minispeechseq.training.digits import (
     DIGIT_WORDS,
-    DigitsRecipe,
-    english_voices,
-    plan_digits_corpus,
-    synthesize_many,
+    recipe_utterances,
 )
 from minispeechseq.training.metrics import word_error_rate
 
@@ -65,15 +62,7 @@ encoder = seq2seq.encoder  # the trained wav2vec2-style encoder, shared by both 
 # from the test split, stay unseen for the end.
 
 # %%
-plan = plan_digits_corpus(DigitsRecipe(), english_voices())
-waves, texts = [], []
-for start in range(0, len(plan), 8):
-    group = plan[start : start + 8]
-    said = synthesize_many([u.text for u in group], group[0].voice, group[0].speed, group[0].pitch, group[0].word_gap)
-    waves += [w for u, w in zip(group, said) if u.split == "train"]
-    texts += [u.text for u in group if u.split == "train"]
-    if len(waves) >= 64:
-        break
+waves, texts = recipe_utterances("train", 64)  # rendered as `minispeechseq data` renders the corpus
 print(f"{len(waves)} training utterances, {sum(len(t.split()) for t in texts)} words, e.g. {texts[0]!r}")
 assert len(waves) >= 64
 

@@ -29,12 +29,7 @@ import torch
 import minispeechseq
 from minispeechseq import Processor, SpeechEncoderDecoderModel, cli
 from minispeechseq.recognizer import transcribe_batch
-from minispeechseq.training.digits import (
-    DigitsRecipe,
-    english_voices,
-    plan_digits_corpus,
-    synthesize_many,
-)
+from minispeechseq.training.digits import recipe_utterances
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -162,18 +157,7 @@ assert raw > 0.5 and fixed == 0.0
 # them greedily and with 4 beams, and sort every error.
 
 # %%
-plan = plan_digits_corpus(DigitsRecipe(), english_voices())
-waves, references = [], []
-for start in range(0, len(plan), 8):
-    group = plan[start : start + 8]
-    if not any(u.split == "test" for u in group):
-        continue
-    said = synthesize_many([u.text for u in group], group[0].voice, group[0].speed, group[0].pitch, group[0].word_gap)
-    waves += [w for u, w in zip(group, said) if u.split == "test"]
-    references += [u.text for u in group if u.split == "test"]
-    if len(waves) >= 100:
-        break
-waves, references = waves[:100], references[:100]
+waves, references = recipe_utterances("test", 100)  # rendered as `minispeechseq data` renders the corpus
 
 MODEL = os.path.join(os.path.dirname(minispeechseq.__file__), "bundled", "digits")
 model = SpeechEncoderDecoderModel.from_pretrained(MODEL).eval()

@@ -334,6 +334,28 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def recipe_utterances(split: str, count: int, recipe: DigitsRecipe | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The first `count` utterances of one split of the recipe, rendered in memory exactly as the corpus renders
+    them (the same espeak-ng groups and settings, no files): (waveforms at 16 kHz, transcripts)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    recipe = recipe or DigitsRecipe()
+    plan = plan_digits_corpus(recipe, english_voices())
+    waves: list[np.ndarray] = []
+    texts: list[str] = []
+    for start in range(0, len(plan), recipe.per_call):
+        group = plan[start : start + recipe.per_call]
+        if len(waves) >= count:
+            break
+        if not any(u.split == split for u in group):
+            continue
+        first = group[0]
+        said = synthesize_many([u.text for u in group], first.voice, first.speed, first.pitch, first.word_gap)
+        waves += [w for u, w in zip(group, said) if u.split == split]
+        texts += [u.text for u in group if u.split == split]
+    return waves[:count], texts[:count]
+
+
 # ============================================================================ audio with known word boundaries
 # Word timestamps need a reference: when was each word really said? espeak-ng does not report it, so these
 # utterances are built word by word: each digit word is rendered alone (all ten in one espeak-ng call), trimmed
