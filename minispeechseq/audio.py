@@ -2,7 +2,7 @@
 
 Two steps, each a public name:
 1. `load_audio(path)`: any file libsndfile reads (wav, flac, ogg...), at any rate and channel count, becomes one
-   float32 mono waveform at 16 kHz.
+   float32 mono waveform at 16 kHz, within bounds checked from the header first (audiofile.py).
 2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: each waveform normalized to zero mean and unit variance, plus an
    optional attention mask. As in transformers, by default one float32 array per waveform; with `padding=True,
    return_tensors="pt"`, one padded (B, L) tensor. `.pad(...)` pads arrays made earlier into such a batch (the
@@ -28,10 +28,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import soundfile
-import soxr
 import torch
 
+from .audiofile import load_audio  # noqa: F401 (part of this module's public surface)
 from .config import read_json
 from .resolve import PREPROCESSING_FILES, resolve_folder
 
@@ -65,34 +64,6 @@ def read_extractor_config(folder: str | os.PathLike, *, revision: str | None = N
         f"{folder} has no {PREPROCESSOR_CONFIG_NAME} (nor a feature_extractor entry in {PROCESSOR_CONFIG_NAME}); "
         "a transformers checkpoint folder was expected."
     )
-
-
-# ================================================================================================= load_audio
-def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarray:
-    """Read an audio file as a float32 mono waveform at `sampling_rate` Hz, values in [-1, 1] for PCM files."""
-    if not isinstance(sampling_rate, int) or sampling_rate <= 0:
-        raise ValueError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No audio file at {path}.")
-    try:
-        # always_2d: (N, C) whatever the channel count, so mono and stereo take one path.
-        # dtype="float32": libsndfile scales integer PCM to [-1, 1] itself (int16 / 32768...).
-        samples, file_rate = soundfile.read(path, dtype="float32", always_2d=True)  # (N, C)
-    except soundfile.LibsndfileError as e:  # a text file, a truncated header, an unknown container...
-        raise ValueError(f"{path} could not be read as audio by libsndfile ({e}); expected wav, flac, ogg, ...") from None
-    if samples.shape[0] == 0:
-        raise ValueError(f"{path} holds no audio samples (0 frames); expected a non-empty recording.")
-    # Float WAV/FLAC can store NaN/inf (a crashed recorder, a bad export). Refused here, naming the file, rather
-    # than later by the feature extractor where a batch no longer knows which file it came from.
-    if not np.isfinite(samples).all():
-        bad = int((~np.isfinite(samples)).any(axis=1).sum())
-        raise ValueError(f"{path} contains {bad} NaN or infinite samples; expected finite audio.")
-    # Downmix: the mean of the channels keeps the level of a centred (identical L/R) source unchanged.
-    mono = samples.mean(axis=1, dtype=np.float32)  # (N,)
-    if file_rate != sampling_rate:
-        # soxr's default "HQ" quality; it returns float32 for float32 input.
-        mono = soxr.resample(mono, file_rate, sampling_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 # ================================================================================================ BatchFeature
@@ -166,14 +137,25 @@ def _as_batch(raw_speech: Any) -> list[np.ndarray]:
     return [_as_float32(w, i) for i, w in enumerate(waves)]
 
 
+NORM_BLOCK = 1 << 20  # samples per float64 block of the statistics: 8 MiB, whatever the recording's length
+
+
 def zero_mean_unit_var(wave: np.ndarray, real: slice, padding_value: float | None) -> np.ndarray:
     """(x - mean) / sqrt(var + 1e-7), the statistics taken over `wave[real]`.
 
     The 1e-7 (transformers' constant) keeps an all-zero signal finite: 0 / sqrt(1e-7) = 0. With `padding_value`
-    given, positions outside `real` are reset to it afterwards.
+    given, positions outside `real` are reset to it afterwards. The sums run in float64, a block at a time:
+    in float32 (transformers) the squares of samples above 1.8e19 overflow, so a loud recording became all zeros,
+    and near float32's maximum (3e38) the mean itself overflowed to NaN.
     """
     part = wave[real]
-    normed = (wave - part.mean()) / np.sqrt(part.var() + 1e-7)
+    blocks = range(0, len(part), NORM_BLOCK)
+    mean = np.float64(sum(part[i : i + NORM_BLOCK].sum(dtype=np.float64) for i in blocks) / len(part))
+    var = sum(np.square(part[i : i + NORM_BLOCK] - mean).sum() for i in blocks) / len(part)  # float64 blocks
+    scale = 1.0 / np.sqrt(var + 1e-7)
+    normed = np.empty(wave.shape, dtype=np.float32)
+    for i in range(0, len(wave), NORM_BLOCK):
+        normed[i : i + NORM_BLOCK] = (wave[i : i + NORM_BLOCK] - mean) * scale
     if padding_value is not None:
         keep = np.zeros(wave.shape, dtype=bool)
         keep[real] = True
