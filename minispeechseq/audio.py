@@ -352,6 +352,10 @@ class Wav2Vec2FeatureExtractor:
         strategy = padding_strategy(padding)
         if (strategy == "max_length" or truncation) and max_length is None:
             raise ValueError(f"padding={padding!r}, truncation={truncation} needs max_length (in samples).")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer))
+                                       or max_length < 1):
+            # A slice r[:-5] would drop the last 5 samples (what transformers does with max_length=-5).
+            raise ValueError(f"max_length={max_length!r}; expected a positive number of samples.")
 
         def round_up(n: int) -> int:
             # pad_to_multiple_of applies to the truncation length too (as in transformers' _truncate).

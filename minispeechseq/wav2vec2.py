@@ -43,6 +43,39 @@ def conv_output_length(length: torch.Tensor, kernel: int, stride: int) -> torch.
     return torch.div(length - kernel, stride, rounding_mode="floor") + 1
 
 
+def binary_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?"."""
+    values = attention_mask.unique()
+    if not ((values == 0) | (values == 1)).all():
+        odd = [v for v in values.tolist() if v not in (0, 1)]
+        raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+    return attention_mask.long()
+
+
+def padding_to_the_right(input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the left (padding_side="left") moved so that their real samples come first.
+
+    Everything after this reads a row's length as the count of its mask's ones, and its frames as the first
+    ones (as transformers does, which therefore misreads left padding: the real frames at the end are masked
+    and the padding attended to). Shifting the samples rather than the frame mask also keeps the conv frame grid
+    where it is for the unpadded waveform, so a left-padded row gives the same frames as alone. A mask whose ones
+    are not one run (padding inside the audio) is refused. The encoder's output is right-padded either way.
+    """
+    B, L = attention_mask.shape
+    first = attention_mask.argmax(-1)  # (B,) the first real sample (every row has some: checked before)
+    count = attention_mask.sum(-1)  # (B,)
+    positions = torch.arange(L, device=attention_mask.device)[None, :]  # (1, L)
+    one_run = (attention_mask == ((positions >= first[:, None]) & (positions < (first + count)[:, None]))).all(-1)
+    if not one_run.all():
+        b = int((~one_run).nonzero()[0])
+        raise ValueError(f"attention_mask row {b} has 0s between its 1s; expected one run of real samples with "
+                         "padding on one side.")
+    if not first.any():
+        return input_values, attention_mask  # right-padded already: no copy
+    index = (positions + first[:, None]) % L  # (B, L): row b starts reading at its first real sample
+    return input_values.gather(1, index), attention_mask.gather(1, index)
+
+
 # --------------------------------------------------------------------------------------- 1. conv features
 class FeatureEncoder(nn.Module):
     """Raw samples -> one C-dim frame every prod(conv_stride) samples (320 = 20 ms at 16 kHz)."""
@@ -386,6 +419,10 @@ class _SpeechEncoder(PreTrainedModel):
             raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}); pass at least one waveform.")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or infinite samples; clean or clip the audio first.")
+        # float64 / float16 audio into a float32 model (or float32 into a bf16 one): cast to the weights' dtype, as
+        # transformers' ASR pipeline does with the feature extractor's output (`processed.to(dtype=self.dtype)`).
+        # transformers' model itself fails there with torch's "expected scalar type" error.
+        input_values = input_values.to(self.feature_encoder.layers[0].conv.weight.dtype)
         need = self.receptive_field
         if input_values.shape[1] < need:
             raise ValueError(
@@ -398,6 +435,7 @@ class _SpeechEncoder(PreTrainedModel):
                     f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
                     f"{tuple(input_values.shape)}; the mask needs one entry per sample (1 = real, 0 = padding)."
                 )
+            attention_mask = binary_mask(attention_mask)
             valid = attention_mask.sum(-1)
             if (valid < need).any():
                 b = int((valid < need).nonzero()[0])
@@ -405,6 +443,7 @@ class _SpeechEncoder(PreTrainedModel):
                     f"Waveform {b} of the batch has {int(valid[b])} valid samples according to attention_mask, "
                     f"fewer than the receptive field of {need} samples; it would produce no frame."
                 )
+            input_values, attention_mask = padding_to_the_right(input_values, attention_mask)
         return input_values, attention_mask
 
     # ------------------------------------------------------------------------------------------ forward
@@ -417,6 +456,7 @@ class _SpeechEncoder(PreTrainedModel):
         mask_time_indices: torch.Tensor | None = None,
     ) -> EncoderOutput:
         """input_values (B, L) float samples (or (L,) for one waveform); attention_mask (B, L), 1 = real sample.
+        Padding may be on either side; the output is right-padded (see `padding_to_the_right`).
 
         hidden_states (if asked): the input of each layer, then the encoder's final output *before the adapter*.
         For pre-LN models that final entry is after the final LayerNorm (as in transformers 4.x); transformers
