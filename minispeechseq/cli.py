@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ import torch
 from .audio import load_audio
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
-from .recognizer import generate_batch, subtitles, transcribe
+from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
 from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
     DECODERS,
@@ -58,16 +59,20 @@ def _fail(message: str) -> None:
 
 # -------------------------------------------------------------------------------------------- transcribe
 def expand_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
-    """(path, error) for every input: a folder expands to its audio files, sorted."""
+    """(path, error) for every input: a folder expands to its audio files, sorted; a subfolder that cannot be
+    read is an error (its files would otherwise be skipped without a word)."""
     for path in paths:
         if os.path.isdir(path):
+            unreadable: list[OSError] = []
             found = sorted(
                 os.path.join(root, name)
-                for root, _, names in os.walk(path)
+                for root, _, names in os.walk(path, onerror=unreadable.append)
                 for name in names
                 if name.lower().endswith(AUDIO_EXTENSIONS)
             )
-            if not found:
+            for error in unreadable:
+                yield error.filename, f"{error.filename}: cannot read this folder ({error.strerror}); its files are skipped"
+            if not found and not unreadable:
                 yield path, f"{path}: the folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
             for f in found:
                 yield f, None
@@ -75,6 +80,14 @@ def expand_inputs(paths: Sequence[str]) -> Iterator[tuple[str, str | None]]:
             yield path, f"{path}: no such file"
         else:
             yield path, None
+
+
+def escape(text: str) -> str:
+    """A path (or message) kept on one line of plain output: backslash, tab, newline and carriage return become
+    \\\\, \\t, \\n, \\r, and the bytes of a name that are not UTF-8 (kept by Python as surrogate escapes) \\xNN, as
+    Python writes them in a bytes literal; a name without these characters is printed as it is."""
+    text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str, revision: str | None = None):
@@ -103,8 +116,8 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def plot_attention(model, processor, features, ids, text: str, png: str) -> None:
-    """Cross-attention (decoder tokens x audio frames), averaged over layers and heads, as a picture."""
+def plot_libraries():
+    """matplotlib's pyplot, drawing to files (no display needed), or a one-line error saying how to install it."""
     try:
         import matplotlib  # optional: the plot extra
 
@@ -112,12 +125,28 @@ def plot_attention(model, processor, features, ids, text: str, png: str) -> None
         import matplotlib.pyplot as plt  # optional: the plot extra
     except ImportError:
         raise CLIError("--plot-attention needs matplotlib: pip install 'minispeechseq[plot]'") from None
+    return plt
+
+
+def plot_path(target: str, name: str, index: int, many: bool) -> str:
+    """Where an input's attention picture goes: into TARGET/<input name>.png when TARGET is a folder; else TARGET,
+    numbered TARGET-<n>.png when there are several inputs."""
+    if os.path.isdir(target):
+        return os.path.join(target, os.path.splitext(os.path.basename(name))[0] + ".png")
+    if many:
+        root, ext = os.path.splitext(target)
+        return f"{root}-{index}{ext or '.png'}"
+    return target
+
+
+def plot_attention(model, processor, input_values, mask, ids, text: str, png: str) -> None:
+    """Cross-attention (decoder tokens x audio frames), averaged over layers and heads, as a picture."""
+    plt = plot_libraries()
     previous = model.attn_implementation
     model.set_attn_implementation("eager")  # the only path that returns attention weights
     try:
         with torch.no_grad():
-            out = model(features.input_values, attention_mask=features.get("attention_mask"),
-                        decoder_input_ids=ids[None, :-1], output_attentions=True)
+            out = model(input_values, attention_mask=mask, decoder_input_ids=ids[None, :-1], output_attentions=True)
     finally:
         model.set_attn_implementation(previous)
     weights = torch.stack(out.cross_attentions).float().mean(dim=(0, 2))[0]  # (layers, 1, H, S, T) -> (S, T)
@@ -128,75 +157,84 @@ def plot_attention(model, processor, features, ids, text: str, png: str) -> None
     ax.set_xlabel("encoder frame")
     ax.set_title(f"cross-attention: {text}")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(png, dpi=120)
+    except OSError as e:
+        raise CLIError(f"cannot write the attention plot {png}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+
+
+def plot_one(model, processor, path: str, text: str, png: str, generate_kwargs: dict) -> None:
+    """Transcribe one file again, alone (no padding), keeping its ids, and draw its cross-attention."""
+    samples = load_audio(path, sampling_rate=processor.feature_extractor.sampling_rate)
+    input_values, mask = model_inputs(model, processor, [samples])
+    ids = generate_batch(model, processor, [samples], **generate_kwargs)[0]
+    pad = model.generation_config.pad_token_id
+    keep = ids != (pad if pad is not None else -1)
+    keep[0] = True
+    plot_attention(model, processor, input_values, mask, ids[keep], text, png)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    if args.plot_attention:
+        plot_libraries()  # a missing matplotlib is said before any work
     model_dir = args.model or bundled_model_dir()
     model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn, args.revision)
-    fe = processor.feature_extractor
-    failures = 0
+    rate = processor.feature_extractor.sampling_rate
     items = list(expand_inputs(args.audio))
-    good: list[tuple[str, object]] = []
-    for path, error in items:
-        if error is not None:
-            _fail(error)
-            failures += 1
-            continue
-        try:
-            samples = load_audio(path, sampling_rate=fe.sampling_rate)
-        except (OSError, ValueError, RuntimeError) as e:
-            _fail(f"{path}: {e}")
-            failures += 1
-            continue
-        if len(samples) < model.encoder.receptive_field:  # checked per file, so one short clip spoils no batch
-            _fail(f"{path}: {len(samples)} samples is shorter than the model's receptive field "
-                  f"({model.encoder.receptive_field} samples, {model.encoder.receptive_field / fe.sampling_rate * 1e3:.0f} ms)")
-            failures += 1
-            continue
-        good.append((path, samples))
+    where = [k for k, (_, error) in enumerate(items) if error is None]  # input j is items[where[j]]
     fmt = "json" if args.json else args.format
-    if fmt in ("srt", "vtt") and len(good) > 1 and not args.output_dir:
-        raise CLIError(f"--format {fmt} writes one subtitle file per input: with {len(good)} inputs, give "
+    if fmt in ("srt", "vtt") and len(where) > 1 and not args.output_dir:
+        raise CLIError(f"--format {fmt} writes one subtitle file per input: with {len(where)} inputs, give "
                        "--output-dir DIR.")
-    timestamps = args.timestamps or fmt in ("srt", "vtt")
     kwargs = generation_kwargs(args)
-    num_beams = kwargs.pop("num_beams")
-    # One batch of files at a time: each line is printed as soon as its batch is done. transcribe() cuts a file
-    # longer than the model's chunk length into chunks and stitches them (longform.py).
-    for start in range(0, len(good), args.batch_size):
-        chunk = good[start : start + args.batch_size]
-        long_input = max(len(audio) for _, audio in chunk) / fe.sampling_rate > 60
+    # Lengths from the headers, so the inputs are batched shortest with shortest and each batch's audio is read
+    # when its turn comes; the results are printed in the order given, each as soon as those before it are.
+    inputs, errors = measure_inputs([items[k][0] for k in where], rate)
+    outcomes: dict[int, object] = {k: error for k, (_, error) in enumerate(items) if error is not None}
+    outcomes.update({where[j]: e for j, e in errors.items()})
+    seconds = {item.index: item.samples / rate for item in inputs}
 
-        def progress(done: int, total: int, paths=[p for p, _ in chunk]) -> None:
-            if long_input:  # a long recording: say how far it is, on stderr (stdout holds the results)
-                print(f"minispeechseq: {', '.join(paths)}: {done}/{total} chunks", file=sys.stderr, flush=True)
+    def progress(j: int, done: int, total: int) -> None:
+        if seconds[j] > 60:  # a long recording: say how far it is, on stderr (stdout holds the results)
+            print(f"minispeechseq: {escape(items[where[j]][0])}: {done}/{total} chunks", file=sys.stderr, flush=True)
 
-        try:
-            results = transcribe(model, [audio for _, audio in chunk], processor=processor, num_beams=num_beams,
-                                 timestamps=timestamps, chunk_length_s=args.chunk_length, batch_size=args.batch_size,
-                                 progress=progress, **kwargs)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        for i, ((path, samples), result) in enumerate(zip(chunk, results)):
-            if fmt == "json":
-                print(json.dumps({"path": path, **result}, ensure_ascii=False), flush=True)
-            elif fmt in ("srt", "vtt"):
-                write_subtitles(path, subtitles(result["words"], fmt), fmt, args.output_dir)
-            else:
-                print(f"{path}\t{result['text']}", flush=True)
-            if args.plot_attention:
-                png = args.plot_attention
-                if len(good) > 1:
-                    root, ext = os.path.splitext(png)
-                    png = f"{root}-{start + i}{ext or '.png'}"
-                single = fe(samples, sampling_rate=fe.sampling_rate, return_tensors="pt").to(model.device)
-                ids = generate_batch(model, processor, [samples], num_beams=num_beams, **kwargs)[0]
-                keep = ids != (model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else -1)
-                keep[0] = True
-                plot_attention(model, processor, single, ids[keep], result["text"], png)
+    failures, printed = 0, 0
+    chunk_s, max_pause_s = chunk_settings(model, args.chunk_length, None)
+    done = transcribe_inputs(model, processor, inputs, chunk_length_s=chunk_s, max_pause_s=max_pause_s,
+                             batch_size=args.batch_size, timestamps=args.timestamps or fmt in ("srt", "vtt"),
+                             progress=progress, **kwargs)
+    for j, outcome in itertools.chain(done, [(None, None)]):
+        if j is not None:
+            outcomes[where[j]] = outcome
+        while printed in outcomes:
+            path, outcome = items[printed][0], outcomes.pop(printed)
+            try:
+                if isinstance(outcome, str):
+                    raise CLIError(outcome)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                print_result(path, outcome, fmt, args.output_dir)
+                if args.plot_attention:
+                    png = plot_path(args.plot_attention, path, where.index(printed), len(where) > 1)
+                    plot_one(model, processor, path, outcome["text"], png, kwargs)
+            except (CLIError, OSError, ValueError, RuntimeError) as e:  # this input's failure, and only its
+                _fail(escape(named(path, e)))
+                failures += 1
+            printed += 1
     return 1 if failures else 0
+
+
+def print_result(path: str, result: dict, fmt: str, output_dir: str | None) -> None:
+    if fmt == "json":
+        # Lone surrogates (a name that is not UTF-8) as JSON's \udcXX escapes, which json.loads reads back.
+        line = json.dumps({"path": path, **result}, ensure_ascii=False)
+        print(line.encode("utf-8", "backslashreplace").decode("utf-8"), flush=True)
+    elif fmt in ("srt", "vtt"):
+        write_subtitles(path, subtitles(result["words"], fmt), fmt, output_dir)
+    else:
+        print(f"{escape(path)}\t{result['text']}", flush=True)
 
 
 def write_subtitles(path: str, text: str, fmt: str, output_dir: str | None) -> None:
@@ -209,7 +247,7 @@ def write_subtitles(path: str, text: str, fmt: str, output_dir: str | None) -> N
     name = os.path.splitext(os.path.basename(path))[0] + "." + fmt
     with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
         f.write(text)
-    print(f"{path}\t{os.path.join(output_dir, name)}", flush=True)
+    print(f"{escape(path)}\t{escape(os.path.join(output_dir, name))}", flush=True)
 
 
 # ------------------------------------------------------------------------------------ inspect / convert
