@@ -325,7 +325,11 @@ class Wav2Vec2FeatureExtractor:
             # float64 (Python floats) -> float32, as transformers casts; float32 stays as it is.
             values.append(row.astype(np.float32) if row.dtype == np.float64 else row)
         if given_mask is not None:
-            masks = [np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.int32) for m in given_mask]
+            masks = [np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m) for m in given_mask]
+            odd = [m[~np.isin(m, (0, 1))][0].item() for m in masks if not np.isin(m, (0, 1)).all()]
+            if odd:  # an int cast would silently turn 0.5 into 0
+                raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+            masks = [m.astype(np.int32) for m in masks]
             with_mask = True
         else:
             masks = [np.ones(len(v), dtype=np.int32) for v in values]

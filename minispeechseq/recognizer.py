@@ -13,6 +13,12 @@ which is, for every `batch_size` waveforms,
 `generate_batch` alone returns the token ids too, for callers that want more than the text (the CLI draws
 the cross-attention of each transcript from them).
 
+`transcribe()` and the CLI take inputs of any lengths, and bound what one input can cost the others:
+`measure_inputs` reads each file's length from its header (no samples), `transcribe_inputs` batches inputs of
+similar lengths (a 30-minute file padding seven 1 s files to 30 minutes took 12 GB), reads a batch's audio only
+when its turn comes, sends inputs longer than a chunk through longform.py one at a time, and reports a failing
+input by name while the others go on.
+
 Shape legend: B batch (waveforms), L audio samples, R sequences per waveform (num_return_sequences), S tokens.
 """
 
@@ -38,6 +44,9 @@ from .timestamps import Word, word_timestamps
 # When a model's generation_config.json does not say how long a chunk it handles (`chunk_length_s`, a key we
 # add for the bundled model), long recordings are cut every 30 s, the length most speech models train on.
 DEFAULT_CHUNK_LENGTH_S = 30.0
+# An input joins a batch only if it is at most this many times the batch's shortest, so the padding of a batch of
+# similar lengths stays small: a 60 s file among 1 s files gets a batch of its own.
+MAX_PADDING_RATIO = 2.0
 
 Waveform = np.ndarray | torch.Tensor  # 1-D, float, at the feature extractor's sampling rate
 
@@ -179,8 +188,8 @@ def transcribe_inputs(model: SpeechEncoderDecoderModel, processor: Processor, in
                                          f"field ({shortest} samples, {shortest / rate * 1e3:.0f} ms)")
     ordered = [item for item in ordered if item.samples >= shortest]
     short = [item for item in ordered if item.samples <= size]
-    for start in range(0, len(short), batch_size):
-        yield from short_batch(model, processor, short[start : start + batch_size], timestamps, **generate_kwargs)
+    for batch in length_batches(short, batch_size):
+        yield from short_batch(model, processor, batch, timestamps, **generate_kwargs)
     for item in ordered[len(short) :]:
 
         def report(done: int, total: int, index: int = item.index) -> None:
@@ -192,6 +201,17 @@ def transcribe_inputs(model: SpeechEncoderDecoderModel, processor: Processor, in
                                          batch_size, timestamps, report, **generate_kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             yield item.index, e
+
+
+def length_batches(inputs: list[Input], batch_size: int) -> list[list[Input]]:
+    """Inputs sorted by length -> batches of at most batch_size, a new one also where the next input is more than
+    MAX_PADDING_RATIO times the batch's shortest (padding then at most doubles the work of any row)."""
+    batches: list[list[Input]] = []
+    for item in inputs:
+        if not batches or len(batches[-1]) == batch_size or item.samples > MAX_PADDING_RATIO * batches[-1][0].samples:
+            batches.append([])
+        batches[-1].append(item)
+    return batches
 
 
 def short_batch(model: SpeechEncoderDecoderModel, processor: Processor, batch: list[Input], timestamps: bool,

@@ -13,7 +13,9 @@ HuBERT is the same network trained with another objective, so both models are on
 
 Padding. A batch of waveforms of different lengths comes with a sample-level `attention_mask` (B, L). It is
 reduced to frames with the conv output-length formula (`frame_attention_mask`); padded frames are zeroed
-before the positional conv and never attended to, so they cannot reach valid frames. One exception is
+before the positional conv and never attended to, so they cannot reach valid frames. Rows padded on the left
+are first moved right (`padding_to_the_right`), since everything downstream counts a row's frames from its
+start (as transformers does, which misreads left padding). One exception is
 inherited from the checkpoints themselves: "group" feature encoders (wav2vec2-base) normalise the first conv
 layer over the whole waveform, padding included, so their padded outputs differ slightly from unpadded ones;
 facebook recommends not padding them at all (transformers' Wav2Vec2FeatureExtractor docs). We match

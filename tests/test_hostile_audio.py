@@ -275,6 +275,11 @@ def test_masks_that_are_not_one_run_of_0_and_1_are_refused(bundled, values):
     assert len(str(info.value).splitlines()) == 1
 
 
+def test_pad_refuses_a_mask_of_halves():
+    with pytest.raises(ValueError, match="attention_mask holds 0.5"):
+        Wav2Vec2FeatureExtractor().pad({"input_values": [np.ones(4, np.float32)], "attention_mask": [[1, 1, 0.5, 0]]})
+
+
 @pytest.mark.parametrize("max_length", [-5, 0])
 def test_non_positive_max_length_is_refused(max_length):
     with pytest.raises(ValueError, match="expected a positive number of samples"):
