@@ -163,8 +163,8 @@ def read_input(item: Input, sampling_rate: int) -> np.ndarray:
 
 
 def named(name: str, error: Exception) -> str:
-    """An error as one line that names its input once."""
-    text = " ".join(str(error).split())  # no newline from a message can split the line
+    """An error's message naming its input once (the CLI escapes it onto one line)."""
+    text = str(error)
     return text if name in text else f"{name}: {text}"
 
 
