@@ -31,7 +31,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordLevel, WordPiece
 
 from .audio import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
-from .config import TOKENIZER_MAX_BYTES, read_json, read_text
+from .config import TOKENIZER_MAX_BYTES, check_regular_file, read_json, read_text
 from .resolve import PREPROCESSING_FILES, resolve_folder
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -139,9 +139,17 @@ def _family(tokenizer_class: str | None, folder: str) -> str | None:
     return None
 
 
+def _vocabulary_file(folder: str, name: str) -> str:
+    """The path of a legacy vocabulary file that `tokenizers` opens itself (in Rust, where a FIFO's open() blocks for
+    good): checked first by config.py's rule, a regular file of at most TOKENIZER_MAX_BYTES."""
+    path = os.path.join(folder, name)
+    check_regular_file(path, name, TOKENIZER_MAX_BYTES)
+    return path
+
+
 def _build_wordpiece(folder: str, config: dict[str, Any], unk_token: str) -> Backend:
     """BERT's pipeline from vocab.txt, as transformers' BertTokenizer assembles it."""
-    backend = Backend(WordPiece.from_file(os.path.join(folder, "vocab.txt"), unk_token=unk_token))
+    backend = Backend(WordPiece.from_file(_vocabulary_file(folder, "vocab.txt"), unk_token=unk_token))
     lowercase = config.get("do_lower_case", True)
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True,
@@ -157,7 +165,7 @@ def _build_wordpiece(folder: str, config: dict[str, Any], unk_token: str) -> Bac
 
 def _build_byte_level_bpe(folder: str, config: dict[str, Any]) -> Backend:
     """GPT-2 / RoBERTa / BART's pipeline from vocab.json + merges.txt: BPE over bytes mapped to printable characters."""
-    model = BPE.from_file(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    model = BPE.from_file(_vocabulary_file(folder, "vocab.json"), _vocabulary_file(folder, "merges.txt"))
     backend = Backend(model)
     # add_prefix_space=False: GPT-2 sees "Hello" and " Hello" as different words; the checkpoints were trained so.
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=config.get("add_prefix_space", False))

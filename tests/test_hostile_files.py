@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.test_doc_examples import write_bert_tokenizer
 from tests.test_save_interrupted import leftovers, same_weights, tiny_model
 
 import minispeechseq.checkpoint as ckpt
@@ -215,6 +216,15 @@ def test_size_over_the_cap_is_refused_before_reading(checkpoint, name, cap):
     load = SpeechEncoderDecoderModel.from_pretrained if name == "config.json" else Tokenizer.from_pretrained
     with pytest.raises(ValueError, match=f"is {cap + 1:,} bytes, more than"):
         load(checkpoint)
+
+
+def test_size_of_a_legacy_vocabulary_over_the_cap_is_refused(tmp_path):
+    write_bert_tokenizer(tmp_path / "bert")
+    (tmp_path / "bert" / "tokenizer.json").unlink(missing_ok=True)  # so that vocab.txt is what is read
+    with open(tmp_path / "bert" / "vocab.txt", "r+b") as f:
+        f.truncate(TOKENIZER_MAX_BYTES + 1)
+    with pytest.raises(ValueError, match=f"vocab.txt is {TOKENIZER_MAX_BYTES + 1:,} bytes, more than"):
+        Tokenizer.from_pretrained(tmp_path / "bert")
 
 
 def test_size_of_nesting_in_a_json_file_is_one_error(tmp_path):
