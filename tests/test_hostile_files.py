@@ -138,13 +138,12 @@ def test_deletion_still_recovers_a_save_killed_between_its_renames(tmp_path):
 
 
 # ============================================================================================== special files
-JSON_FILES = {  # every JSON file of a checkpoint folder, and what reads it
+JSON_FILES = {  # every JSON file of a checkpoint folder that Python opens, and what reads it
     "config.json": SpeechEncoderDecoderModel.from_pretrained,
     "generation_config.json": GenerationConfig.from_pretrained,
     "preprocessor_config.json": Wav2Vec2FeatureExtractor.from_pretrained,
     "tokenizer_config.json": Tokenizer.from_pretrained,
     "special_tokens_map.json": Tokenizer.from_pretrained,
-    "tokenizer.json": Tokenizer.from_pretrained,
 }
 
 
@@ -157,35 +156,40 @@ def test_special_fifo_in_place_of_each_json_file_is_refused(checkpoint, name):
     assert str(checkpoint / name) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_special_device_in_place_of_config_json_is_refused(checkpoint):
-    (checkpoint / "config.json").unlink()
-    (checkpoint / "config.json").symlink_to("/dev/zero")  # read until memory runs out, if it were read
-    with no_hang(), pytest.raises(ValueError, match="character device"):
-        SpeechEncoderDecoderModel.from_pretrained(checkpoint)
-
-
-LOAD_FIFO_WEIGHTS = textwrap.dedent("""
+LOAD_FIFOS_RUST_WOULD_OPEN = textwrap.dedent("""
     import os, sys
-    from minispeechseq import SpeechEncoderDecoderModel
+    from minispeechseq import SpeechEncoderDecoderModel, Tokenizer
     folder = sys.argv[1]
-    os.unlink(os.path.join(folder, "model.safetensors"))
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in ("model.safetensors", "tokenizer.json"):
+        os.unlink(os.path.join(folder, name))
+    for name, load in [("model.safetensors", SpeechEncoderDecoderModel.from_pretrained),
+                       ("pytorch_model.bin", SpeechEncoderDecoderModel.from_pretrained),
+                       ("tokenizer.json", Tokenizer.from_pretrained)]:
         os.mkfifo(os.path.join(folder, name))
         try:
-            SpeechEncoderDecoderModel.from_pretrained(folder)
+            load(folder)
         except ValueError as e:
             print(e)
         os.unlink(os.path.join(folder, name))
 """)
 
 
-def test_special_fifo_in_place_of_the_weights_is_refused(checkpoint):
-    # In a child process: safetensors opens the file in Rust, where a blocked open() ignores SIGALRM.
-    done = subprocess.run([sys.executable, "-c", LOAD_FIFO_WEIGHTS, str(checkpoint)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+def test_special_fifo_in_place_of_files_that_rust_opens_is_refused(checkpoint):
+    # In a child process, with a timeout: safetensors and tokenizers open files in Rust, where a blocked open()
+    # ignores SIGALRM, so `no_hang` could not stop a regression from blocking the suite.
+    done = subprocess.run([sys.executable, "-c", LOAD_FIFOS_RUST_WOULD_OPEN, str(checkpoint)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
     lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr
-    assert "model.safetensors is a FIFO" in lines[0] and "pytorch_model.bin is a FIFO" in lines[1], lines
+    assert done.returncode == 0 and len(lines) == 3, done.stdout + done.stderr
+    for line, name in zip(lines, ["model.safetensors", "pytorch_model.bin", "tokenizer.json"]):
+        assert f"{checkpoint / name} is a FIFO" in line, line
+
+
+def test_special_device_in_place_of_config_json_is_refused(checkpoint):
+    (checkpoint / "config.json").unlink()
+    (checkpoint / "config.json").symlink_to("/dev/zero")  # read until memory runs out, if it were read
+    with no_hang(), pytest.raises(ValueError, match="character device"):
+        SpeechEncoderDecoderModel.from_pretrained(checkpoint)
 
 
 def test_special_fifo_inside_a_save_destination_is_refused_and_nothing_changes(tmp_path):
