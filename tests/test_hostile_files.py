@@ -65,7 +65,8 @@ def checkpoint(tmp_path) -> Path:
 
 
 # ================================================================================================ permissions
-@pytest.mark.parametrize("folder_mode, file_mode", [(0o700, 0o600), (0o755, 0o644), (0o750, 0o640)])
+@pytest.mark.parametrize("folder_mode, file_mode", [(0o700, 0o600), (0o755, 0o644), (0o750, 0o640)],
+                         ids=["0700-0600", "0755-0644", "0750-0640"])
 def test_permissions_of_an_existing_checkpoint_survive_a_save(tmp_path, folder_mode, file_mode):
     folder = tmp_path / "ckpt"
     tiny_model(0).save_pretrained(folder)
@@ -79,7 +80,7 @@ def test_permissions_of_an_existing_checkpoint_survive_a_save(tmp_path, folder_m
     assert set(modes.values()) == {oct(file_mode)}, modes
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
 def test_permissions_of_a_new_checkpoint_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
     try:
@@ -263,7 +264,8 @@ def test_index_entries_outside_the_folder_are_refused(sharded, where):
     assert "model.safetensors.index.json" in str(error.value) and repr(keys[0]) in str(error.value)
 
 
-@pytest.mark.parametrize("weight_map", [["model-00001-of-00001.safetensors"], "model-00001-of-00001.safetensors"])
+@pytest.mark.parametrize("weight_map", [["model-00001-of-00001.safetensors"], "model-00001-of-00001.safetensors"],
+                         ids=["list", "string"])
 def test_index_that_is_not_a_map_is_refused(sharded, weight_map):
     write_index(sharded, weight_map)
     with pytest.raises(ValueError, match="needs a 'weight_map' object"):
@@ -329,7 +331,7 @@ def test_disk_read_only_destination_is_one_line(checkpoint, tmp_path, monkeypatc
 
 
 # =================================================================================================== symlinks
-def test_symlinks_inside_a_destination_stay_links(tmp_path):
+def test_symlink_inside_a_destination_stays_a_link(tmp_path):
     folder = tmp_path / "ckpt"
     tiny_model(0).save_pretrained(folder)
     (tmp_path / "shared").mkdir()
