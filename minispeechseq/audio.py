@@ -54,10 +54,10 @@ def read_extractor_config(folder: str | os.PathLike, *, revision: str | None = N
     if os.path.isfile(folder):
         return read_json(folder, PREPROCESSOR_CONFIG_NAME)
     path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
-    if os.path.isfile(path):
+    if os.path.exists(path):  # exists, not isfile: a FIFO or a device there is refused by read_json, not skipped
         return read_json(path, PREPROCESSOR_CONFIG_NAME)
     nested = os.path.join(folder, PROCESSOR_CONFIG_NAME)
-    processor = read_json(nested, PROCESSOR_CONFIG_NAME) if os.path.isfile(nested) else {}
+    processor = read_json(nested, PROCESSOR_CONFIG_NAME) if os.path.exists(nested) else {}
     if isinstance(processor.get("feature_extractor"), dict):
         return processor["feature_extractor"]
     raise FileNotFoundError(

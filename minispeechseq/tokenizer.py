@@ -31,7 +31,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordLevel, WordPiece
 
 from .audio import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
-from .config import read_json
+from .config import TOKENIZER_MAX_BYTES, check_regular_file, read_json, read_text
 from .resolve import PREPROCESSING_FILES, resolve_folder
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,8 +76,21 @@ PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "spec
 
 # ============================================================================================ file reading
 def _read_json(path: str) -> dict[str, Any]:
-    """A tokenizer folder's optional JSON files: {} when absent."""
-    return read_json(path, os.path.basename(path)) if os.path.isfile(path) else {}
+    """A tokenizer folder's optional JSON files: {} when absent (a FIFO or a device there is refused by read_json,
+    not taken for absent)."""
+    return read_json(path, os.path.basename(path)) if os.path.exists(path) else {}
+
+
+def _read_backend(path: str) -> Backend:
+    """tokenizer.json through the library's one file reader (a regular file, at most TOKENIZER_MAX_BYTES), then
+    `tokenizers`; what it rejects becomes one ValueError naming the file, not a Rust error with a traceback."""
+    text = read_text(path, TOKENIZER_FILE, TOKENIZER_MAX_BYTES)
+    try:
+        return Backend.from_str(text)
+    except Exception as e:  # tokenizers raises a bare Exception carrying serde's message ("... at line 1 column 2")
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path} is not a tokenizer.json the tokenizers library can read ({reason}); "
+                         "it may be damaged, or written by a newer tokenizers version.") from None
 
 
 def _write_json(path: str, payload: Any) -> None:
@@ -121,14 +134,22 @@ def _family(tokenizer_class: str | None, folder: str) -> str | None:
         if os.path.isfile(os.path.join(folder, "merges.txt")):
             return "gpt2"
         # vocab.json alone: older wav2vec2 CTC checkpoints (wav2vec2-base-960h) name no class; their config.json does.
-        if os.path.isfile(os.path.join(folder, "vocab.json")) and not os.path.isfile(os.path.join(folder, TOKENIZER_FILE)):
+        if os.path.isfile(os.path.join(folder, "vocab.json")) and not os.path.exists(os.path.join(folder, TOKENIZER_FILE)):
             return "ctc"
     return None
 
 
+def _vocabulary_file(folder: str, name: str) -> str:
+    """The path of a legacy vocabulary file that `tokenizers` opens itself (in Rust, where a FIFO's open() blocks for
+    good): checked first by config.py's rule, a regular file of at most TOKENIZER_MAX_BYTES."""
+    path = os.path.join(folder, name)
+    check_regular_file(path, name, TOKENIZER_MAX_BYTES)
+    return path
+
+
 def _build_wordpiece(folder: str, config: dict[str, Any], unk_token: str) -> Backend:
     """BERT's pipeline from vocab.txt, as transformers' BertTokenizer assembles it."""
-    backend = Backend(WordPiece.from_file(os.path.join(folder, "vocab.txt"), unk_token=unk_token))
+    backend = Backend(WordPiece.from_file(_vocabulary_file(folder, "vocab.txt"), unk_token=unk_token))
     lowercase = config.get("do_lower_case", True)
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True,
@@ -144,7 +165,7 @@ def _build_wordpiece(folder: str, config: dict[str, Any], unk_token: str) -> Bac
 
 def _build_byte_level_bpe(folder: str, config: dict[str, Any]) -> Backend:
     """GPT-2 / RoBERTa / BART's pipeline from vocab.json + merges.txt: BPE over bytes mapped to printable characters."""
-    model = BPE.from_file(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"))
+    model = BPE.from_file(_vocabulary_file(folder, "vocab.json"), _vocabulary_file(folder, "merges.txt"))
     backend = Backend(model)
     # add_prefix_space=False: GPT-2 sees "Hello" and " Hello" as different words; the checkpoints were trained so.
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=config.get("add_prefix_space", False))
@@ -259,7 +280,7 @@ class Tokenizer:
         if issubclass(cls, Wav2Vec2CTCTokenizer) and family != "ctc":
             raise ValueError(f"{folder} holds a {config.get('tokenizer_class') or family or 'non-CTC'} tokenizer, not a "
                              "Wav2Vec2CTCTokenizer (vocab.json alone); load it with Tokenizer.from_pretrained.")
-        from_json = family != "ctc" and os.path.isfile(os.path.join(folder, TOKENIZER_FILE))
+        from_json = family != "ctc" and os.path.exists(os.path.join(folder, TOKENIZER_FILE))
         allowed = set(COMMON_OPTIONS) | (set() if from_json else set(FAMILY_OPTIONS.get(family, ())))
         not_allowed = sorted(set(overrides) - allowed)
         if not_allowed:
@@ -295,7 +316,7 @@ class Tokenizer:
             vocab_file, vocab = _read_ctc_vocab(folder, config)
             backend = _build_ctc(vocab, config, tokens)
         elif not legacy:
-            backend = Backend.from_file(tokenizer_file)
+            backend = _read_backend(tokenizer_file)
         elif os.path.isfile(os.path.join(folder, "vocab.txt")):
             unk = tokens["unk_token"].content if tokens["unk_token"] else "[UNK]"
             backend = _build_wordpiece(folder, config, unk)

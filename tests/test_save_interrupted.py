@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,10 +170,9 @@ def test_process_killed_between_the_renames_is_recovered(saved):
 
 def test_a_save_after_a_killed_one_recovers_first(saved):
     folder, _old, new = saved
-    # Reproduce the state a kill between the renames leaves: old folder aside, a half-filled temp folder.
-    aside = folder.parent / ".old-ckpt-abc123"
-    aside.mkdir()
-    os.rename(folder, aside / "x")
+    # Reproduce the state a kill between the renames leaves: old folder aside in a marked container.
+    aside = ckpt.make_save_container(str(folder.parent), "old", "ckpt")
+    os.rename(folder, os.path.join(aside, "x"))
     # atomic_save restores the old folder before writing, so its tokenizer file is carried into the new one.
     new.save_pretrained(folder)
     assert same_weights(SpeechEncoderDecoderModel.from_pretrained(folder), new)
@@ -182,9 +182,9 @@ def test_a_save_after_a_killed_one_recovers_first(saved):
 
 def test_a_save_killed_while_writing_leaves_a_temp_folder_the_next_save_removes(saved):
     folder, old, new = saved
-    dead = folder.parent / ".tmp-ckpt-dead0001"  # what a process killed inside write() leaves
-    dead.mkdir()
-    (dead / "model.safetensors").write_bytes(b"half a file")
+    dead = Path(ckpt.make_save_container(str(folder.parent), "tmp", "ckpt"))  # what a kill inside write() leaves
+    (dead / "x").mkdir()
+    (dead / "x" / "model.safetensors").write_bytes(b"half a file")
     # Loading must not touch it (it could belong to a save still running in another process)...
     assert same_weights(SpeechEncoderDecoderModel.from_pretrained(folder), old)
     assert dead.exists()
@@ -195,8 +195,8 @@ def test_a_save_killed_while_writing_leaves_a_temp_folder_the_next_save_removes(
 
 def test_aside_folders_of_a_sibling_are_not_touched(tmp_path):
     # `ckpt` and `ckpt-2` live side by side: recovering one must not take the other's aside copy.
-    sibling_aside = tmp_path / ".old-ckpt-2-abc123"
-    (sibling_aside / "x").mkdir(parents=True)
+    sibling_aside = Path(ckpt.make_save_container(str(tmp_path), "old", "ckpt-2"))
+    (sibling_aside / "x").mkdir()
     (sibling_aside / "x" / "config.json").write_text(json.dumps({}))
     assert ckpt.recover_interrupted_save(tmp_path / "ckpt") is False
     assert not (tmp_path / "ckpt").exists() and (sibling_aside / "x" / "config.json").exists()

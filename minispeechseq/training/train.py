@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
-from ..checkpoint import atomic_save
+from ..checkpoint import atomic_save, torch_load
 from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
@@ -274,6 +274,23 @@ def save_checkpoint(folder: str, model: SpeechEncoderDecoderModel, tokenizer: To
     atomic_save(folder, write)
 
 
+TRAINER_STATE_KEYS = ("optimizer", "scheduler", "step", "epoch", "position", "rng")
+
+
+def load_trainer_state(folder: str) -> dict[str, Any]:
+    """`folder/trainer_state.pt`, refused in one line if damaged (a file truncated by a full disk, or not ours)."""
+    path = os.path.join(folder, TRAINER_STATE)
+    try:
+        state = torch_load(path, "trainer state")
+    except ValueError as e:
+        raise ValueError(f"{e} Delete {folder} to resume from the checkpoint before it.") from None
+    missing = [k for k in TRAINER_STATE_KEYS if k not in state] if isinstance(state, dict) else list(TRAINER_STATE_KEYS)
+    if missing:
+        raise ValueError(f"{path} is not a trainer state written by minispeechseq train (it lacks {missing}); "
+                         f"delete {folder} to resume from the checkpoint before it.")
+    return state
+
+
 # ============================================================================================== logging
 class Progress:
     """One stderr line, rewritten in place on a terminal (a new line every `every` steps elsewhere)."""
@@ -365,6 +382,9 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
     if found and not args.resume:
         raise ValueError(f"{out} already holds checkpoints (last: {found[-1][1]}); pass --resume to continue that "
                          "run, or choose another --out.")
+    if args.resume and not found and args.preset is None and args.encoder is None:
+        raise ValueError(f"--resume: {out} holds no complete checkpoint (checkpoint-STEP/ with {TRAINER_STATE}) to "
+                         "continue; to start a new run there, choose the model with --preset or --encoder/--decoder.")
     resume_from = found[-1][1] if (args.resume and found) else None
     seed_everything(args.seed)
 
@@ -424,7 +444,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
         optimizer, lambda s: warmup_cosine(s, warmup, args.steps, args.min_lr_ratio))
     step, epoch, position = 0, 0, 0
     if resume_from is not None:
-        state = torch.load(os.path.join(resume_from, TRAINER_STATE), weights_only=True)  # never runs code
+        state = load_trainer_state(resume_from)  # torch.load(weights_only=True): never runs code
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
