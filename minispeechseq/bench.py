@@ -32,7 +32,6 @@ which backend each side ran.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cli_args import Parser, run_command, split_debug
 from .decoders.bert import BertConfig
 from .decoders.gpt2 import GPT2Config
 from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -384,7 +384,13 @@ def format_table(results: list[dict], flops: float, bandwidth: float, attn: tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minispeechseq bench", description=__doc__.splitlines()[0])
+    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    return run_command("minispeechseq bench", lambda: _bench(argv), debug)
+
+
+def _bench(argv: list[str]) -> int:
+    parser = Parser(prog="minispeechseq bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
