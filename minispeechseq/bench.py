@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cli_args import Parser, run_command, split_debug
+from .cli_args import Parser, UsageError, run_command, split_debug
 from .decoders.bert import BertConfig
 from .decoders.gpt2 import GPT2Config
 from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -402,12 +402,10 @@ def _bench(argv: list[str]) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
-        print("minispeechseq bench: --repeats and --threads must be at least 1.", file=sys.stderr)
-        return 2
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"minispeechseq bench: --device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on "
-              "this machine (no GPU, no driver, or a CPU-only build of torch); run with --device cpu.", file=sys.stderr)
-        return 2
+        raise UsageError("--repeats and --threads must be at least 1.")
+    if args.device == "cuda" and not torch.cuda.is_available():  # an option this machine cannot honour: status 2
+        raise UsageError(f"--device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on this machine "
+                         "(no GPU, no driver, or a CPU-only build of torch); run with --device cpu.")
     torch.set_num_threads(args.threads)
     with_transformers = not args.no_transformers
     if with_transformers:

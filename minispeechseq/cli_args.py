@@ -66,18 +66,21 @@ def run_command(prog: str, body: Callable[[], int], debug: bool) -> int:
     except SystemExit:
         raise
     except (CLIError, ValueError, OSError) as e:  # refusals, written for the user
-        message = one_line(e)
-        status = 2 if isinstance(e, UsageError) else 1
-    except MemoryError:
-        message = "out of memory (run with --debug for the traceback)"
-        status = 1
+        report(prog, one_line(e), e, debug)
+        return 2 if isinstance(e, UsageError) else 1
+    except MemoryError as e:
+        report(prog, "out of memory (run with --debug for the traceback)", e, debug)
+        return 1
     except Exception as e:  # a bug of ours: still one line, and how to see more
-        message = f"internal error: {type(e).__name__}: {one_line(e)} (run with --debug for the traceback)"
-        status = 1
+        report(prog, f"internal error: {type(e).__name__}: {one_line(e)} (run with --debug for the traceback)", e,
+               debug)
+        return 1
+
+
+def report(prog: str, message: str, error: BaseException, debug: bool) -> None:
     if debug:
-        traceback.print_exc()
+        traceback.print_exception(error)
     print(f"{prog}: error: {message}", file=sys.stderr)
-    return status
 
 
 # ------------------------------------------------------------------------------------------ argument types

@@ -90,7 +90,7 @@ class SpeechEncoderDecoderConfig(ConfigMixin):
                 try:
                     value = classes(value.get("model_type"))[0].from_dict(value)
                 except ValueError as e:  # the field inside the half, named from the top: "decoder.n_head"
-                    raise ConfigError(f"{half}.{e}" if isinstance(e, ConfigError) else f"{half}: {e}") from None
+                    raise ConfigError(f"{half}.{e}") from None
             setattr(self, half, value)
         super().__post_init__()
 
