@@ -104,7 +104,7 @@ def decoder_parameters(vocab: int, width: int, layers: int, ffn: int, positions:
 def divides(config: Any, part: str, whole: str) -> tuple[bool, str]:
     """The relation "field `part` divides field `whole`" (attention heads and the width they split)."""
     p, w = getattr(config, part), getattr(config, whole)
-    return w % p == 0, f"{whole} ({w}) must be divisible by {part} ({p}): each of the {p} gets {whole} / {part} channels."
+    return w % p == 0, f"{whole} ({w}) must be divisible by {part} ({p}), which splits it into equal parts."
 
 
 # A field without a rule of its own is at least of its annotated type (annotations are strings here, as written).

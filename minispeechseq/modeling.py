@@ -47,7 +47,7 @@ def check_buildable(config: Any, check_memory: bool = True) -> None:
         config.validate()
     if check_memory and hasattr(config, "approx_num_parameters"):
         count = config.approx_num_parameters()
-        bytes_per = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+        bytes_per = torch.get_default_dtype().itemsize  # models are built in it, then cast by from_pretrained
         try:
             check_fits(count * bytes_per, f"this {type(config).__name__} (about {count:,} parameters x {bytes_per} "
                        "bytes)", "check the sizes in its config (hidden_size, layers, vocab_size...)")

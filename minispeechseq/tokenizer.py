@@ -509,7 +509,8 @@ class Tokenizer:
         ids = _as_id_list(ids)
         negative = [i for i in ids if i < 0]
         if negative:  # the tokenizers library raises a bare OverflowError on them
-            hint = " (-100 marks ignored label positions: replace it with pad_token_id first)" if -100 in negative else ""
+            hint = (" (-100 marks ignored label positions: replace it with pad_token_id first)"
+                    if -100 in negative else "")
             raise ValueError(f"decode got negative token ids {sorted(set(negative))[:5]}; ids are >= 0{hint}.")
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces

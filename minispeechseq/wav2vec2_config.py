@@ -72,10 +72,11 @@ class _SpeechEncoderConfig(ConfigMixin):
 
     # What each field accepts beyond its annotated type (config.py: validate).
     _rules: ClassVar = rules({
-        SIZE: ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_conv_pos_embeddings",
-               "num_conv_pos_embedding_groups", "mask_time_length", "mask_feature_length", "classifier_proj_size",
-               "adapter_kernel_size", "adapter_stride", "num_adapter_layers", "num_codevectors_per_group",
-               "num_codevector_groups", "codevector_dim", "proj_codevector_dim", "num_negatives", "xvector_output_dim"),
+        SIZE: ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length", "mask_feature_length",
+               "classifier_proj_size", "adapter_kernel_size", "adapter_stride", "num_adapter_layers",
+               "num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
+               "num_negatives", "xvector_output_dim"),
         optional(SIZE): ("vocab_size", "output_hidden_size"),
         COUNT: ("mask_time_min_masks", "mask_feature_min_masks"),
         PROBABILITY: ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
@@ -110,7 +111,9 @@ class _SpeechEncoderConfig(ConfigMixin):
         conv = sum(c_in * c_out * k for c_in, c_out, k in zip(channels, channels[1:], self.conv_kernel))
         positional = D * (D // self.num_conv_pos_embedding_groups) * self.num_conv_pos_embeddings
         out = getattr(self, "output_hidden_size", None) or D
-        adapter = self.num_adapter_layers * D * 2 * out * self.adapter_kernel_size if getattr(self, "add_adapter", False) else 0
+        adapter = 0
+        if getattr(self, "add_adapter", False):  # each adapter layer: a conv to 2 x out channels (a GLU halves them)
+            adapter = self.num_adapter_layers * D * 2 * out * self.adapter_kernel_size
         return conv + self.conv_dim[-1] * D + positional + L * (4 * D * D + 2 * D * I) + adapter
 
     @property

@@ -120,7 +120,8 @@ def test_debug_shows_the_traceback(tmp_path, capsys, where):
     argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
     assert main(argv) != 0
     err = capsys.readouterr().err
-    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("minispeechseq: error:"), err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback (most recent call last)" in err and last.startswith("minispeechseq: error:"), err
 
 
 def test_debug_reaches_the_subprograms(tmp_path, capsys):

@@ -78,7 +78,8 @@ class BertConfig(ConfigMixin):
 
     def approx_num_parameters(self) -> int:
         return decoder_parameters(self.vocab_size, self.hidden_size, self.num_hidden_layers, self.intermediate_size,
-                                  self.max_position_embeddings, self.cross_attention_hidden_size, self.add_cross_attention)
+                                  self.max_position_embeddings, self.cross_attention_hidden_size,
+                                  self.add_cross_attention)
 
 
 class BertDecoderLayer(nn.Module):

@@ -143,12 +143,13 @@ def check_token_ids(config: GenerationConfig, prompt: torch.Tensor, pad: int | N
         ids = ids if isinstance(ids, (list, tuple)) else [ids]
         bad = [i for i in ids if i is not None and not (isinstance(i, int) and 0 <= i < vocab)]
         if bad:
-            raise ValueError(f"{name}={bad} is outside the decoder's vocabulary of {vocab} tokens (ids 0 to {vocab - 1}).")
+            raise ValueError(f"{name}={bad} is outside the decoder's vocabulary of {vocab} tokens (ids 0 to "
+                             f"{vocab - 1}).")
 
 
 def decoding_bytes(model: Any, s: _Settings, batch: int, frames: int) -> int:
-    """What decoding holds at its peak, a lower bound from the largest tensors (measured within 5 % on the bundled
-    model for 2 000 and 8 000 beams): the self-attention cache of every row (allocated in chunks of
+    """What decoding holds at its peak, a lower bound from the largest tensors (on the bundled model, 1 s of audio:
+    1-5 % below the measured peak growth for 2 000 to 20 000 beams): the self-attention cache of every row (in chunks of
     SelfAttentionCache.chunk tokens, plus one layer's copy while beams are reordered), the scores of every row,
     the beam bookkeeping, and the cross-attention keys / values and weights over `frames` encoder frames."""
     dec, c = model.config.decoder, s.config

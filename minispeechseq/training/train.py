@@ -602,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _finite_at_least(low: float, *, above: bool = False, high: float | None = None):
+def _in_range(low: float, *, above: bool = False, high: float | None = None):
+    """A test of a finite number >= low (> low with `above`) and <= high."""
     return lambda v: math.isfinite(v) and (v > low if above else v >= low) and (high is None or v <= high)
 
 
@@ -610,13 +611,13 @@ def _finite_at_least(low: float, *, above: bool = False, high: float | None = No
 # losses and `--max-grad-norm -1` (a negative clipping norm) made the loss climb, both exiting 0.
 OPTION_RANGES: list[tuple[tuple[str, ...], Any, str]] = [
     (("steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints",
-      "max_new_tokens"), _finite_at_least(1), "at least 1"),
-    (("workers", "warmup_steps"), _finite_at_least(0), "an integer >= 0"),
-    (("lr",), _finite_at_least(0, above=True), "a finite number > 0"),
+      "max_new_tokens"), _in_range(1), "at least 1"),
+    (("workers", "warmup_steps"), _in_range(0), "an integer >= 0"),
+    (("lr",), _in_range(0, above=True), "a finite number > 0"),
     # Clipping is always on (transformers' Trainer default: 1.0); a huge value makes it a no-op.
-    (("max_grad_norm",), _finite_at_least(0, above=True), "a finite number > 0 (the gradient norm clipped to)"),
-    (("weight_decay",), _finite_at_least(0), "a finite number >= 0"),
-    (("min_lr_ratio", "dropout"), _finite_at_least(0, high=1), "a number in [0, 1]"),
+    (("max_grad_norm",), _in_range(0, above=True), "a finite number > 0 (the gradient norm clipped to)"),
+    (("weight_decay",), _in_range(0), "a finite number >= 0"),
+    (("min_lr_ratio", "dropout"), _in_range(0, high=1), "a number in [0, 1]"),
 ]
 
 
