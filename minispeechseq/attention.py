@@ -81,12 +81,13 @@ def eager_limit_bytes() -> int:
     if raw is None or raw.strip() == "":
         return EAGER_ATTENTION_MAX_BYTES
     try:
-        value = int(float(raw))  # accepts "4e9" as well as "4000000000"
+        value = float(raw)  # accepts "4e9" as well as "4000000000"
     except ValueError:
-        raise ValueError(f"{EAGER_MAX_BYTES_ENV}={raw!r} is not a number; expected a byte count such as 4e9.") from None
-    if value <= 0:
-        raise ValueError(f"{EAGER_MAX_BYTES_ENV}={raw!r} must be a positive byte count.")
-    return value
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):  # int(inf) would raise OverflowError, a traceback
+        raise ValueError(f"The environment variable {EAGER_MAX_BYTES_ENV}={raw!r} must be a finite, positive byte "
+                         "count such as 4e9; unset it for the default.")
+    return int(value)
 
 
 def check_eager_memory(q: torch.Tensor, k: torch.Tensor, limit: int | None = None) -> None:

@@ -32,7 +32,6 @@ which backend each side ran.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cli_args import Parser, UsageError, run_command, split_debug
 from .decoders.bert import BertConfig
 from .decoders.gpt2 import GPT2Config
 from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -384,7 +384,13 @@ def format_table(results: list[dict], flops: float, bandwidth: float, attn: tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minispeechseq bench", description=__doc__.splitlines()[0])
+    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    return run_command("minispeechseq bench", lambda: _bench(argv), debug)
+
+
+def _bench(argv: list[str]) -> int:
+    parser = Parser(prog="minispeechseq bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=["real", "tiny"], default="real")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
@@ -396,12 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
-        print("minispeechseq bench: --repeats and --threads must be at least 1.", file=sys.stderr)
-        return 2
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"minispeechseq bench: --device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on "
-              "this machine (no GPU, no driver, or a CPU-only build of torch); run with --device cpu.", file=sys.stderr)
-        return 2
+        raise UsageError("--repeats and --threads must be at least 1.")
+    if args.device == "cuda" and not torch.cuda.is_available():  # an option this machine cannot honour: status 2
+        raise UsageError(f"--device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on this machine "
+                         "(no GPU, no driver, or a CPU-only build of torch); run with --device cpu.")
     torch.set_num_threads(args.threads)
     with_transformers = not args.no_transformers
     if with_transformers:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .audio import load_audio
+from .cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
 from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
@@ -47,10 +48,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".c
 def bundled_model_dir() -> str:
     """The small spoken-digits model that ships inside the package (see its MODEL_CARD.md)."""
     return os.path.join(os.path.dirname(__file__), "bundled", "digits")
-
-
-class CLIError(Exception):
-    """An error to print as one line, without a traceback."""
 
 
 def _fail(message: str) -> None:
@@ -107,13 +104,16 @@ def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str, r
     return model, processor
 
 
+# The generation flags: each overrides the model's generation_config.json only when given (they default to None,
+# so a checkpoint's own num_beams or temperature is used otherwise).
+GENERATION_FLAGS = ("num_beams", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p")
+
+
 def generation_kwargs(args: argparse.Namespace) -> dict:
-    kwargs = {"num_beams": args.num_beams}
-    if args.max_new_tokens is not None:
-        kwargs["max_new_tokens"] = args.max_new_tokens
-    if args.do_sample:
-        kwargs.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    return kwargs
+    """The generate() settings the user gave. num_beams is always there (None: the model's), for the callers
+    that pass it on by name; generate() reads num_beams=None as "not given"."""
+    given = {name: getattr(args, name) for name in GENERATION_FLAGS if getattr(args, name) is not None}
+    return {"num_beams": None, **given}
 
 
 def plot_libraries():
@@ -321,28 +321,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minispeechseq", description=__doc__.splitlines()[0])
+    parser = Parser(prog="minispeechseq", description=__doc__.splitlines()[0])
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="audio files or folders -> text, one line per file")
     t.add_argument("audio", nargs="+", help="audio files (any format soundfile reads) or folders")
     t.add_argument("--model", help="a SpeechEncoderDecoderModel folder or hub id (default: the bundled digits model)")
     t.add_argument("--revision", help=REVISION_HELP)
-    t.add_argument("--num-beams", type=int, default=1)
-    t.add_argument("--do-sample", action="store_true")
-    t.add_argument("--top-k", type=int, default=50)
-    t.add_argument("--top-p", type=float, default=1.0)
-    t.add_argument("--temperature", type=float, default=1.0)
+    # Generation: unset flags leave the model's generation_config.json in charge (generation_kwargs). Their values
+    # are checked by generate(), whose errors name the setting as the Python API does (num_beams, top_p...).
+    t.add_argument("--num-beams", type=int, help="beam search with this many beams (default: the model's)")
+    t.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy / beam search")
+    t.add_argument("--top-k", type=int, help="with --do-sample: keep the k most likely tokens (0: off)")
+    t.add_argument("--top-p", type=float, help="with --do-sample: nucleus sampling mass, in (0, 1]")
+    t.add_argument("--temperature", type=float, help="with --do-sample: divide the logits by this (> 0)")
     t.add_argument("--max-new-tokens", type=int)
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash"])
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     t.add_argument("--json", action="store_true", help="one JSON object per line: {path, text} (= --format json)")
     t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"],
                    help="text: path<TAB>text lines; json: one object per line; srt / vtt: subtitles (word timestamps)")
     t.add_argument("--timestamps", action="store_true", help="word start and end times (seconds) in the JSON lines")
-    t.add_argument("--chunk-length", type=float, metavar="SECONDS",
+    t.add_argument("--chunk-length", type=POSITIVE, metavar="SECONDS",
                    help="cut longer audio into chunks of at most this long (default: the model's, else 30 s)")
     t.add_argument("--output-dir", metavar="DIR", help="with --format srt|vtt: write DIR/<name>.srt|.vtt per input")
     t.add_argument("--plot-attention", metavar="PNG", help="draw the cross-attention map (needs matplotlib)")
@@ -373,25 +376,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBPROGRAMS:  # these parse their own options
+    """Run one command; any failure is one line on stderr and a non-zero status (`--debug`: the traceback too)."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBPROGRAMS:  # these parse their own options, under the same error policy
         try:
             module = importlib.import_module(SUBPROGRAMS[argv[0]])
-        except ImportError as e:
-            _fail(f"`{argv[0]}` is not available: {e}")
-            return 2
-        return module.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1:
-        _fail("--batch-size must be at least 1")
-        return 2
-    try:
+        except ImportError as e:  # an extra is missing (e.g. jiwer for train / evaluate)
+            message = f"`{argv[0]}` is not available: {e}"
+
+            def unavailable() -> int:
+                raise CLIError(message)
+
+            return run_command("minispeechseq", unavailable, debug)
+        return module.main(argv[1:] + [DEBUG_FLAG] * debug)
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except CLIError as e:
-        _fail(str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
+
+    return run_command("minispeechseq", body, debug)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,22 @@ Each model's config is a plain `@dataclass` whose field names and defaults are t
 
 Keys we do not model (there are many: `architectures`, `torch_dtype`, task-specific heads...) are kept in
 `extra` and written back by `to_dict`, so reading and writing a config loses nothing.
+
+Every config checks its fields when it is made (`validate`, from `__post_init__`) and again when a model is built
+from it (after any attribute edits): each field's type comes from its annotation, its range from the class's
+`_rules` table (sizes >= 1, probabilities in [0, 1]...), and the rules between fields (heads dividing the width)
+from `_relations`. A wrong value is a `ConfigError` naming the file, the field, the value and what was expected,
+raised before a single tensor is allocated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import stat
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from .resolve import CONFIG_FILES, resolve_folder
@@ -94,12 +102,99 @@ def read_json(path: str | os.PathLike, what: str, max_bytes: int = CONFIG_MAX_BY
     return value
 
 
+# ---------------------------------------------------------------------------------------------- field checks
+class ConfigError(ValueError):
+    """A config field of the wrong type or range, or fields that contradict each other."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a field accepts: `expected` completes "must be ...", `ok` tests a value."""
+
+    expected: str
+    ok: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is no size
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+INT = Rule("an int", _is_int)
+NUMBER = Rule("a finite number", _is_number)
+FLAG = Rule("true or false", lambda v: isinstance(v, bool))
+TEXT = Rule("a string", lambda v: isinstance(v, str))
+SIZE = Rule("an int >= 1", lambda v: _is_int(v) and v >= 1)
+COUNT = Rule("an int >= 0", lambda v: _is_int(v) and v >= 0)
+PROBABILITY = Rule("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1)
+POSITIVE = Rule("a finite number > 0", lambda v: _is_number(v) and v > 0)
+NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _is_number(v) and v >= 0)
+SIZES = Rule("a non-empty list of ints >= 1", lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+             and all(SIZE.ok(x) for x in v))
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(f"{rule.expected} or null", lambda v: v is None or rule.ok(v))
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(f"one of {', '.join(map(repr, choices))}", lambda v: v in choices)
+
+
+def rules(table: dict[Rule, tuple[str, ...]]) -> dict[str, Rule]:
+    """{rule: field names} -> {field name: rule}: a class's `_rules`, written one line per kind of field."""
+    return {name: rule for rule, names in table.items() for name in names}
+
+
+def decoder_parameters(vocab: int, width: int, layers: int, ffn: int, positions: int, cross_width: int | None,
+                       has_cross: bool = True) -> int:
+    """A text decoder's weight count without biases and norms (a lower bound, for the memory check before building):
+    embeddings (the head is tied to them), then per layer self-attention, cross-attention and the feed-forward block."""
+    # Cross-attention: q and o read the decoder's width, k and v the encoder's.
+    cross = 2 * width * width + 2 * width * (cross_width or width) if has_cross else 0
+    return (vocab + positions) * width + layers * (4 * width * width + cross + 2 * width * ffn)
+
+
+def divides(config: Any, part: str, whole: str) -> tuple[bool, str]:
+    """The relation "field `part` divides field `whole`" (attention heads and the width they split)."""
+    p, w = getattr(config, part), getattr(config, whole)
+    return w % p == 0, f"{whole} ({w}) must be divisible by {part} ({p}), which splits it into equal parts."
+
+
+# A field without a rule of its own is at least of its annotated type (annotations are strings here, as written).
+BY_ANNOTATION = {"int": INT, "int | None": optional(INT), "float": NUMBER, "float | None": optional(NUMBER),
+                 "bool": FLAG, "str": TEXT, "str | None": optional(TEXT), "tuple[int, ...]": SIZES}
+
+
 class ConfigMixin:
     """Mixin for dataclass configs. Subclasses set `model_type` (the value config.json carries)."""
 
     model_type: ClassVar[str] = ""
     # Keys that are computed, not stored, and so never written by `to_dict`.
     _derived_keys: ClassVar[tuple[str, ...]] = ()
+    # Field name -> the Rule of its values, where the annotation alone says too little (see `rules`).
+    _rules: ClassVar[dict[str, Rule]] = {}
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ConfigError at the first field of the wrong type or range, or the first broken relation."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            rule = self._rules.get(f.name) or BY_ANNOTATION.get(str(f.type))
+            value = getattr(self, f.name)
+            if rule is not None and not rule.ok(value):
+                raise ConfigError(f"{f.name} must be {rule.expected}, got {value!r}.")
+        for ok, message in self._relations():
+            if not ok:
+                raise ConfigError(message)
+
+    def _relations(self) -> list[tuple[bool, str]]:
+        """(holds, what to say when not) for rules between fields; called once every field passed its own."""
+        return []
 
     # ---------------------------------------------------------------------------------------------- in
     @classmethod
@@ -122,7 +217,11 @@ class ConfigMixin:
 
     @classmethod
     def from_json_file(cls: type[C], path: str | os.PathLike) -> C:
-        return cls.from_dict(read_json(path, "transformers config.json"))
+        d = read_json(path, "transformers config.json")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{os.fspath(path)}: {e}") from None
 
     @classmethod
     def from_pretrained(cls: type[C], folder: str | os.PathLike, *, revision: str | None = None,
@@ -138,6 +237,8 @@ class ConfigMixin:
         config = cls.from_json_file(path)
         for k, v in overrides.items():
             setattr(config, k, v)
+        if overrides:
+            config.validate()
         return config
 
     # --------------------------------------------------------------------------------------------- out

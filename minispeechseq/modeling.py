@@ -23,6 +23,8 @@ from minispeechseq.weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
 from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
+from .config import ConfigError
+from .memory import check_fits
 from .resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
@@ -36,6 +38,21 @@ def resolve_dtype(dtype: Any) -> torch.dtype | None:
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype.replace("torch.", ""), None), torch.dtype):
         return getattr(torch, dtype.replace("torch.", ""))
     raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.float32, torch.bfloat16 or 'float16'.")
+
+
+def check_buildable(config: Any, check_memory: bool = True) -> None:
+    """Before a model allocates anything: its config's fields (edited since it was made, perhaps), and whether its
+    weights fit in memory at all (a config asking for a terabyte must fail in a second, not after swapping)."""
+    if hasattr(config, "validate"):
+        config.validate()
+    if check_memory and hasattr(config, "approx_num_parameters"):
+        count = config.approx_num_parameters()
+        bytes_per = torch.get_default_dtype().itemsize  # models are built in it, then cast by from_pretrained
+        try:
+            check_fits(count * bytes_per, f"this {type(config).__name__} (about {count:,} parameters x {bytes_per} "
+                       "bytes)", "check the sizes in its config (hidden_size, layers, vocab_size...)")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def load_converted(model: nn.Module, ours: dict[str, torch.Tensor], report: Any, converter: Any) -> None:
@@ -86,8 +103,9 @@ class PreTrainedModel(nn.Module):
     config_class: ClassVar[type]
     checkpoint_head: ClassVar[str | None] = None  # a task model's head ("ctc"), which picks its converter
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, check_memory: bool = True):
         super().__init__()
+        check_buildable(config, check_memory)
         self.config = config
 
     # ------------------------------------------------------------------------------------ initialisation
@@ -148,7 +166,10 @@ class PreTrainedModel(nn.Module):
             if not hasattr(config, k):
                 raise ValueError(f"{k!r} is not a field of {type(config).__name__}.")
             setattr(config, k, v)
-        model = cls(config)
+        try:
+            model = cls(config)  # checks the config and the memory it needs first (check_buildable)
+        except ValueError as e:  # a config that cannot be built: name its file
+            raise ConfigError(f"{os.path.join(os.fspath(folder), 'config.json')}: {e}") from None
         state = load_state_dict(folder)
         converter = cls.checkpoint_converter(config)
         ours, report = converter.to_ours(state, config)

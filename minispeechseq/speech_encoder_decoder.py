@@ -24,7 +24,7 @@ from torch import nn
 from minispeechseq.weights_convert.core import ConversionReport
 
 from .checkpoint import SAFETENSORS, atomic_save, save_state_dict
-from .config import CONFIG_NAME, ConfigMixin, extra_field, read_json
+from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field, read_json
 from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
 from .decoders.gpt2 import GPT2LMHeadModel
@@ -84,10 +84,34 @@ class SpeechEncoderDecoderConfig(ConfigMixin):
     extra: dict = extra_field()
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, dict):
-            self.encoder = encoder_classes(self.encoder.get("model_type"))[0].from_dict(self.encoder)
-        if isinstance(self.decoder, dict):
-            self.decoder = decoder_classes(self.decoder.get("model_type"))[0].from_dict(self.decoder)
+        for half, classes in (("encoder", encoder_classes), ("decoder", decoder_classes)):
+            value = getattr(self, half)
+            if isinstance(value, dict):
+                try:
+                    value = classes(value.get("model_type"))[0].from_dict(value)
+                except ValueError as e:  # the field inside the half, named from the top: "decoder.n_head"
+                    raise ConfigError(f"{half}.{e}") from None
+            setattr(self, half, value)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        """The token ids here, then each half (a config edited after it was made is checked again on build)."""
+        super().validate()
+        for half in ("encoder", "decoder"):
+            value = getattr(self, half)
+            if not isinstance(value, ConfigMixin):
+                raise ConfigError(f"{half} must be a config (a JSON object with a model_type), got {value!r}.")
+            try:
+                value.validate()
+            except ConfigError as e:
+                raise ConfigError(f"{half}.{e}") from None
+
+    def approx_num_parameters(self) -> int:
+        enc, dec = self.encoder, self.decoder
+        width = getattr(enc, "output_hidden_size", None) or enc.hidden_size
+        has_projection = width != dec.hidden_size and getattr(dec, "cross_attention_hidden_size", None) is None
+        projection = width * dec.hidden_size if has_projection else 0  # enc_to_dec_proj
+        return enc.approx_num_parameters() + dec.approx_num_parameters() + projection
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "SpeechEncoderDecoderConfig":
@@ -141,7 +165,8 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
         if not isinstance(config, SpeechEncoderDecoderConfig):
             raise ValueError(f"config must be a SpeechEncoderDecoderConfig, got {type(config).__name__}.")
-        super().__init__(config)
+        # The memory check of the whole pair only when both halves are new: given halves are already allocated.
+        super().__init__(config, check_memory=encoder is None and decoder is None)
         self.encoder = encoder if encoder is not None else encoder_classes(config.encoder.model_type)[1](config.encoder)
         self.decoder = decoder if decoder is not None else decoder_classes(config.decoder.model_type)[1](config.decoder)
         # One config object per half: the sub-models read the same ones the user edits through model.config.

@@ -527,7 +527,13 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------------- decoding
     def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Ids (a list, a 1-D tensor or array, or one int) -> text."""
-        text = self.backend.decode(_as_id_list(ids), skip_special_tokens=skip_special_tokens)
+        ids = _as_id_list(ids)
+        negative = [i for i in ids if i < 0]
+        if negative:  # the tokenizers library raises a bare OverflowError on them
+            hint = (" (-100 marks ignored label positions: replace it with pad_token_id first)"
+                    if -100 in negative else "")
+            raise ValueError(f"decode got negative token ids {sorted(set(negative))[:5]}; ids are >= 0{hint}.")
+        text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         # Like transformers 5, never for BPE: byte-level BPE keeps spaces exactly, and " ." -> "." would corrupt it.
         if clean and not isinstance(self.backend.model, BPE):

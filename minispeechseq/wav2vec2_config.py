@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import ConfigMixin, extra_field
+from .config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, SIZES, ConfigMixin, divides, extra_field, \
+    one_of, optional, rules
 
 _CONV_TUPLES = ("conv_dim", "conv_stride", "conv_kernel", "tdnn_dim", "tdnn_kernel", "tdnn_dilation")
 
@@ -69,18 +70,51 @@ class _SpeechEncoderConfig(ConfigMixin):
     # transformers writes `num_feat_extract_layers` (= len(conv_dim)) into config.json; we compute it.
     _derived_keys: ClassVar[tuple[str, ...]] = ("num_feat_extract_layers",)
 
+    # What each field accepts beyond its annotated type (config.py: validate).
+    _rules: ClassVar = rules({
+        SIZE: ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "mask_time_length", "mask_feature_length",
+               "classifier_proj_size", "adapter_kernel_size", "adapter_stride", "num_adapter_layers",
+               "num_codevectors_per_group", "num_codevector_groups", "codevector_dim", "proj_codevector_dim",
+               "num_negatives", "xvector_output_dim"),
+        optional(SIZE): ("vocab_size", "output_hidden_size"),
+        COUNT: ("mask_time_min_masks", "mask_feature_min_masks"),
+        PROBABILITY: ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
+                      "final_dropout", "layerdrop", "mask_time_prob", "mask_feature_prob", "feat_quantizer_dropout"),
+        POSITIVE: ("layer_norm_eps", "contrastive_logits_temperature"),
+        NON_NEGATIVE: ("initializer_range",),
+        SIZES: ("conv_dim", "conv_stride", "conv_kernel"),
+        one_of("group", "layer"): ("feat_extract_norm",),
+        one_of("sum", "mean"): ("ctc_loss_reduction",),
+    })
+
     def __post_init__(self) -> None:
         for name in _CONV_TUPLES:  # JSON gives lists; tuples keep the dataclass comparable and hashable
-            if hasattr(self, name):
-                setattr(self, name, tuple(getattr(self, name)))
-        n = len(self.conv_dim)
-        if n == 0 or len(self.conv_kernel) != n or len(self.conv_stride) != n:
-            raise ValueError(
-                f"conv_dim, conv_kernel and conv_stride must have the same, non-zero length (one entry per conv layer); "
-                f"got {len(self.conv_dim)}, {len(self.conv_kernel)} and {len(self.conv_stride)}."
-            )
-        if self.feat_extract_norm not in ("group", "layer"):
-            raise ValueError(f"feat_extract_norm is {self.feat_extract_norm!r}; it must be 'group' or 'layer'.")
+            value = getattr(self, name, None)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        super().__post_init__()
+
+    def _relations(self) -> list[tuple[bool, str]]:
+        lengths = len(self.conv_dim), len(self.conv_kernel), len(self.conv_stride)
+        return [
+            (len(set(lengths)) == 1, "conv_dim, conv_kernel and conv_stride must have the same, non-zero length (one "
+                                     f"entry per conv layer); got {', '.join(map(str, lengths))}."),
+            divides(self, "num_attention_heads", "hidden_size"),
+            divides(self, "num_conv_pos_embedding_groups", "hidden_size"),  # a grouped conv splits the channels
+        ]
+
+    def approx_num_parameters(self) -> int:
+        """The weights' count without biases and norms (a lower bound, for the memory check before building)."""
+        D, I, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        channels = (1, *self.conv_dim)
+        conv = sum(c_in * c_out * k for c_in, c_out, k in zip(channels, channels[1:], self.conv_kernel))
+        positional = D * (D // self.num_conv_pos_embedding_groups) * self.num_conv_pos_embeddings
+        out = getattr(self, "output_hidden_size", None) or D
+        adapter = 0
+        if getattr(self, "add_adapter", False):  # each adapter layer: a conv to 2 x out channels (a GLU halves them)
+            adapter = self.num_adapter_layers * D * 2 * out * self.adapter_kernel_size
+        return conv + self.conv_dim[-1] * D + positional + L * (4 * D * D + 2 * D * I) + adapter
 
     @property
     def num_feat_extract_layers(self) -> int:

@@ -392,14 +392,14 @@ def test_training_state_that_is_damaged_is_one_line(tmp_path, capsys, damage):
         state.write_bytes(state.read_bytes()[:3000])
     elif damage == "not a dict":
         torch.save([1, 2, 3], state)
-    assert train.main(train_args(out, tmp_path)) == 2
+    assert train.main(train_args(out, tmp_path)) == 1  # an error, not a usage error (cli_args.run_command)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(state) in err[0] and "checkpoint before it" in err[0], err
 
 
 def test_training_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    assert train.main(train_args(tmp_path / "run", tmp_path)) == 2
+    assert train.main(train_args(tmp_path / "run", tmp_path)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no complete checkpoint" in err[0], err
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..attention import Attention
 from ..cache import CrossAttentionCache, DecoderCache, SelfAttentionCache
-from ..config import ConfigMixin, extra_field
+from ..config import NON_NEGATIVE, PROBABILITY, SIZE, ConfigMixin, divides, decoder_parameters, extra_field, \
+    optional, rules
 from ..layers import activation
 from .base import CausalLMDecoder
 
@@ -51,6 +52,25 @@ class FairseqDecoderSizes:
     @property
     def num_attention_heads(self) -> int:
         return self.decoder_attention_heads
+
+    # What each field accepts beyond its annotated type (config.py: validate); names a config lacks are skipped.
+    _rules = rules({
+        SIZE: ("vocab_size", "max_position_embeddings", "max_target_positions", "d_model", "decoder_layers",
+               "decoder_attention_heads", "decoder_ffn_dim", "encoder_layers", "encoder_attention_heads",
+               "encoder_ffn_dim"),
+        optional(SIZE): ("cross_attention_hidden_size",),
+        PROBABILITY: ("encoder_layerdrop", "decoder_layerdrop", "dropout", "attention_dropout", "activation_dropout",
+                      "classifier_dropout"),
+        NON_NEGATIVE: ("init_std",),
+    })
+
+    def _relations(self) -> list[tuple[bool, str]]:
+        return [divides(self, "decoder_attention_heads", "d_model")]
+
+    def approx_num_parameters(self) -> int:
+        positions = getattr(self, "max_position_embeddings", 0)  # Speech2Text2's sinusoids are computed, not stored
+        return decoder_parameters(self.vocab_size, self.d_model, self.decoder_layers, self.decoder_ffn_dim, positions,
+                                  self.cross_attention_hidden_size)
 
 
 @dataclass

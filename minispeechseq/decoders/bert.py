@@ -27,7 +27,8 @@ from torch import nn
 
 from ..attention import Attention
 from ..cache import DecoderCache
-from ..config import ConfigMixin, extra_field
+from ..config import NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, ConfigMixin, decoder_parameters, divides, \
+    extra_field, optional, rules
 from ..layers import activation
 from .base import CausalLMDecoder
 
@@ -60,6 +61,25 @@ class BertConfig(ConfigMixin):
     cross_attention_hidden_size: int | None = None  # width of the encoder states; None = hidden_size
     tie_word_embeddings: bool = True  # the LM head's projection is the word embedding matrix
     extra: dict = extra_field()
+
+    # What each field accepts beyond its annotated type (config.py: validate).
+    _rules: ClassVar = rules({
+        SIZE: ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size"),
+        optional(SIZE): ("cross_attention_hidden_size",),
+        PROBABILITY: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        optional(PROBABILITY): ("classifier_dropout",),
+        POSITIVE: ("layer_norm_eps",),
+        NON_NEGATIVE: ("initializer_range",),
+    })
+
+    def _relations(self) -> list[tuple[bool, str]]:
+        return [divides(self, "num_attention_heads", "hidden_size")]
+
+    def approx_num_parameters(self) -> int:
+        return decoder_parameters(self.vocab_size, self.hidden_size, self.num_hidden_layers, self.intermediate_size,
+                                  self.max_position_embeddings, self.cross_attention_hidden_size,
+                                  self.add_cross_attention)
 
 
 class BertDecoderLayer(nn.Module):

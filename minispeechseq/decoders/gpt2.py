@@ -28,7 +28,8 @@ from torch import nn
 
 from ..attention import Attention
 from ..cache import DecoderCache
-from ..config import ConfigMixin, extra_field
+from ..config import NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, ConfigMixin, decoder_parameters, divides, \
+    extra_field, optional, rules
 from ..layers import activation
 from .base import CausalLMDecoder
 
@@ -70,6 +71,22 @@ class GPT2Config(ConfigMixin):
     cross_attention_hidden_size: int | None = None  # width of the encoder states; None = n_embd
     tie_word_embeddings: bool = True  # lm_head is the token embedding matrix
     extra: dict = extra_field()
+
+    # What each field accepts beyond its annotated type (config.py: validate).
+    _rules: ClassVar = rules({
+        SIZE: ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"),
+        optional(SIZE): ("n_inner", "cross_attention_hidden_size"),
+        PROBABILITY: ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+        POSITIVE: ("layer_norm_epsilon",),
+        NON_NEGATIVE: ("initializer_range",),
+    })
+
+    def _relations(self) -> list[tuple[bool, str]]:
+        return [divides(self, "n_head", "n_embd")]
+
+    def approx_num_parameters(self) -> int:
+        return decoder_parameters(self.vocab_size, self.n_embd, self.n_layer, self.n_inner or 4 * self.n_embd,
+                                  self.n_positions, self.cross_attention_hidden_size, self.add_cross_attention)
 
     @property
     def hidden_size(self) -> int:

@@ -7,6 +7,12 @@ A checkpoint folder may carry `generation_config.json` (transformers writes one 
 
 Lengths count the decoder start token: `max_length=20` means the start token plus 19 generated tokens
 (transformers' convention). `max_new_tokens`, when set, wins over `max_length` and counts only new tokens.
+
+Every setting is checked when a config is made or updated (config.py's `validate`): its type, a finite value for
+every float (`length_penalty=nan` was accepted), sizes >= 1. Settings that only matter for one strategy
+(temperature > 0 when sampling, top_p in (0, 1]) are checked by their processors; token ids against the
+vocabulary by `generate`, which knows it. A None for a setting that cannot be None (num_beams, temperature...)
+means "not given", as transformers 5 writes unset settings, so a caller can forward its own None defaults.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config import ConfigMixin, extra_field
+from ..config import COUNT, SIZE, ConfigMixin, extra_field, optional, rules
 from ..resolve import CONFIG_FILES, resolve_folder
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -73,6 +79,25 @@ class GenerationConfig(ConfigMixin):
     output_hidden_states: bool = False  # with it: the encoder's and every step's decoder hidden states
     extra: dict = extra_field()  # noqa: RUF009 (it returns a dataclasses.field)
 
+    # What each setting accepts beyond its annotated type (config.py: validate; floats must be finite).
+    _rules: ClassVar = rules({
+        SIZE: ("num_beams", "num_return_sequences"),
+        optional(SIZE): ("max_length",),
+        COUNT: ("min_length", "no_repeat_ngram_size"),
+        optional(COUNT): ("min_new_tokens", "top_k"),
+    })
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) is None and f.name not in self.nullable_fields():
+                setattr(self, f.name, f.default)  # None = unset = the default (transformers 5's files write it)
+        super().__post_init__()
+
+    @classmethod
+    def nullable_fields(cls) -> set[str]:
+        """The settings for which None means something (off, or "use another setting")."""
+        return {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
+
     # ------------------------------------------------------------------------------- files
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, config_file_name: str | os.PathLike | None = None, *,
@@ -112,7 +137,8 @@ class GenerationConfig(ConfigMixin):
         return {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
 
     def update(self, **kwargs: Any) -> GenerationConfig:
-        """A copy with `kwargs` set. An unknown name is a ValueError: a typo must not silently do nothing."""
+        """A copy with `kwargs` set. An unknown name is a ValueError: a typo must not silently do nothing.
+        None for a setting that cannot be None keeps the current value (see the module doc)."""
         unknown = sorted(set(kwargs) - self.field_names())
         if unknown:
             raise ValueError(
@@ -120,4 +146,6 @@ class GenerationConfig(ConfigMixin):
                 f"{sorted(self.field_names())}, plus inputs, decoder_input_ids, encoder_outputs, generator and "
                 "return_dict."
             )
+        nullable = self.nullable_fields()
+        kwargs = {k: v for k, v in kwargs.items() if v is not None or k in nullable}
         return dataclasses.replace(self, extra=dict(self.extra), **kwargs)

@@ -43,8 +43,10 @@ class ManifestDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"No manifest at {manifest}; expected a TSV of `audio_path<TAB>transcript` lines.")
         self.sampling_rate = sampling_rate
         root = os.path.dirname(os.path.abspath(manifest))
+        self.manifest = manifest
         self.paths: list[str] = []
         self.texts: list[str] = []
+        self.line_numbers: list[int] = []  # each item's line in the manifest, for the errors
         with open(manifest, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\n").rstrip("\r")
@@ -61,23 +63,35 @@ class ManifestDataset(torch.utils.data.Dataset):
                     raise FileNotFoundError(f"{manifest}, line {number}: no audio file at {path}.")
                 self.paths.append(path)
                 self.texts.append(fields[1].strip())
+                self.line_numbers.append(number)
         if not self.paths:
-            raise ValueError(f"{manifest} lists no utterances.")
+            raise ValueError(f"{manifest} lists no utterances; expected `audio_path<TAB>transcript` lines.")
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"index": index, "audio": load_audio(self.paths[index], self.sampling_rate), "text": self.texts[index]}
+        try:
+            audio = load_audio(self.paths[index], self.sampling_rate)
+        except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: soundfile's LibsndfileError
+            raise self._error(index, e) from None
+        return {"index": index, "audio": audio, "text": self.texts[index]}
+
+    def _error(self, index: int, error: Exception) -> ValueError:
+        """An unreadable audio file, named with its manifest line (a corpus has thousands of files)."""
+        return ValueError(f"{self.manifest}, line {self.line_numbers[index]}: cannot read {self.paths[index]}: {error}")
 
     @property
     def lengths(self) -> list[int]:
         """Samples per utterance at `sampling_rate` (from the headers), for length bucketing."""
         if self._lengths is None:
             lengths = []
-            for path in self.paths:
-                info = soundfile.info(path)
+            for index, path in enumerate(self.paths):
+                try:
+                    info = soundfile.info(path)
+                except (OSError, RuntimeError) as e:  # RuntimeError: soundfile's LibsndfileError
+                    raise self._error(index, e) from None
                 lengths.append(round(info.frames * self.sampling_rate / info.samplerate))
             self._lengths = lengths
         return self._lengths

@@ -14,7 +14,6 @@ Shape legend: L audio samples.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import io
 import json
@@ -34,6 +33,7 @@ import soxr
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
+from ..cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, run_command, split_debug
 from .data import SAMPLING_RATE, ManifestDataset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -316,12 +316,21 @@ def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> N
 # ================================================================================================ command line
 def main(argv: Sequence[str] | None = None) -> int:
     """`minispeechseq data DIR [--utterances 4000] [--seed 0]`: make the spoken-digits corpus."""
-    parser = argparse.ArgumentParser(prog="minispeechseq data", description=main.__doc__)
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    return run_command("minispeechseq data", lambda: _make_corpus(argv), debug)
+
+
+def _make_corpus(argv: list[str]) -> int:
+    parser = Parser(prog="minispeechseq data", description=main.__doc__)
     parser.add_argument("folder", help="where to write wavs/, train.tsv, valid.tsv, test.tsv and tokenizer/")
-    parser.add_argument("--utterances", type=int, default=DigitsRecipe.num_utterances)
+    parser.add_argument("--utterances", type=POSITIVE_INT, default=DigitsRecipe.num_utterances)
     parser.add_argument("--seed", type=int, default=DigitsRecipe.seed)
-    parser.add_argument("--workers", type=int, default=None, help="concurrent espeak-ng processes (default: CPUs)")
+    parser.add_argument("--workers", type=POSITIVE_INT, default=None,
+                        help="concurrent espeak-ng processes (default: CPUs)")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
+    if os.path.exists(args.folder) and not os.path.isdir(args.folder):
+        raise ValueError(f"{args.folder} is a file; the corpus needs a folder (new, or one made with the same recipe).")
     start = time.time()
     manifests = make_digits_corpus(args.folder, DigitsRecipe(num_utterances=args.utterances, seed=args.seed),
                                    workers=args.workers)

@@ -9,7 +9,6 @@ or on the spoken-digits test strings said by voices of your choice (e.g. voices 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..cli_args import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
 from ..processor import Processor
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..recognizer import transcribe_batch
@@ -47,27 +47,39 @@ def unseen_voice_manifest(folder: str, voices: Sequence[str], seed: int = 0, num
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="minispeechseq evaluate", description=__doc__.splitlines()[0])
+    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+    return run_command("minispeechseq evaluate", lambda: _evaluate(argv), debug)
+
+
+def _evaluate(argv: list[str]) -> int:
+    parser = Parser(prog="minispeechseq evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a SpeechEncoderDecoderModel folder with its tokenizer and feature extractor")
     parser.add_argument("--manifest", help="a TSV of audio_path<TAB>transcript")
     parser.add_argument("--unseen-voices", help="comma-separated espeak-ng voices to say the digits test strings")
-    parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--show-errors", type=int, default=5, help="print this many wrong transcripts")
+    parser.add_argument("--num-beams", type=POSITIVE_INT, help="beam search (default: the model's generation config)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    parser.add_argument("--show-errors", type=COUNT, default=5, help="print this many wrong transcripts")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if bool(args.manifest) == bool(args.unseen_voices):
-        print("minispeechseq evaluate: give exactly one of --manifest or --unseen-voices.", file=sys.stderr)
-        return 2
+        raise UsageError("give exactly one of --manifest or --unseen-voices.")
+    voices = [v.strip() for v in (args.unseen_voices or "").split(",") if v.strip()]
+    if args.unseen_voices and not voices:
+        raise UsageError(f"--unseen-voices {args.unseen_voices!r} names no voice; e.g. --unseen-voices de,fr.")
+    dataset = ManifestDataset(args.manifest) if args.manifest else None  # a bad manifest fails before the model loads
     model = SpeechEncoderDecoderModel.from_pretrained(args.model)
     processor = Processor.from_pretrained(args.model)
+    generate_kwargs = {} if args.num_beams is None else {"num_beams": args.num_beams}
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = args.manifest or unseen_voice_manifest(tmp, args.unseen_voices.split(","))
-        dataset = ManifestDataset(manifest)
+        if dataset is None:
+            dataset = ManifestDataset(unseen_voice_manifest(tmp, voices))
         start = time.time()
-        hyps = transcribe_dataset(model, processor, dataset, num_beams=args.num_beams)
+        hyps = transcribe_dataset(model, processor, dataset, batch_size=args.batch_size, **generate_kwargs)
     refs = dataset.texts
     wer, cer = word_error_rate(refs, hyps), character_error_rate(refs, hyps)
-    print(f"{len(refs)} utterances, num_beams={args.num_beams}: WER {wer:.2%}, CER {cer:.2%} "
-          f"({time.time() - start:.1f} s)")
+    beams = args.num_beams or model.generation_config.num_beams
+    print(f"{len(refs)} utterances, num_beams={beams}: WER {wer:.2%}, CER {cer:.2%} ({time.time() - start:.1f} s)")
     for ref, hyp in [(r, h) for r, h in zip(refs, hyps) if r != h][: args.show_errors]:
         print(f"  {ref!r} -> {hyp!r}")
     return 0

@@ -41,6 +41,7 @@ from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
 from ..checkpoint import atomic_save, torch_load
+from ..cli_args import DEBUG_FLAG, DEBUG_HELP, Parser, run_command, split_debug
 from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
@@ -177,13 +178,30 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
 
 
 # ========================================================================================= distributed
+def env_int(name: str, default: int, low: int) -> int:
+    """An integer environment variable (torchrun's), refused with its name when it is not one (e.g. 'inf')."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise ValueError(f"The environment variable {name}={raw!r} must be an integer >= {low} (torchrun sets it); "
+                         "unset it for a single process.")
+    return value
+
+
 class Dist:
     """Rank and world size: from torchrun's environment variables, or one process."""
 
     def __init__(self, device: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world_size = env_int("WORLD_SIZE", 1, low=1)
+        self.rank = env_int("RANK", 0, low=0)
+        self.local_rank = env_int("LOCAL_RANK", 0, low=0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"RANK={self.rank} must be below WORLD_SIZE={self.world_size} (torchrun sets both).")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
@@ -289,6 +307,14 @@ def load_trainer_state(folder: str) -> dict[str, Any]:
         raise ValueError(f"{path} is not a trainer state written by minispeechseq train (it lacks {missing}); "
                          f"delete {folder} to resume from the checkpoint before it.")
     return state
+
+
+def check_finite_weights(model: nn.Module, step: int) -> None:
+    """Refuse to save weights that a step overflowed to inf / NaN (a finite loss can still take such a step)."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ValueError(f"step {step}: {len(bad)} weight tensors hold inf or NaN (first: {bad[0]}); not saving them. "
+                         "Lower --lr or --max-grad-norm.")
 
 
 # ============================================================================================== logging
@@ -497,6 +523,15 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
             step_loss += loss.item() * n
         step_loss = d.sum(step_loss) / total_tokens
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+        # A NaN / inf loss or gradient poisons every weight at the optimizer step, and every checkpoint after it:
+        # stop before that step (all processes see the same reduced values, so all stop together).
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+            last = checkpoints(out)
+            raise ValueError(
+                f"step {step + 1}: the training loss is {step_loss} and the gradient norm {grad_norm}, not finite; "
+                f"stopped without taking this step (last checkpoint: {last[-1][1] if last else 'none'}). Lower --lr "
+                "or check the data."
+            )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -521,6 +556,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
                                  f"CER {result['cer']:.2%}; e.g. {example}")
             d.barrier()
         if step % args.save_every == 0 or step == args.steps:
+            check_finite_weights(model, step)
             rngs = d.gather(rng_state())  # each process's own streams (dropout masks differ per process)
             if d.main:
                 state = {"step": step, "epoch": epoch, "position": position, "optimizer": optimizer.state_dict(),
@@ -540,7 +576,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
 
 # ============================================================================================ command line
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="minispeechseq train",
         description="Train a speech encoder-decoder on a manifest corpus (e.g. the spoken-digits recipe: "
                     "minispeechseq data DIR).",
@@ -582,7 +618,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-checkpoints", type=int, default=2)
     run.add_argument("--max-new-tokens", type=int, default=16, help="greedy transcripts at evaluation")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     return p
+
+
+def _in_range(low: float, *, above: bool = False, high: float | None = None):
+    """A test of a finite number >= low (> low with `above`) and <= high."""
+    return lambda v: math.isfinite(v) and (v > low if above else v >= low) and (high is None or v <= high)
+
+
+# The numeric options and what they accept, checked before anything is built or read: `--lr inf` trained on NaN
+# losses and `--max-grad-norm -1` (a negative clipping norm) made the loss climb, both exiting 0.
+OPTION_RANGES: list[tuple[tuple[str, ...], Any, str]] = [
+    (("steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints",
+      "max_new_tokens"), _in_range(1), "at least 1"),
+    (("workers", "warmup_steps"), _in_range(0), "an integer >= 0"),
+    (("lr",), _in_range(0, above=True), "a finite number > 0"),
+    # Clipping is always on (transformers' Trainer default: 1.0); a huge value makes it a no-op.
+    (("max_grad_norm",), _in_range(0, above=True), "a finite number > 0 (the gradient norm clipped to)"),
+    (("weight_decay",), _in_range(0), "a finite number >= 0"),
+    (("min_lr_ratio", "dropout"), _in_range(0, high=1), "a number in [0, 1]"),
+]
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -591,23 +647,26 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("Choose the model with either --preset NAME or --encoder DIR --decoder DIR (not both).")
     if warm and (args.encoder is None or args.decoder is None):
         raise ValueError("A warm start needs both --encoder DIR and --decoder DIR.")
-    for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}.")
+    for names, ok, expected in OPTION_RANGES:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not ok(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value}.")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file; it must be a folder (new, or one to --resume from).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 on success; a bad argument or missing file is one line on stderr and status 2."""
-    args = build_parser().parse_args(argv)
-    try:
+    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        args = build_parser().parse_args(argv)
         check_args(args)
         train(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"minispeechseq train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_command("minispeechseq train", body, debug)
 
 
 if __name__ == "__main__":
