@@ -20,6 +20,7 @@ from .audio import load_audio
 from .cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
+from .generation.loop import check_settings
 from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
 from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
@@ -189,6 +190,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise CLIError(f"--format {fmt} writes one subtitle file per input: with {len(where)} inputs, give "
                        "--output-dir DIR.")
     kwargs = generation_kwargs(args)
+    check_settings(model, **{k: v for k, v in kwargs.items() if v is not None})  # one line, not one per input
     # Lengths from the headers, so the inputs are batched shortest with shortest and each batch's audio is read
     # when its turn comes; the results are printed in the order given, each as soon as those before it are.
     inputs, errors = measure_inputs([items[k][0] for k in where], rate)

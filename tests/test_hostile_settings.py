@@ -92,6 +92,11 @@ CLI_CASES = {
     "transcribe, unknown option": (["transcribe", "{clip}", "--beams", "2"], "--beams"),
     "no subcommand": ([], "required"),
     "unknown subcommand": (["transcrib", "{clip}"], "transcrib"),
+    # A bad setting is said once, before any audio is read, however many inputs there are.
+    "transcribe, --num-beams 0 on three inputs": (["transcribe", "{clip}", "{clip}", "{clip}", "--num-beams", "0"],
+                                                 "num_beams"),
+    "transcribe, --temperature -1 on two inputs": (["transcribe", "{clip}", "{clip}", "--do-sample", "--temperature",
+                                                    "-1"], "temperature"),
     "inspect, missing folder": (["inspect", "{tmp}/nope"], "nope"),
     "convert, missing source": (["convert", "{tmp}/nope", "{tmp}/out"], "nope"),
     "convert, destination is a file": (["convert", "{model}", "{tmp}/a-file"], "a-file"),

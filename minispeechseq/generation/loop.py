@@ -178,6 +178,13 @@ def check_decoding_memory(model: Any, s: _Settings, audio: torch.Tensor, from_en
 
 
 @torch.no_grad()
+def check_settings(model: Any, generation_config: GenerationConfig | None = None, **kwargs: Any) -> None:
+    """Check generation settings without any audio: what `generate` would refuse, said once before a batch of
+    inputs rather than once per input (the CLI calls it first)."""
+    s = resolve_config(model, generation_config, kwargs, 1, None, torch.device("cpu"))
+    build_processors(s.config, s.max_length, s.min_length)
+
+
 def generate(
     model: Any,
     input_values: torch.Tensor | None = None,
