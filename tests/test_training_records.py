@@ -1,0 +1,123 @@
+"""The training records the repository ships, and the claims made about them.
+
+- `minispeechseq/bundled/digits/training_metrics.jsonl` is a run of the recipe in the model card (its learning
+  rates follow lr 2e-3, 300 warmup steps, cosine to step 3,000; its evaluations are the ones the card quotes).
+- `tutorials/results/ablation_posconv_k16.jsonl` differs from it in the positional conv's kernel only: the preset
+  differs in that one field, and the run followed the same schedule over the same steps and epochs.
+- Evaluating during training does not change the training trajectory (so evaluating every 250 steps instead of
+  every 500 leaves the recipe's run as it was).
+"""
+
+import json
+import math
+import os
+import re
+import runpy
+import shutil
+
+import numpy as np
+import soundfile
+
+from minispeechseq.training import train
+from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE_METRICS = os.path.join(REPO, "minispeechseq", "bundled", "digits", "training_metrics.jsonl")
+MODEL_CARD = os.path.join(REPO, "minispeechseq", "bundled", "digits", "MODEL_CARD.md")
+RESULTS = os.path.join(REPO, "tutorials", "results")
+K16_METRICS = os.path.join(RESULTS, "ablation_posconv_k16.jsonl")
+
+
+def _records(path):
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if "loss" in r], [r for r in rows if "wer" in r]
+
+
+def _recipe_lr(step):
+    """The learning rate logged after `step` optimizer steps of the card's recipe, written from its description
+    (lr 2e-3, linear warmup over 10 % of 3,000 steps, then half a cosine to 0), not from the library's schedule."""
+    peak, warmup, total = 2e-3, 300, 3000
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_recipe_metrics_follow_the_recipe():
+    training, evaluations = _records(RECIPE_METRICS)
+    assert [r["step"] for r in training] == list(range(10, 3001, 10))
+    assert [r["step"] for r in evaluations] == list(range(250, 3001, 250))
+    worst = max(abs(r["lr"] - _recipe_lr(r["step"])) for r in training) / 2e-3  # the rate is 0 at the last step
+    assert worst < 1e-9, f"logged learning rates differ from the recipe's schedule by up to {worst:.2e} of the peak"
+    # 3,000 steps of 16 over 3,165 utterances (198 batches an epoch): the run ends in epoch 15.
+    assert training[-1]["epoch"] == 3000 // math.ceil(3165 / 16), training[-1]["epoch"]
+
+
+def test_model_card_quotes_the_shipped_curve():
+    """Every "WER (step N)" figure of the card's curve is the file's, rounded as printed."""
+    with open(MODEL_CARD, encoding="utf-8") as f:
+        card = f.read()
+    start = card.index("Validation WER during training")
+    line = card[start:card.index("\n\n", start)]
+    _, evaluations = _records(RECIPE_METRICS)
+    quoted = {int(step): float(wer) for wer, step in
+              re.findall(r"([0-9.]+) % \(step ([0-9]+)\)", line.replace(",", ""))}
+    assert len(quoted) == len(evaluations), f"the card quotes {len(quoted)} points, the file has {len(evaluations)}"
+    for r in evaluations:
+        assert abs(quoted[r["step"]] - 100 * r["wer"]) < 0.051, (r["step"], quoted[r["step"]], 100 * r["wer"])
+
+
+def test_ablation_arms_differ_in_the_kernel_only():
+    script = runpy.run_path(os.path.join(RESULTS, "train_posconv.py"), run_name="train_posconv")
+    encoder, decoder = script["posconv_preset"](16)()
+    tiny_encoder, tiny_decoder = train.PRESETS["tiny"]()
+    assert decoder == tiny_decoder
+    assert {k for k in tiny_encoder if encoder[k] != tiny_encoder[k]} == {"num_conv_pos_embeddings"}
+    assert (encoder["num_conv_pos_embeddings"], tiny_encoder["num_conv_pos_embeddings"]) == (16, 128)
+    assert script["posconv_preset"](128)() == train.PRESETS["tiny"]()
+
+    # The runs themselves, over the steps both reached (the narrow arm was stopped at step 1,500 of its 3,000-step
+    # schedule): the same logged steps, learning rates and epochs, so the same schedule and batch order.
+    k16_training, k16_evaluations = _records(K16_METRICS)
+    k128_training, k128_evaluations = _records(RECIPE_METRICS)
+    last = k16_training[-1]["step"]
+    assert last == k16_evaluations[-1]["step"] == 1500, (last, k16_evaluations[-1]["step"])
+    assert [r["step"] for r in k16_evaluations] == [r["step"] for r in k128_evaluations if r["step"] <= last]
+    assert [(r["step"], r["lr"], r["epoch"]) for r in k16_training] == \
+        [(r["step"], r["lr"], r["epoch"]) for r in k128_training if r["step"] <= last]
+
+
+def _tone_corpus(folder):
+    """12 tone-burst "utterances" in train.tsv and valid.tsv: the loop's mechanics, not recognition."""
+    os.makedirs(folder / "wavs")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(12):
+        digits = rng.integers(0, 10, size=rng.integers(1, 3))
+        t = np.arange(int(16000 * (0.2 + 0.15 * len(digits)))) / 16000
+        wave = sum(0.1 * np.sin(2 * np.pi * (300 + 80 * d) * t) for d in digits).astype(np.float32)
+        soundfile.write(folder / "wavs" / f"{i}.wav", wave, 16000, subtype="PCM_16")
+        lines.append(f"wavs/{i}.wav\t{' '.join(DIGIT_WORDS[d] for d in digits)}\n")
+    (folder / "train.tsv").write_text("".join(lines[:8]))
+    (folder / "valid.tsv").write_text("".join(lines[8:]))
+    build_digits_tokenizer(folder / "tokenizer")
+
+
+def test_evaluation_does_not_change_the_training_trajectory(tmp_path):
+    """Evaluating after every step (eval mode: no dropout, no SpecAugment, no augmentation) draws from no random
+    stream the training uses, so the losses are those of a run that evaluates only at its end."""
+    _tone_corpus(tmp_path / "corpus")
+    losses = {}
+    for eval_every in (1, 6):
+        out = tmp_path / f"eval-every-{eval_every}"
+        argv = ["--preset", "debug", "--data", str(tmp_path / "corpus"), "--out", str(out), "--steps", "6",
+                "--batch-size", "4", "--log-every", "1", "--eval-every", str(eval_every), "--save-every", "6",
+                "--max-new-tokens", "4", "--quiet"]
+        assert train.main(argv) == 0
+        training, evaluations = _records(out / train.METRICS_FILE)
+        assert len(evaluations) == 6 // eval_every
+        losses[eval_every] = [r["loss"] for r in training]
+        shutil.rmtree(out)
+    difference = max(abs(a - b) for a, b in zip(losses[1], losses[6]))
+    assert len(losses[1]) == len(losses[6]) == 6 and difference == 0.0, \
+        f"evaluating every step moved the training losses by up to {difference:.2e}"
