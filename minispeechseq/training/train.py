@@ -68,9 +68,9 @@ METRICS_FILE = "metrics.jsonl"
 
 # ============================================================================================== presets
 def _tiny() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The bundled spoken-digits model (~1.8 M parameters). What mattered, measured on the digits corpus: a first
-    try with 20 ms frames, a narrow positional conv and batch 32 stalled at 62 % WER; 40 ms frames, a positional conv
-    as wide as an utterance and batch 16 reached 1.4 % test WER."""
+    """The bundled spoken-digits model (~1.8 M parameters; 1.93 % test WER, its MODEL_CARD.md). Its positional conv
+    is as wide as an utterance (128 frames of 40 ms): with kernel 16 and everything else the same, the recipe stayed
+    at 92.5 % validation WER at step 1,500 against 31.1 % (tutorials/results/README.md, one seed per arm)."""
     encoder = {
         # Conv front end: strides 10*4*4*4 = 640 samples = one frame per 40 ms at 16 kHz (wav2vec2: 20 ms); a
         # spoken digit then spans ~8 frames. Each kernel >= its stride, so no sample is skipped; receptive field
