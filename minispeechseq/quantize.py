@@ -43,6 +43,7 @@ quantize), nor moved to a GPU.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -58,6 +59,23 @@ def check_quantization(quantization: str | None) -> str | None:
     return quantization
 
 
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (out, in) weight -> int8 (out, in) and one fp32 scale per row, symmetric: the largest |w| of each row maps
+    to 127, and weight ~= int8 * scale[:, None]. A zero row gets scale 1 (any scale reproduces zeros)."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1) / 127  # (out,)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> None:
+    """Swap every nn.Linear inside `module` for make(linear), in place."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:  # exactly nn.Linear: a subclass may compute something else
+                setattr(parent, name, make(child))
+
+
 class Int8Linear(nn.Module):
     """An nn.Linear with int8 weights (one fp32 scale per output row) and fp32 bias, run by fbgemm's dynamic int8
     matrix product. Same call as nn.Linear: (..., in_features) -> (..., out_features), fp32 in and out."""
@@ -65,12 +83,7 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()  # (out, in)
-        # Symmetric per-row scale: the largest |w| of each row maps to 127. A zero row gets scale 1 (any scale
-        # reproduces zeros), so nothing divides by zero.
-        scale = weight.abs().amax(dim=1) / 127  # (out,)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        qint = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+        qint, scale = quantize_rows(linear.weight)  # (out, in) int8, (out,) fp32
         bias = linear.bias.detach().float() if linear.bias is not None else None
         self.has_bias = bias is not None
         try:
@@ -129,10 +142,7 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
         if not isinstance(part, nn.Module):
             raise ValueError(f"quantization='int8' quantizes a decoder, and this {type(model).__name__} has none; "
                              "use 'int8-all' to quantize all of its Linear layers.")
-    for module in list(part.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:  # exactly nn.Linear: a subclass may compute something else
-                setattr(module, name, Int8Linear(child))
+    replace_linears(part, Int8Linear)
     # What the model now is, for a reader (and the bench): "int8-all" stays so after a later "int8".
     model.quantization = "int8-all" if "int8-all" in (quantization, getattr(model, "quantization", None)) else "int8"
     return model
