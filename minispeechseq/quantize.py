@@ -146,7 +146,3 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
     # What the model now is, for a reader (and the bench): "int8-all" stays so after a later "int8".
     model.quantization = "int8-all" if "int8-all" in (quantization, getattr(model, "quantization", None)) else "int8"
     return model
-
-
-def int8_layers(model: nn.Module) -> list[Int8Linear]:
-    return [m for m in model.modules() if isinstance(m, Int8Linear)]
