@@ -190,12 +190,14 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
     with torch.no_grad():
         per_token = alternate("per-token", lambda: ours.generate(x1, **gen), lambda: ours.generate(x1, **one),
                               repeats, device)
-    frames = int(ours.encoder.output_lengths(torch.tensor([x1.shape[-1]]))[0])
-    greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours), reads=step_reads(ours, frames, last=NEW_TOKENS),
+    greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours),
                         per_token_s=(min(per_token.ours) - min(per_token.theirs)) / (NEW_TOKENS - 1))
     int8_results = []
     if device.type == "cpu" and dtype == torch.float32:  # fbgemm's int8 kernels: CPU, fp32 activations
-        int8_results = int8_rows(pair, ours, theirs, x1, repeats, NEW_TOKENS)
+        int8_results = int8_rows(pair, ours, theirs, x1, repeats, NEW_TOKENS)  # their fp32 row holds the reads
+    else:
+        frames = int(ours.encoder.output_lengths(torch.tensor([x1.shape[-1]]))[0])
+        greedy.extra["reads"] = step_reads(ours, frames, last=NEW_TOKENS)
     # Batched greedy: min_new_tokens holds every row to exactly NEW_TOKENS, so batch x NEW_TOKENS tokens a call.
     both(f"batched greedy, batch {greedy_batch} x {NEW_TOKENS} tokens", lambda: ours.generate(xg, attention_mask=mg, **gen),
          lambda: theirs.generate(xg, attention_mask=mg, **gen), work=greedy_batch * NEW_TOKENS, work_unit="tokens")
@@ -318,6 +320,26 @@ def int8_kernel_report(size: str, repeats: int) -> dict:
     return {"kernels": rows, "encoder": encoder_share(model, x, repeats), "audio_s": seconds}
 
 
+def int8_speed(size: str, repeats: int, with_transformers: bool) -> list[dict]:
+    """The int8 rows of both pairs (bench_int8.int8_rows), without the rest of the table."""
+    results = []
+    x, _ = audio(1.0 if size == "tiny" else 10.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("bert", "gpt2"):
+            folder = os.path.join(tmp, kind)
+            build_checkpoint(kind, size, folder)
+            ours = SpeechEncoderDecoderModel.from_pretrained(folder)
+            theirs = None
+            if with_transformers:
+                import transformers  # optional: the reference, a test-only dependency
+
+                transformers.logging.set_verbosity_error()
+                theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+            pair = f"wav2vec2-base+{kind}" if size != "tiny" else f"tiny+{kind}"
+            results += int8_rows(pair, ours, theirs, x, repeats, NEW_TOKENS, encoder=kind == "bert")
+    return results
+
+
 def format_int8_kernel_report(report: dict) -> str:
     e = report["encoder"]
     return (format_kernel_table(report["kernels"]) + f"\nencoder, {report['audio_s']:g} s of audio: "
@@ -361,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights and inputs of both libraries (default float32)")
     parser.add_argument("--no-transformers", action="store_true", help="time minispeechseq alone")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--int8-speed", action="store_true",
+                        help="instead of the table: greedy decoding in fp32, int8 and int8-all against transformers, "
+                             "with the step bounds (the int8 rows of the full table, alone)")
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead of the table: the candidate int8 kernels per shape and per greedy step")
     parser.add_argument("--int8-quality", action="store_true",
@@ -385,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump({"torch": torch.__version__, "threads": args.threads, **report}, f, indent=2)
         return 0
     with_transformers = not args.no_transformers
+    if args.int8_speed:
+        with_transformers = with_transformers and importlib.util.find_spec("transformers") is not None
     if with_transformers:
         try:
             import transformers  # optional: the reference, a test-only dependency
@@ -420,6 +447,21 @@ def main(argv: list[str] | None = None) -> int:
     elif device.type == "cuda":
         print("attention: both sdpa (our flash path needs fp16/bf16: add --dtype bfloat16 to time it)", flush=True)
     results = []
+    if args.int8_speed:
+        results = int8_speed(args.size, args.repeats, with_transformers)
+        flops, bandwidth = measure_bounds()
+        for r in results:
+            if "reads" in r:
+                r["budget"] = step_budget(r.pop("reads"), r["per_token_s"], bandwidth)
+        print(format_table(results, flops, bandwidth, attn))
+        print(f"memory copy: the best of {len(samples)} measurements, {bandwidth / 1e9:.1f} GB/s")
+        print(format_tokens_table(results) + "\n")
+        print("\n".join(format_budget(r["workload"], r["budget"]) for r in results if "budget" in r))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"torch": torch.__version__, "threads": args.threads, "bandwidth_bytes_per_s": bandwidth,
+                           "results": results}, f, indent=2)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("bert", "gpt2"):
             pair = bench_pair(kind, args.size, args.repeats, with_transformers, os.path.join(tmp, kind), dtype, device)

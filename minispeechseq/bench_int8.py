@@ -27,7 +27,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
 from .bench_bounds import step_reads
-from .bench_timing import Row, _time
+from .bench_timing import Row, _time, alternate
 from .cli import bundled_model_dir
 from .processor import Processor
 from .quantize import Int8Linear, quantize, quantize_rows, replace_linears
@@ -69,9 +69,10 @@ def greedy_timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int, 
 
 
 def int8_rows(pair: str, ours: nn.Module, theirs: nn.Module | None, x: torch.Tensor, repeats: int,
-              new_tokens: int) -> list[dict]:
+              new_tokens: int, encoder: bool = False) -> list[dict]:
     """Greedy rows for our int8 and int8-all models (and transformers quantized alike), against transformers fp32:
-    end to end (`new_tokens` tokens on `x`) and per token, with the bytes a step reads (bench_bounds)."""
+    end to end (`new_tokens` tokens on `x`) and per token, with the bytes a step reads (bench_bounds); with
+    `encoder`, also the int8-all encoder against transformers' fp32 one."""
     models = {"ours fp32": ours, "ours int8": quantize(copy.deepcopy(ours), "int8"),
               "ours int8-all": quantize(copy.deepcopy(ours), "int8-all")}
     note = {}
@@ -89,19 +90,26 @@ def int8_rows(pair: str, ours: nn.Module, theirs: nn.Module | None, x: torch.Ten
         for reference in ("transformers fp32", "transformers int8") if name == "ours int8" else ("transformers fp32",):
             if reference not in models:
                 continue
-            row = Row(f"{pair}: greedy {new_tokens} tokens, {name} vs {reference}", ours=times[name][0],
+            short = f"{name} / {reference}".replace("transformers", "tf")  # fits the table's column
+            row = Row(f"{pair}: greedy {new_tokens} tokens, {short}", ours=times[name][0],
                       theirs=times[reference][0])
             rows.append({**row.summary(), "pair": pair, **note})
     for name, model in models.items():
         r = {"workload": f"{pair}: per-token latency, {name}", "unit": "s", "ours_min": per_token[name],
              "per_token_s": per_token[name], "tokens_per_s": 1 / per_token[name], "pair": pair,
              "end_to_end_s": min(times[name][0]), **note}
-        if name in ("ours int8", "ours int8-all"):  # what a step reads (bench_bounds); fp32: on the greedy row
+        if name.startswith("ours"):  # what a step reads, counted on our modules (bench_bounds)
             r["reads"] = step_reads(model, frames, last=new_tokens)
         if "transformers fp32" in models:
             r.update(theirs_min=per_token["transformers fp32"], ratio=per_token[name] / per_token["transformers fp32"],
                      end_to_end_ratio=min(times[name][0]) / min(times["transformers fp32"][0]))
         rows.append(r)
+    if encoder:
+        with torch.no_grad():
+            row = alternate(f"{pair.split('+')[0]}: encoder, ours int8-all vs transformers fp32",
+                            lambda: models["ours int8-all"].encoder(x),
+                            (lambda: theirs.encoder(x)) if theirs is not None else None, repeats)
+        rows.append(row.summary())
     return rows
 
 

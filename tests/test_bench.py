@@ -47,9 +47,8 @@ def test_bench_smoke(tmp_path, capsys):
 
     # The int8 rows (CPU, fp32): each variant against transformers fp32, end to end and per token.
     for pair in ("tiny+bert", "tiny+gpt2"):
-        for expected in ("greedy 32 tokens, ours int8 vs transformers fp32",
-                         "greedy 32 tokens, ours int8 vs transformers int8",
-                         "greedy 32 tokens, ours int8-all vs transformers fp32",
+        for expected in ("greedy 32 tokens, ours int8 / tf fp32", "greedy 32 tokens, ours int8 / tf int8",
+                         "greedy 32 tokens, ours int8-all / tf fp32", "greedy 32 tokens, tf int8 / tf fp32",
                          "per-token latency, ours int8", "per-token latency, transformers int8"):
             assert f"{pair}: {expected}" in names, f"{pair}: {expected!r} missing from {names}"
     tiny_gpt2 = next(r for r in report["results"] if r["workload"] == "tiny+gpt2: per-token latency, ours int8")
@@ -60,7 +59,7 @@ def test_bench_smoke(tmp_path, capsys):
 
     # The honest bounds: what a step reads, its achieved bandwidth against the copy bandwidth, and the shares.
     budgets = [r for r in report["results"] if "budget" in r]
-    assert len(budgets) == 6, [r["workload"] for r in budgets]  # fp32, int8, int8-all for each pair
+    assert len(budgets) == 6, [r["workload"] for r in budgets]  # ours fp32, int8, int8-all for each pair
     for r in budgets:
         b = r["budget"]
         shares = [at["self_cache"] / sum(at.values()) for at in b["bytes_at_token"].values()]
@@ -71,7 +70,7 @@ def test_bench_smoke(tmp_path, capsys):
         weights = b["bytes_at_token"]["1"]["weights"]
         assert b["weight_stream_fraction"] == pytest.approx(weights / report["bandwidth_bytes_per_s"] / b["per_token_s"])
     fp32, int8 = (next(r["budget"] for r in budgets if r["workload"] == w)
-                  for w in ("tiny+bert: greedy 32 tokens", "tiny+bert: per-token latency, ours int8"))
+                  for w in ("tiny+bert: per-token latency, ours fp32", "tiny+bert: per-token latency, ours int8"))
     assert int8["bytes_at_token"]["1"]["weights"] < fp32["bytes_at_token"]["1"]["weights"] / 2
 
 
@@ -197,6 +196,18 @@ def test_bench_int8_kernels_tiny(tmp_path, capsys):
     e = report["encoder"]
     assert 0 < e["feature_encoder_s"] and 0 < e["encoder_s"] and 0 < e["encoder_int8_all_s"], e
     assert "conv feature encoder" in capsys.readouterr().out
+
+
+def test_bench_int8_speed_tiny(tmp_path, capsys):
+    """The int8 rows alone: both pairs, the int8-all encoder row, a budget per variant of ours."""
+    out = tmp_path / "speed.json"
+    assert main(["--int8-speed", "--size", "tiny", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = [r["workload"] for r in report["results"]]
+    assert "tiny: encoder, ours int8-all vs transformers fp32" in names, names
+    assert sum("budget" in r for r in report["results"]) == 6 and report["bandwidth_bytes_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "memory copy" in printed
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng) to "
