@@ -21,15 +21,16 @@ What an Int8Linear computes (dynamic quantization, as in torch's `quantize_dynam
   the same choice.
 
 Why this kernel, by measurement (README, "Performance"; `python -m minispeechseq.bench --int8-kernels`): on one
-row, fbgemm's dynamic int8 product ran GPT-2's 50257 x 768 LM head 5.7x faster than fp32 here (AVX2), and 4x on an
-AVX-512 Xeon (issue 14: 5.96 -> 1.50 ms). torchao 0.18's int8 configurations (weight-only, and dynamic
-activations) and `torch._weight_int8pack_mm` were slower than fp32 on this CPU, eager or compiled; the latter was
-slower on the Xeon too. torch marks its `torch.ao.quantization` Python flow deprecated (we do not use it) and the
+row, fbgemm's dynamic int8 product ran GPT-2's 50257 x 768 LM head 6-8x faster than fp32 here (AVX2), and 4x on
+an AVX-512 Xeon (issue 14: 5.96 -> 1.50 ms); a whole greedy step of a base-size decoder 2.4-2.7x. torchao 0.18's int8 configurations (weight-only, and dynamic
+activations) and `torch._weight_int8pack_mm` were slower than fp32 on this CPU (torchao also compiled, in a one-off
+check); the latter was slower on the Xeon too. torch marks its `torch.ao.quantization` Python flow deprecated (we do not use it) and the
 creation of qint8 tensors too (we make one per layer, only to hand it to fbgemm's packing): that one warning is
 silenced where it is raised; if a later torch removes these ops, `quantize` says so in one line.
 
 The encoder's convolutions (the feature encoder and the positional convolution) stay fp32: torch has no dynamic
-int8 convolution, and the feature encoder is a small share of the encoder's time (measured in the README).
+int8 convolution (static int8 would need calibration data), and the feature encoder is 28 % of a base encoder's
+time on 10 s of audio (README): int8-all's gain is in the Linear layers.
 
 Tied LM heads (GPT-2, BERT, BART: the head *is* the token embedding matrix): the head gets its own int8 copy and the
 embedding keeps the fp32 matrix, so looking up a token stays exact; the tie is not used after quantization
