@@ -11,7 +11,11 @@ Next to the ratios stand the machine's own bounds, measured in the same run (at 
 the end; the best of those measurements is the bound, so a slow moment of a shared machine cannot loosen it):
 - encoder: the FLOPs of the forward (counted by torch) / the measured matmul FLOP/s;
 - greedy decoding: each new token must stream every decoder weight from memory once, so
-  per-token latency >= decoder weight bytes / the measured memory bandwidth.
+  per-token latency >= decoder weight bytes / the memory-copy bandwidth (a plain tensor copy, bench_bounds.py);
+  after the table, each step's reads (weights, cross-attention K/V, self-attention cache at tokens 1, 32, 128),
+  the bandwidth it achieves, and the share of weight streaming in it.
+On the CPU in float32 the table also holds the int8 mode (bench_int8.py): greedy decoding of our "int8" and
+"int8-all" models against transformers in fp32 and with torch's quantize_dynamic, and a tokens/s table.
 Two rows are throughputs as well as times: the padded encoder batch (seconds of real, unpadded audio encoded per
 second) and batched greedy decoding (tokens per second, batch x 32 / time). Their batch is 16 on a GPU; on a
 CPU a batch of 16 x 10 s would take minutes a call, so there the encoder keeps its batch of 4 and greedy
@@ -28,6 +32,8 @@ which backend each side ran.
     python -m minispeechseq.bench --dtype bfloat16  # both libraries with bf16 weights and inputs (CPU: fast only
                                                     # where the CPU has bf16 dot products, AVX512_BF16 / AMX)
     python -m minispeechseq.bench --device cuda --dtype bfloat16  # on a GPU: our flash path vs transformers' SDPA
+    python -m minispeechseq.bench --int8-kernels  # the int8 kernels the int8 mode was chosen from (bench_int8.py)
+    python -m minispeechseq.bench --int8-quality  # the bundled model's WER and token agreement, fp32 vs int8
 """
 
 from __future__ import annotations
@@ -35,18 +41,28 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cli_args import Parser, UsageError, run_command, split_debug
+from .bench_bounds import copy_bandwidth, decoder_stream_bytes, format_budget, step_budget, step_reads
+from .bench_int8 import (
+    KERNEL_SHAPES,
+    encoder_share,
+    format_kernel_table,
+    format_quality,
+    format_tokens_table,
+    int8_quality,
+    int8_rows,
+    kernel_rows,
+    step_rows,
+)
+from .bench_timing import Row, _time, alternate
 from .decoders.bert import BertConfig
 from .decoders.gpt2 import GPT2Config
 from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -114,55 +130,6 @@ def audio(seconds: float, batch: int = 1, seed: int = 0, dtype: torch.dtype = to
 
 
 # ---------------------------------------------------------------------------------------------- timing
-@dataclass
-class Row:
-    name: str
-    ours: list[float] = field(default_factory=list)
-    theirs: list[float] = field(default_factory=list)
-    unit: str = "s"
-    work: float = 0.0  # what one call processes (tokens, seconds of audio), for a throughput figure; 0: none
-    work_unit: str = ""
-    extra: dict = field(default_factory=dict)  # figures for the bound column (FLOPs, weight bytes, ...)
-
-    def summary(self) -> dict:
-        out = {"workload": self.name, "unit": self.unit, "ours_min": min(self.ours),
-               "ours_median": statistics.median(self.ours), "ours_all": list(self.ours)}
-        if self.theirs:
-            out.update(theirs_min=min(self.theirs), theirs_median=statistics.median(self.theirs),
-                       theirs_all=list(self.theirs), ratio=min(self.ours) / min(self.theirs),
-                       # Call i of ours and call i of theirs ran back to back, so the machine's drift cancels in
-                       # their ratio; the median of those ratios is the figure least moved by a slow moment.
-                       paired_ratio=statistics.median(o / t for o, t in zip(self.ours, self.theirs, strict=True)))
-        if self.work:  # throughput of the best call: higher is better, unlike the times
-            out.update(work=self.work, work_unit=self.work_unit, ours_per_s=self.work / min(self.ours))
-            if self.theirs:
-                out["theirs_per_s"] = self.work / min(self.theirs)
-        return {**out, **self.extra}
-
-
-def _time(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
-    """Seconds fn() takes. CUDA kernels run asynchronously: the queue is drained before the clock starts and
-    again before it is read, or we would time the launches, not the work."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
-
-
-def alternate(name: str, ours: Callable[[], object], theirs: Callable[[], object] | None, repeats: int,
-              device: torch.device | str = "cpu") -> Row:
-    """Warm up both once, then time them alternately, so drifting machine load hits both alike."""
-    row = Row(name)
-    for fn in (ours, theirs):
-        if fn is not None:
-            _time(fn, device)
-    for _ in range(repeats):
-        for fn, times in ((ours, row.ours), (theirs, row.theirs)):
-            if fn is not None:
-                times.append(_time(fn, device))
-    return row
 
 
 def matmul_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32,
@@ -172,38 +139,11 @@ def matmul_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.flo
     return 2 * n**3 / best
 
 
-def memory_bandwidth(mbytes: int = 256, repeats: int = 5, dtype: torch.dtype = torch.float32,
-                     device: torch.device | str = "cpu") -> float:
-    """Bytes/s of a matrix-vector product over a matrix far larger than the caches: the access pattern of
-    one decoding step, which reads every weight once."""
-    size = torch.empty((), dtype=dtype).element_size()
-    rows = mbytes * 2**20 // size // 4096
-    w, v = torch.randn(rows, 4096, dtype=dtype, device=device), torch.randn(4096, dtype=dtype, device=device)
-    best = min(_time(lambda: w @ v, device) for _ in range(repeats + 1))
-    return w.numel() * size / best
-
-
 def count_flops(fn: Callable[[], object]) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         fn()
     return counter.get_total_flops()
-
-
-def decoder_stream_bytes(model) -> int:
-    """Bytes one greedy step must read: every decoder weight, except the embedding tables (a step reads one row of
-    each; the token embedding counts in full anyway when it is the tied LM head) and the cross-attention key/value
-    projections (applied to the encoder output once per utterance, at the first step, then cached)."""
-    dec = model.decoder
-    skip = {id(m.weight) for m in dec.modules() if isinstance(m, torch.nn.Embedding)}
-    for name, m in dec.named_modules():
-        if name.endswith("cross_attn"):
-            skip.update(id(p) for p in (*m.k_proj.parameters(), *m.v_proj.parameters()))
-    total = sum(p.numel() * p.element_size() for p in dec.parameters() if id(p) not in skip)
-    lm_head = getattr(dec, "lm_head", None)
-    if lm_head is not None:
-        total += lm_head.weight.numel() * lm_head.weight.element_size() * (id(lm_head.weight) in skip)
-    return total
 
 
 # ------------------------------------------------------------------------------------------ workloads
@@ -252,6 +192,12 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
                               repeats, device)
     greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours),
                         per_token_s=(min(per_token.ours) - min(per_token.theirs)) / (NEW_TOKENS - 1))
+    int8_results = []
+    if device.type == "cpu" and dtype == torch.float32:  # fbgemm's int8 kernels: CPU, fp32 activations
+        int8_results = int8_rows(pair, ours, theirs, x1, repeats, NEW_TOKENS)  # their fp32 row holds the reads
+    else:
+        frames = int(ours.encoder.output_lengths(torch.tensor([x1.shape[-1]]))[0])
+        greedy.extra["reads"] = step_reads(ours, frames, last=NEW_TOKENS)
     # Batched greedy: min_new_tokens holds every row to exactly NEW_TOKENS, so batch x NEW_TOKENS tokens a call.
     both(f"batched greedy, batch {greedy_batch} x {NEW_TOKENS} tokens", lambda: ours.generate(xg, attention_mask=mg, **gen),
          lambda: theirs.generate(xg, attention_mask=mg, **gen), work=greedy_batch * NEW_TOKENS, work_unit="tokens")
@@ -279,7 +225,7 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
 
     rows.append(alternate(f"{pair}: training step ({seconds:g} s, {NEW_TOKENS} labels)", lambda: train_step(ours),
                           (lambda: train_step(theirs)) if theirs is not None else None, repeats, device))
-    return [{**r.summary(), "pair": pair} for r in rows]
+    return [{**r.summary(), "pair": pair} for r in rows] + int8_results
 
 
 def bench_large_encoder(size: str, repeats: int, with_transformers: bool, folder: str,
@@ -358,6 +304,49 @@ def peak_memory(folder: str, seconds: float, with_transformers: bool, threads: i
     return r
 
 
+def int8_kernel_report(size: str, repeats: int) -> dict:
+    """The int8 candidates (bench_int8.py) on one-row products of the decoders' shapes and on whole greedy steps of
+    both pairs, and the conv feature encoder's share of the encoder (which int8-all leaves in fp32)."""
+    shapes = ((64, 32), (32, 64), (1000, 32)) if size == "tiny" else KERNEL_SHAPES
+    rows = kernel_rows(repeats, shapes)
+    seconds = 1.0 if size == "tiny" else 10.0
+    x, _ = audio(seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("bert", "gpt2"):
+            build_checkpoint(kind, size, os.path.join(tmp, kind))
+            model = SpeechEncoderDecoderModel.from_pretrained(os.path.join(tmp, kind))
+            pair = f"wav2vec2-base+{kind}" if size != "tiny" else f"tiny+{kind}"
+            rows += step_rows(pair, model, x, repeats, NEW_TOKENS)
+    return {"kernels": rows, "encoder": encoder_share(model, x, repeats), "audio_s": seconds}
+
+
+def int8_speed(size: str, repeats: int, with_transformers: bool) -> list[dict]:
+    """The int8 rows of both pairs (bench_int8.int8_rows), without the rest of the table."""
+    results = []
+    x, _ = audio(1.0 if size == "tiny" else 10.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("bert", "gpt2"):
+            folder = os.path.join(tmp, kind)
+            build_checkpoint(kind, size, folder)
+            ours = SpeechEncoderDecoderModel.from_pretrained(folder)
+            theirs = None
+            if with_transformers:
+                import transformers  # optional: the reference, a test-only dependency
+
+                transformers.logging.set_verbosity_error()
+                theirs = transformers.SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+            pair = f"wav2vec2-base+{kind}" if size != "tiny" else f"tiny+{kind}"
+            results += int8_rows(pair, ours, theirs, x, repeats, NEW_TOKENS, encoder=kind == "bert")
+    return results
+
+
+def format_int8_kernel_report(report: dict) -> str:
+    e = report["encoder"]
+    return (format_kernel_table(report["kernels"]) + f"\nencoder, {report['audio_s']:g} s of audio: "
+            f"{e['encoder_s']:.3f} s fp32, of which the conv feature encoder {e['feature_encoder_s']:.3f} s "
+            f"({e['feature_encoder_s'] / e['encoder_s']:.0%}); int8-all {e['encoder_int8_all_s']:.3f} s")
+
+
 # ------------------------------------------------------------------------------------------------ main
 def format_table(results: list[dict], flops: float, bandwidth: float, attn: tuple[str, str] = ("sdpa", "sdpa")) -> str:
     """One line per workload: best time (or memory) of each library, the ratio ours / transformers, and in the last
@@ -400,6 +389,15 @@ def _bench(argv: list[str]) -> int:
                         help="weights and inputs of both libraries (default float32)")
     parser.add_argument("--no-transformers", action="store_true", help="time minispeechseq alone")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--int8-speed", action="store_true",
+                        help="instead of the table: greedy decoding in fp32, int8 and int8-all against transformers, "
+                             "with the step bounds (the int8 rows of the full table, alone)")
+    parser.add_argument("--int8-kernels", action="store_true",
+                        help="instead of the table: the candidate int8 kernels per shape and per greedy step")
+    parser.add_argument("--int8-quality", action="store_true",
+                        help="instead of the table: the bundled model's WER and token agreement, fp32 vs int8 "
+                             "(renders its test split with espeak-ng)")
+    parser.add_argument("--utterances", type=int, default=400, help="with --int8-quality: how many test utterances")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
         raise UsageError("--repeats and --threads must be at least 1.")
@@ -407,7 +405,17 @@ def _bench(argv: list[str]) -> int:
         raise UsageError(f"--device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU on this machine "
                          "(no GPU, no driver, or a CPU-only build of torch); run with --device cpu.")
     torch.set_num_threads(args.threads)
+    if args.int8_kernels or args.int8_quality:
+        report = int8_kernel_report(args.size, args.repeats) if args.int8_kernels else int8_quality(args.utterances)
+        print(f"torch {torch.__version__}, {args.threads} threads")
+        print(format_int8_kernel_report(report) if args.int8_kernels else format_quality(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"torch": torch.__version__, "threads": args.threads, **report}, f, indent=2)
+        return 0
     with_transformers = not args.no_transformers
+    if args.int8_speed:
+        with_transformers = with_transformers and importlib.util.find_spec("transformers") is not None
     if with_transformers:
         try:
             import transformers  # optional: the reference, a test-only dependency
@@ -429,20 +437,35 @@ def _bench(argv: list[str]) -> int:
     def measure_bounds() -> tuple[float, float]:
         if device.type == "cuda":  # GPU-sized matrices: the CPU's 2048² matmul would time the launch, not the math
             samples.append((matmul_flops(n=8192, dtype=dtype, device=device),
-                            memory_bandwidth(mbytes=1024, dtype=dtype, device=device)))
+                            copy_bandwidth(mbytes=1024, device=device)))
         else:
-            samples.append((matmul_flops(dtype=dtype), memory_bandwidth(dtype=dtype)))
+            samples.append((matmul_flops(dtype=dtype), copy_bandwidth()))
         return max(f for f, _ in samples), max(b for _, b in samples)
 
     flops, bandwidth = measure_bounds()
     print(f"torch {torch.__version__}, {where}, {args.dtype}; matmul {flops / 1e9:.0f} GFLOP/s, "
-          f"matrix-vector streaming {bandwidth / 1e9:.1f} GB/s", flush=True)
+          f"memory copy {bandwidth / 1e9:.1f} GB/s (read + write)", flush=True)
     if attn[0] == "flash":
         kernel = "the flash_attn package" if importlib.util.find_spec("flash_attn") else "torch SDPA's flash kernel"
         print(f"attention: minispeechseq flash ({kernel}), transformers sdpa", flush=True)
     elif device.type == "cuda":
         print("attention: both sdpa (our flash path needs fp16/bf16: add --dtype bfloat16 to time it)", flush=True)
     results = []
+    if args.int8_speed:
+        results = int8_speed(args.size, args.repeats, with_transformers)
+        flops, bandwidth = measure_bounds()
+        for r in results:
+            if "reads" in r:
+                r["budget"] = step_budget(r.pop("reads"), r["per_token_s"], bandwidth)
+        print(format_table(results, flops, bandwidth, attn))
+        print(f"memory copy: the best of {len(samples)} measurements, {bandwidth / 1e9:.1f} GB/s")
+        print(format_tokens_table(results) + "\n")
+        print("\n".join(format_budget(r["workload"], r["budget"]) for r in results if "budget" in r))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"torch": torch.__version__, "threads": args.threads, "bandwidth_bytes_per_s": bandwidth,
+                           "results": results}, f, indent=2)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("bert", "gpt2"):
             pair = bench_pair(kind, args.size, args.repeats, with_transformers, os.path.join(tmp, kind), dtype, device)
@@ -455,20 +478,23 @@ def _bench(argv: list[str]) -> int:
                                    with_transformers, args.threads, args.dtype, args.device))
     flops, bandwidth = measure_bounds()
     for r in results:
-        if "per_token_s" in r:
-            r["per_token_over_bound"] = r["per_token_s"] / (r["decoder_stream_bytes"] / bandwidth)
+        if "reads" in r:
+            r["budget"] = step_budget(r.pop("reads"), r["per_token_s"], bandwidth)
     print()
     print(f"bounds: the best of {len(samples)} measurements over the run: matmul {flops / 1e9:.0f} GFLOP/s "
-          f"(measured {min(f for f, _ in samples) / 1e9:.0f}-{flops / 1e9:.0f}), matrix-vector streaming "
+          f"(measured {min(f for f, _ in samples) / 1e9:.0f}-{flops / 1e9:.0f}), memory copy "
           f"{bandwidth / 1e9:.1f} GB/s (measured {min(b for _, b in samples) / 1e9:.1f}-{bandwidth / 1e9:.1f})")
     print(format_table(results, flops, bandwidth, attn))
     print("ratio = ours / transformers, of times or memory (best call of each): below 1, ours is faster or smaller. "
           "paired = the median over repeats of ours / transformers for calls run back to back. "
           "Throughputs (last column) are ours vs transformers: higher is faster.")
+    if any("tokens_per_s" in r for r in results):
+        print()
+        print(format_tokens_table(results))
+    print()
     for r in results:
-        if "per_token_over_bound" in r:
-            print(f"{r['workload']}: {r['per_token_s'] * 1e3:.1f} ms/token = "
-                  f"{r['per_token_over_bound']:.2f}x the bandwidth bound")
+        if "budget" in r:
+            print(format_budget(r["workload"], r["budget"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "device": args.device, "device_name": device_name, "threads": args.threads,

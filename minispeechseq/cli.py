@@ -21,6 +21,7 @@ from .cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, 
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
 from .generation.loop import check_settings
+from .quantize import QUANTIZATIONS
 from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
 from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
@@ -88,14 +89,16 @@ def escape(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str, revision: str | None = None):
+def load_recognizer(model_dir: str, device: str, dtype: str | None, attn: str, revision: str | None = None,
+                    quantization: str | None = None):
     """The model and its processor, from one folder (a local one, or a hub id's snapshot in huggingface_hub's
     cache): both or neither, so a model whose tokenizer or feature extractor is missing is an error naming it."""
     if device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda was asked for, but torch sees no CUDA GPU on this machine.")
     try:
         folder = resolve_folder(model_dir, patterns=MODEL_FILES + PREPROCESSING_FILES, revision=revision)
-        model = SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation=attn, dtype=dtype, device=device)
+        model = SpeechEncoderDecoderModel.from_pretrained(folder, attn_implementation=attn, dtype=dtype, device=device,
+                                                          quantization=quantization)
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot load the model {model_dir}: {e}") from None
     try:
@@ -181,7 +184,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.plot_attention:
         plot_libraries()  # a missing matplotlib is said before any work
     model_dir = args.model or bundled_model_dir()
-    model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn, args.revision)
+    model, processor = load_recognizer(model_dir, args.device, args.dtype, args.attn, args.revision, args.quantize)
     rate = processor.feature_extractor.sampling_rate
     items = list(expand_inputs(args.audio))
     where = [k for k, (_, error) in enumerate(items) if error is None]  # input j is items[where[j]]
@@ -343,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     t.add_argument("--attn", default="sdpa", choices=["eager", "sdpa", "flash"])
     t.add_argument("--batch-size", type=POSITIVE_INT, default=8)
+    t.add_argument("--quantize", choices=QUANTIZATIONS,
+                   help="int8 weights for CPU inference: int8 = the decoder, int8-all = the encoder's Linear layers too")
     t.add_argument("--json", action="store_true", help="one JSON object per line: {path, text} (= --format json)")
     t.add_argument("--format", default="text", choices=["text", "json", "srt", "vtt"],
                    help="text: path<TAB>text lines; json: one object per line; srt / vtt: subtitles (word timestamps)")

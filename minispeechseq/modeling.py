@@ -25,6 +25,7 @@ from .attention import check_attn_implementation, set_attn_implementation
 from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
 from .memory import check_fits
+from .quantize import check_quantization, quantize
 from .resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
@@ -153,11 +154,14 @@ class PreTrainedModel(nn.Module):
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
+        quantization: str | None = None,
         **config_overrides: Any,
     ):
         """`name_or_path`: a local folder, or a hub id found through huggingface_hub (`revision`, `cache_dir` and
-        `local_files_only` as in transformers; see resolve.py)."""
+        `local_files_only` as in transformers; see resolve.py). `quantization`: "int8" or "int8-all" for CPU
+        inference (quantize.py), applied once the fp32 weights are in."""
         check_attn_implementation(attn_implementation)
+        check_quantization(quantization)  # before any loading: a misspelt name costs nothing
         folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only)
         if config is None:
@@ -178,7 +182,8 @@ class PreTrainedModel(nn.Module):
         model.load_report = report
         model.set_attn_implementation(attn_implementation)
         model.eval()  # as in transformers: a loaded model starts in inference mode
-        return model.to(device=device, dtype=resolve_dtype(dtype))
+        model = model.to(device=device, dtype=resolve_dtype(dtype))
+        return quantize(model, quantization) if quantization is not None else model
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under transformers' names."""

@@ -2,7 +2,9 @@
 the benchmark reports, not what a test decides."""
 
 import json
+import shutil
 
+import pytest
 import torch
 
 from minispeechseq.bench import main
@@ -41,6 +43,35 @@ def test_bench_smoke(tmp_path, capsys):
         assert r["ours_per_s"] == r["work"] / r["ours_min"] and r["theirs_per_s"] > 0, r
     printed = capsys.readouterr().out
     assert "ms/token" in printed and "tokens/s" in printed and "s of audio/s" in printed
+    assert "memory copy" in printed and "cache share" in printed and "everything else" in printed
+
+    # The int8 rows (CPU, fp32): each variant against transformers fp32, end to end and per token.
+    for pair in ("tiny+bert", "tiny+gpt2"):
+        for expected in ("greedy 32 tokens, ours int8 / tf fp32", "greedy 32 tokens, ours int8 / tf int8",
+                         "greedy 32 tokens, ours int8-all / tf fp32", "greedy 32 tokens, tf int8 / tf fp32",
+                         "per-token latency, ours int8", "per-token latency, transformers int8"):
+            assert f"{pair}: {expected}" in names, f"{pair}: {expected!r} missing from {names}"
+    tiny_gpt2 = next(r for r in report["results"] if r["workload"] == "tiny+gpt2: per-token latency, ours int8")
+    # transformers' tiny GPT-2 decoder: 2 layers x 7 Conv1D (attention c_attn, c_proj; cross-attention q_attn,
+    # c_attn, c_proj; MLP c_fc, c_proj) + the LM head; only the head is an nn.Linear, so 1 of 15 is quantized.
+    assert tiny_gpt2["transformers_int8_matrices"] == "1 of 15", tiny_gpt2
+    assert tiny_gpt2["tokens_per_s"] == 1 / tiny_gpt2["per_token_s"] and tiny_gpt2["ratio"] > 0, tiny_gpt2
+
+    # The honest bounds: what a step reads, its achieved bandwidth against the copy bandwidth, and the shares.
+    budgets = [r for r in report["results"] if "budget" in r]
+    assert len(budgets) == 6, [r["workload"] for r in budgets]  # ours fp32, int8, int8-all for each pair
+    for r in budgets:
+        b = r["budget"]
+        shares = [at["self_cache"] / sum(at.values()) for at in b["bytes_at_token"].values()]
+        assert list(b["bytes_at_token"]) == ["1", "32", "128"] and shares == sorted(shares) and shares[0] < shares[-1]
+        assert b["copy_bytes_per_s"] == report["bandwidth_bytes_per_s"], b
+        assert b["achieved_bytes_per_s"] == b["bytes_per_step"] / b["per_token_s"], b
+        assert b["weight_stream_fraction"] + b["other_fraction"] == pytest.approx(1.0), b
+        weights = b["bytes_at_token"]["1"]["weights"]
+        assert b["weight_stream_fraction"] == pytest.approx(weights / report["bandwidth_bytes_per_s"] / b["per_token_s"])
+    fp32, int8 = (next(r["budget"] for r in budgets if r["workload"] == w)
+                  for w in ("tiny+bert: per-token latency, ours fp32", "tiny+bert: per-token latency, ours int8"))
+    assert int8["bytes_at_token"]["1"]["weights"] < fp32["bytes_at_token"]["1"]["weights"] / 2
 
 
 def test_bench_cuda_without_a_gpu_says_so(monkeypatch, capsys):
@@ -94,3 +125,100 @@ def test_row_ratios_best_call_and_paired_median():
     assert summary["ours_median"] == 3.0 and summary["theirs_median"] == 2.0, summary
     lonely = Row("w", ours=[1.0]).summary()  # --no-transformers: no ratios at all
     assert "ratio" not in lonely and "paired_ratio" not in lonely
+
+
+def _tiny_model(kind: str):
+    from minispeechseq.bench import decoder_config, encoder_config
+    from minispeechseq.speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
+
+    config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config("base", "tiny"),
+                                                                     decoder_config(kind, "tiny"))
+    return SpeechEncoderDecoderModel(config=config).eval()
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_step_bytes_match_a_real_cache(kind):
+    """The counted cross-attention K/V and self-attention cache bytes equal those of the cache a decoder really
+    fills: run token by token, then sum the bytes of the tensors it holds."""
+    from minispeechseq.bench_bounds import step_bytes
+
+    model = _tiny_model(kind)
+    frames = 37
+    memory = torch.randn(1, frames, model.config.encoder.hidden_size)
+    cache = model.decoder.new_cache()
+    tokens = 5
+    with torch.no_grad():
+        for t in range(tokens):
+            model.decoder(torch.tensor([[3 + t]]), encoder_hidden_states=memory, cache=cache)
+    held_self = sum(c.k.numel() * c.k.element_size() + c.v.numel() * c.v.element_size() for c in cache.self_attn)
+    held_cross = sum(c.k.numel() * c.k.element_size() + c.v.numel() * c.v.element_size() for c in cache.cross_attn)
+    counted = step_bytes(model, frames, tokens)
+    assert counted["self_cache"] == held_self and counted["cross_kv"] == held_cross, (counted, held_self, held_cross)
+
+
+def test_decoder_stream_bytes_of_an_int8_decoder():
+    """int8 layers count one byte per weight plus their fp32 scales and bias; the rest (norms) stays fp32."""
+    from minispeechseq.bench import decoder_stream_bytes
+    from minispeechseq.quantize import Int8Linear, quantize
+
+    model = quantize(_tiny_model("gpt2"), "int8")
+    expected = 0
+    for name, m in model.decoder.named_modules():
+        if ".cross_attn.k_proj" in name or ".cross_attn.v_proj" in name:
+            continue
+        if isinstance(m, Int8Linear):
+            expected += m.in_features * m.out_features + 4 * m.out_features * (1 + m.has_bias)
+        elif not isinstance(m, torch.nn.Embedding):
+            expected += sum(p.numel() * 4 for p in m.parameters(recurse=False))
+    assert decoder_stream_bytes(model) == expected
+
+
+def test_token_agreement_counts_reference_tokens():
+    from minispeechseq.bench_int8 import token_agreement
+
+    pad = 0
+    reference = torch.tensor([[5, 6, 7, 2], [5, 9, 2, 0]])  # 4 + 3 real tokens
+    ids = torch.tensor([[5, 6, 8, 2, 0], [5, 9, 2, 0, 0]])  # one substitution in row 0; wider, padded
+    tokens, rows = token_agreement(reference, ids, pad)
+    assert tokens == 6 / 7 and rows == 0.5, (tokens, rows)
+
+
+def test_bench_int8_kernels_tiny(tmp_path, capsys):
+    out = tmp_path / "kernels.json"
+    assert main(["--int8-kernels", "--size", "tiny", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    kernels = {r["kernel"] for r in report["kernels"]}
+    assert {"fp32 (nn.Linear)", "fbgemm dynamic int8 (ours)", "_weight_int8pack_mm", "dequantize on the fly"} <= kernels
+    shapes = {r["shape"] for r in report["kernels"]}
+    assert {"64 x 32", "1000 x 32", "tiny+bert: greedy step", "tiny+gpt2: greedy step"} <= shapes, shapes
+    for r in report["kernels"]:
+        assert r["s"] > 0 and (r["speedup"] == 1.0 or not r["kernel"].startswith("fp32")), r
+    e = report["encoder"]
+    assert 0 < e["feature_encoder_s"] and 0 < e["encoder_s"] and 0 < e["encoder_int8_all_s"], e
+    assert "conv feature encoder" in capsys.readouterr().out
+
+
+def test_bench_int8_speed_tiny(tmp_path, capsys):
+    """The int8 rows alone: both pairs, the int8-all encoder row, a budget per variant of ours."""
+    out = tmp_path / "speed.json"
+    assert main(["--int8-speed", "--size", "tiny", "--repeats", "1", "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = [r["workload"] for r in report["results"]]
+    assert "tiny: encoder, ours int8-all vs transformers fp32" in names, names
+    assert sum("budget" in r for r in report["results"]) == 6 and report["bandwidth_bytes_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "memory copy" in printed
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng) to "
+                    "render the digits test split")
+def test_bench_int8_quality_small(tmp_path, capsys):
+    out = tmp_path / "quality.json"
+    assert main(["--int8-quality", "--utterances", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["utterances"] == 8
+    for mode in ("fp32", "int8", "int8-all"):
+        assert 0.0 <= report[mode]["wer"] <= 1.0, report
+    for mode in ("int8", "int8-all"):
+        assert 0.0 <= report[mode]["identical"] <= report[mode]["token_agreement"] <= 1.0, report
+    assert "tokens as fp32" in capsys.readouterr().out
