@@ -14,11 +14,10 @@ import time
 
 import numpy as np
 import pytest
-import soundfile
 
 from minispeechseq.training import train
-from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
-from tests.utils import ATOL_FP32
+from minispeechseq.training.digits import build_digits_tokenizer
+from tests.utils import ATOL_FP32, write_tone_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8
@@ -28,17 +27,7 @@ STEPS = 8
 def corpus(tmp_path_factory):
     """16 utterances of tone bursts (no espeak-ng needed: the loop's mechanics, not recognition), a tokenizer."""
     folder = tmp_path_factory.mktemp("corpus")
-    os.makedirs(folder / "wavs")
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(16):
-        digits = rng.integers(0, 10, size=rng.integers(1, 4))
-        t = np.arange(int(16000 * (0.2 + 0.15 * len(digits)))) / 16000
-        wave = sum(0.1 * np.sin(2 * np.pi * (300 + 80 * d) * t) for d in digits).astype(np.float32)
-        soundfile.write(folder / "wavs" / f"{i}.wav", wave, 16000, subtype="PCM_16")
-        lines.append(f"wavs/{i}.wav\t{' '.join(DIGIT_WORDS[d] for d in digits)}\n")
-    (folder / "train.tsv").write_text("".join(lines))
-    build_digits_tokenizer(folder / "tokenizer")
+    (folder / "train.tsv").write_text("".join(write_tone_corpus(folder, count=16, max_digits=3)))
     return folder
 
 

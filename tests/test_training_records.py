@@ -15,11 +15,9 @@ import re
 import runpy
 import shutil
 
-import numpy as np
-import soundfile
 
 from minispeechseq.training import train
-from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
+from tests.utils import write_tone_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_METRICS = os.path.join(REPO, "minispeechseq", "bundled", "digits", "training_metrics.jsonl")
@@ -88,19 +86,10 @@ def test_ablation_arms_differ_in_the_kernel_only():
 
 
 def _tone_corpus(folder):
-    """12 tone-burst "utterances" in train.tsv and valid.tsv: the loop's mechanics, not recognition."""
-    os.makedirs(folder / "wavs")
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(12):
-        digits = rng.integers(0, 10, size=rng.integers(1, 3))
-        t = np.arange(int(16000 * (0.2 + 0.15 * len(digits)))) / 16000
-        wave = sum(0.1 * np.sin(2 * np.pi * (300 + 80 * d) * t) for d in digits).astype(np.float32)
-        soundfile.write(folder / "wavs" / f"{i}.wav", wave, 16000, subtype="PCM_16")
-        lines.append(f"wavs/{i}.wav\t{' '.join(DIGIT_WORDS[d] for d in digits)}\n")
+    """12 tone-burst "utterances" in train.tsv (8) and valid.tsv (4): the loop's mechanics, not recognition."""
+    lines = write_tone_corpus(folder, count=12, max_digits=2)
     (folder / "train.tsv").write_text("".join(lines[:8]))
     (folder / "valid.tsv").write_text("".join(lines[8:]))
-    build_digits_tokenizer(folder / "tokenizer")
 
 
 def test_evaluation_does_not_change_the_training_trajectory(tmp_path):

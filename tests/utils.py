@@ -1,8 +1,14 @@
 """Shared test helpers: tolerances live here, in one place, so every parity test states the same bar."""
 
 
+import os
+
+import numpy as np
 import pytest
+import soundfile
 import torch
+
+from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
 
 # fp32 on CPU: our modules and transformers' compute the same math in a different order.
 ATOL_FP32 = 1e-5
@@ -27,3 +33,20 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL_FP32,
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+
+
+def write_tone_corpus(folder, count: int, max_digits: int) -> list[str]:
+    """`count` tone-burst "utterances" of 1..max_digits digits (one pure tone per digit; no espeak-ng needed: for
+    the training loop's mechanics, not recognition) in folder/wavs, plus a digits tokenizer in folder/tokenizer.
+    Returns the manifest lines ("wavs/i.wav<TAB>words"), for the caller to split."""
+    os.makedirs(os.path.join(folder, "wavs"))
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(count):
+        digits = rng.integers(0, 10, size=rng.integers(1, max_digits + 1))
+        t = np.arange(int(16000 * (0.2 + 0.15 * len(digits)))) / 16000
+        wave = sum(0.1 * np.sin(2 * np.pi * (300 + 80 * d) * t) for d in digits).astype(np.float32)
+        soundfile.write(os.path.join(folder, "wavs", f"{i}.wav"), wave, 16000, subtype="PCM_16")
+        lines.append(f"wavs/{i}.wav\t{' '.join(DIGIT_WORDS[d] for d in digits)}\n")
+    build_digits_tokenizer(os.path.join(folder, "tokenizer"))
+    return lines
