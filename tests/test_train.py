@@ -101,8 +101,12 @@ def test_out_with_checkpoints_needs_resume(corpus, tmp_path):
 
 
 def test_argument_errors():
-    with pytest.raises(ValueError, match="either --preset"):
+    with pytest.raises(ValueError, match="one of --preset NAME, --encoder DIR --decoder DIR, or --init DIR"):
         train.check_args(train.build_parser().parse_args(["--out", "x"]))
+    with pytest.raises(ValueError, match="one of --preset NAME"):
+        train.check_args(train.build_parser().parse_args(["--out", "x", "--preset", "tiny", "--init", "m"]))
+    with pytest.raises(ValueError, match="--dropout applies when a model is built"):
+        train.check_args(train.build_parser().parse_args(["--out", "x", "--init", "m", "--dropout", "0.1"]))
     with pytest.raises(ValueError, match="both --encoder DIR and --decoder DIR"):
         train.check_args(train.build_parser().parse_args(["--out", "x", "--encoder", "e"]))
     with pytest.raises(ValueError, match="--grad-accum must be at least 1"):

@@ -1,7 +1,8 @@
 """Training data, for any corpus given as manifests: a dataset, length-bucketed batches, augmentation, collation.
 
 The path of one utterance, top to bottom:
-1. `ManifestDataset(path)` reads a manifest: one `audio_path<TAB>transcript` per line, paths relative to the manifest.
+1. `ManifestDataset(path)` reads a manifest: one `audio_path<TAB>transcript[<TAB>speaker]` per line, paths relative
+   to the manifest (the optional speaker column is what splits real voices by speaker, see fsdd.py).
    (`digits.py` makes such a corpus with espeak-ng; any other corpus in this layout trains the same way.)
 2. `BucketBatchSampler` groups utterances of similar length, so a batch holds little padding. Its batches are a
    pure function of (seed, epoch): a resumed training recomputes exactly the order it was interrupted in.
@@ -28,14 +29,17 @@ import torch
 from ..audio import Wav2Vec2FeatureExtractor, load_audio
 
 SAMPLING_RATE = 16000  # what the corpus is read at, and what the feature extractor expects
+_HEADERS = ("audio_path\ttranscript", "audio_path\ttranscript\tspeaker")
 
 
 # ============================================================================================ the manifest
 class ManifestDataset(torch.utils.data.Dataset):
-    """Rows of a TSV manifest (`audio_path<TAB>transcript`, paths relative to the manifest's folder).
+    """Rows of a TSV manifest (`audio_path<TAB>transcript`, optionally `<TAB>speaker`; paths relative to the
+    manifest's folder).
 
-    Item i is {"index": i, "audio": float32 (N,) at 16 kHz, "text": str}. Audio is read when asked for (a few
-    thousand short files read fast); `lengths` comes from the file headers, without decoding them."""
+    Item i is {"index": i, "audio": float32 (N,) at 16 kHz, "text": str}; `speakers[i]` is its speaker or "".
+    Audio is read when asked for (a few thousand short files read fast); `lengths` comes from the file headers,
+    without decoding them."""
 
     def __init__(self, manifest: str | os.PathLike, sampling_rate: int = SAMPLING_RATE):
         manifest = os.fspath(manifest)
@@ -46,23 +50,25 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.manifest = manifest
         self.paths: list[str] = []
         self.texts: list[str] = []
+        self.speakers: list[str] = []
         self.line_numbers: list[int] = []  # each item's line in the manifest, for the errors
         with open(manifest, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\n").rstrip("\r")
-                if not line.strip() or (number == 1 and line == "audio_path\ttranscript"):
+                if not line.strip() or (number == 1 and line in _HEADERS):
                     continue  # blank lines, and an optional header
                 fields = line.split("\t")
-                if len(fields) != 2 or not fields[0]:
+                if len(fields) not in (2, 3) or not fields[0]:
                     raise ValueError(
                         f"{manifest}, line {number}: expected `audio_path<TAB>transcript` (two tab-separated "
-                        f"fields), got {line!r}."
+                        f"fields, optionally a third: the speaker), got {line!r}."
                     )
                 path = os.path.join(root, fields[0])
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f"{manifest}, line {number}: no audio file at {path}.")
                 self.paths.append(path)
                 self.texts.append(fields[1].strip())
+                self.speakers.append(fields[2].strip() if len(fields) == 3 else "")
                 self.line_numbers.append(number)
         if not self.paths:
             raise ValueError(f"{manifest} lists no utterances; expected `audio_path<TAB>transcript` lines.")
@@ -164,7 +170,8 @@ class Augmentation:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     snr_db: tuple[float, float] = (15.0, 40.0)  # white noise, relative to the speech's power
 
-    def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, wave: np.ndarray, rng: np.random.Generator, others: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """`others` (other utterances) is unused here; `augment.VoiceAugmentation` mixes them in as babble."""
         lead, trail = (int(rng.uniform(0, self.max_silence_s) * SAMPLING_RATE) for _ in range(2))
         gain = 10.0 ** (rng.uniform(*self.gain_db) / 20.0)  # dB of amplitude
         speech = wave * gain
@@ -210,7 +217,9 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]], epoch: int = 0) -> dict[str, torch.Tensor]:
         waves = [item["audio"] for item in items]
         if self.augmentation is not None:
-            waves = [self.augmentation(w, item_rng(self.seed, epoch, item["index"])) for w, item in zip(waves, items)]
+            # Each utterance's babble (if its augmentation draws babble) is the rest of its batch, said at once.
+            waves = [self.augmentation(w, item_rng(self.seed, epoch, item["index"]), waves[:k] + waves[k + 1:])
+                     for k, (w, item) in enumerate(zip(waves, items))]
         # The feature extractor's config decides the mask (see audio.py): layer-norm encoders such as the tiny
         # preset get one, so padding stays out of attention and of the normalization statistics; group-norm
         # checkpoints were trained without one and get zero padding only.

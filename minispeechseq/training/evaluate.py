@@ -13,6 +13,8 @@ import os
 import sys
 import tempfile
 import time
+
+import numpy as np
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +48,35 @@ def unseen_voice_manifest(folder: str, voices: Sequence[str], seed: int = 0, num
     return path
 
 
+def noisy_manifest(dataset: ManifestDataset, folder: str, kind: str, snr_db: float, seed: int = 0) -> str:
+    """Every utterance of `dataset` with `kind` noise (white, pink, brown, or babble made from the other
+    utterances) added at `snr_db`, written under `folder`; returns the new manifest's path. Seeded, so the same
+    arguments make the same audio."""
+    import soundfile
+
+    from .augment import add_noise, babble, coloured_noise
+    from .data import SAMPLING_RATE
+
+    os.makedirs(os.path.join(folder, "noisy"), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(len(dataset)):
+        wave = dataset[i]["audio"]
+        if kind == "babble":
+            others = [dataset[int(j)]["audio"] for j in rng.choice(len(dataset), size=4) if j != i]
+            noise = babble(len(wave), others or [wave], rng)
+        else:
+            noise = coloured_noise(len(wave), kind, rng)
+        name = f"noisy/{i:06d}.wav"
+        soundfile.write(os.path.join(folder, name), add_noise(wave, noise, snr_db), SAMPLING_RATE, subtype="FLOAT")
+        speaker = f"\t{dataset.speakers[i]}" if dataset.speakers[i] else ""
+        lines.append(f"{name}\t{dataset.texts[i]}{speaker}\n")
+    path = os.path.join(folder, f"noisy_{kind}_{snr_db:g}dB.tsv")
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
     argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
@@ -57,6 +88,9 @@ def _evaluate(argv: list[str]) -> int:
     parser.add_argument("model", help="a SpeechEncoderDecoderModel folder with its tokenizer and feature extractor")
     parser.add_argument("--manifest", help="a TSV of audio_path<TAB>transcript")
     parser.add_argument("--unseen-voices", help="comma-separated espeak-ng voices to say the digits test strings")
+    parser.add_argument("--noise", choices=("white", "pink", "brown", "babble"),
+                        help="add this noise to every utterance first (with --snr-db)")
+    parser.add_argument("--snr-db", type=float, default=10.0, help="the noise's SNR (default 10 dB)")
     parser.add_argument("--num-beams", type=POSITIVE_INT, help="beam search (default: the model's generation config)")
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     parser.add_argument("--show-errors", type=COUNT, default=5, help="print this many wrong transcripts")
@@ -74,6 +108,10 @@ def _evaluate(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if dataset is None:
             dataset = ManifestDataset(unseen_voice_manifest(tmp, voices))
+        if args.noise:
+            if not np.isfinite(args.snr_db):
+                raise UsageError(f"--snr-db must be a finite number, got {args.snr_db}.")
+            dataset = ManifestDataset(noisy_manifest(dataset, tmp, args.noise, args.snr_db))
         start = time.time()
         hyps = transcribe_dataset(model, processor, dataset, batch_size=args.batch_size, **generate_kwargs)
     refs = dataset.texts

@@ -52,6 +52,7 @@ from ..speech_encoder_decoder import (
 )
 from ..tokenizer import Tokenizer
 from ..wav2vec2_config import Wav2Vec2Config
+from .augment import NOISE_TYPES, VoiceAugmentation
 from .data import (
     Augmentation,
     BatchesDataset,
@@ -125,7 +126,30 @@ def config_overrides(args: argparse.Namespace, encoder_type: str = "wav2vec2",
         out["decoder"] = {k: args.dropout for k in _DROPOUT_FIELDS if k in dec_fields}
     if args.no_spec_augment:
         out["encoder"]["apply_spec_augment"] = False
+    out["encoder"].update(spec_augment_overrides(args))
     return out
+
+
+_SPEC_AUGMENT_FIELDS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+
+
+def spec_augment_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The SpecAugment fields given on the command line (--mask-time-prob ...), read by the encoder at each
+    forward, so they also apply to a model loaded with --init."""
+    return {name: getattr(args, name) for name in _SPEC_AUGMENT_FIELDS if getattr(args, name, None) is not None}
+
+
+def make_augmentation(args: argparse.Namespace) -> Augmentation | VoiceAugmentation | None:
+    """None with --no-augment; `VoiceAugmentation` when any of its options is given; else the plain one."""
+    if args.no_augment:
+        return None
+    voice = {name: getattr(args, name) for name in ("speed_p", "formant_p", "reverb_p", "band_p", "eq_p")
+             if getattr(args, name) is not None}
+    if args.snr_db is not None:
+        voice["snr_db"] = tuple(args.snr_db)
+    if args.noise_types is not None:
+        voice["noise_types"] = tuple(t.strip() for t in args.noise_types.split(",") if t.strip())
+    return VoiceAugmentation(**voice) if voice else Augmentation()
 
 
 def preset_model(name: str, tokenizer: Tokenizer, encoder: dict[str, Any] | None = None,
@@ -408,7 +432,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
     if found and not args.resume:
         raise ValueError(f"{out} already holds checkpoints (last: {found[-1][1]}); pass --resume to continue that "
                          "run, or choose another --out.")
-    if args.resume and not found and args.preset is None and args.encoder is None:
+    if args.resume and not found and args.preset is None and args.encoder is None and args.init is None:
         raise ValueError(f"--resume: {out} holds no complete checkpoint (checkpoint-STEP/ with {TRAINER_STATE}) to "
                          "continue; to start a new run there, choose the model with --preset or --encoder/--decoder.")
     resume_from = found[-1][1] if (args.resume and found) else None
@@ -421,14 +445,24 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
         model = SpeechEncoderDecoderModel.from_pretrained(resume_from)
     else:
         tokenizer_dir = args.tokenizer or (os.path.join(args.data, "tokenizer") if args.data else None)
-        if tokenizer_dir is None and args.decoder:
-            tokenizer_dir = args.decoder  # a warm-started decoder brings its own tokenizer
+        if tokenizer_dir is None and (args.decoder or args.init):
+            tokenizer_dir = args.decoder or args.init  # a warm-started decoder brings its own tokenizer
         if tokenizer_dir is None:
             raise ValueError("No tokenizer: pass --tokenizer DIR (or --data DIR with a tokenizer/ inside it).")
         tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
         if args.preset:
             feature_extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True)
             model = preset_model(args.preset, tokenizer, **config_overrides(args))
+        elif args.init:
+            # A whole trained pair as the starting point (e.g. the bundled synthetic-voices model), with a fresh
+            # optimizer and schedule: fine-tuning, not --resume.
+            feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(args.init)
+            model = SpeechEncoderDecoderModel.from_pretrained(args.init)
+            for name, value in spec_augment_overrides(args).items():
+                setattr(model.config.encoder, name, value)
+            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+                raise ValueError(f"--init {args.init}: its decoder has {model.get_input_embeddings().num_embeddings} "
+                                 f"embeddings but the tokenizer {len(tokenizer)} tokens; train with its own tokenizer.")
         else:
             enc_fe = os.path.join(args.encoder, "preprocessor_config.json")
             feature_extractor = (Wav2Vec2FeatureExtractor.from_pretrained(args.encoder) if os.path.exists(enc_fe)
@@ -459,7 +493,7 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
                          f"{d.world_size} processes.")
     sampler = BucketBatchSampler(train_set.lengths, args.batch_size, seed=args.seed,
                                  shortest_first=not args.no_shortest_first)
-    augmentation = None if args.no_augment else Augmentation()
+    augmentation = make_augmentation(args)
     train_collator = Collator(feature_extractor, tokenizer, augmentation, seed=args.seed)
     eval_collator = Collator(feature_extractor, tokenizer)
 
@@ -585,12 +619,20 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--preset", choices=sorted(PRESETS), help="a fresh model of this shape (tiny: the bundled one)")
     model.add_argument("--encoder", help="warm start: a wav2vec2 / HuBERT checkpoint folder (with --decoder)")
     model.add_argument("--decoder", help="warm start: a BERT / GPT-2 / BART / mBART / Speech2Text2 checkpoint folder")
+    model.add_argument("--init", help="fine-tune: a whole SpeechEncoderDecoderModel folder (fresh optimizer)")
     model.add_argument("--tokenizer", help="tokenizer folder (default: DATA/tokenizer, else the --decoder folder)")
     data = p.add_argument_group("data")
     data.add_argument("--data", help="corpus folder with train.tsv, valid.tsv and tokenizer/")
     data.add_argument("--train-manifest", help="TSV of audio_path<TAB>transcript (default: DATA/train.tsv)")
     data.add_argument("--valid-manifest", help="(default: DATA/valid.tsv)")
     data.add_argument("--no-augment", action="store_true", help="no silence / gain / noise augmentation")
+    aug = p.add_argument_group("voice augmentation (any of these: training/augment.py's VoiceAugmentation)")
+    for name, what in (("speed", "speed perturbation (0.85-1.15)"), ("formant", "formant warp (VTLP, 0.87-1.15)"),
+                       ("reverb", "a simulated room"), ("band", "a random band limit"), ("eq", "a random EQ")):
+        aug.add_argument(f"--{name}-p", type=float, default=None, help=f"probability of {what}")
+    aug.add_argument("--snr-db", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                     help="noise SNR range in dB (default 15 40)")
+    aug.add_argument("--noise-types", default=None, help=f"comma-separated, of {', '.join(NOISE_TYPES)} (default white)")
     data.add_argument("--no-shortest-first", action="store_true",
                       help="bucketed random order from the first epoch (default: epoch 0 goes shortest first)")
     data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (0: load in the main one)")
@@ -605,6 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--max-grad-norm", type=float, default=1.0)
     opt.add_argument("--dropout", type=float, default=None, help="override every dropout probability of the model")
     opt.add_argument("--no-spec-augment", action="store_true")
+    opt.add_argument("--mask-time-prob", type=float, default=None, help="SpecAugment: share of frames masked")
+    opt.add_argument("--mask-time-length", type=int, default=None, help="SpecAugment: frames per time mask")
+    opt.add_argument("--mask-feature-prob", type=float, default=None, help="SpecAugment: share of channels masked")
+    opt.add_argument("--mask-feature-length", type=int, default=None, help="SpecAugment: channels per mask")
     opt.add_argument("--freeze-feature-encoder", action="store_true", help="no gradients into the conv front end")
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, help="folder for checkpoints, metrics.jsonl and final/")
@@ -637,14 +683,26 @@ OPTION_RANGES: list[tuple[tuple[str, ...], Any, str]] = [
     # Clipping is always on (transformers' Trainer default: 1.0); a huge value makes it a no-op.
     (("max_grad_norm",), _in_range(0, above=True), "a finite number > 0 (the gradient norm clipped to)"),
     (("weight_decay",), _in_range(0), "a finite number >= 0"),
-    (("min_lr_ratio", "dropout"), _in_range(0, high=1), "a number in [0, 1]"),
+    (("min_lr_ratio", "dropout", "speed_p", "formant_p", "reverb_p", "band_p", "eq_p", "mask_time_prob",
+      "mask_feature_prob"), _in_range(0, high=1), "a number in [0, 1]"),
+    (("mask_time_length", "mask_feature_length"), _in_range(1), "at least 1"),
 ]
 
 
 def check_args(args: argparse.Namespace) -> None:
     warm = args.encoder is not None or args.decoder is not None
-    if not args.resume and (args.preset is None) == (not warm):
-        raise ValueError("Choose the model with either --preset NAME or --encoder DIR --decoder DIR (not both).")
+    choices = (args.preset is not None) + warm + (args.init is not None)
+    if not args.resume and choices != 1:
+        raise ValueError("Choose the model with one of --preset NAME, --encoder DIR --decoder DIR, or --init DIR.")
+    if args.init is not None and args.dropout is not None:
+        raise ValueError("--dropout applies when a model is built (--preset, --encoder/--decoder), not to --init.")
+    if args.snr_db is not None and not (all(math.isfinite(v) for v in args.snr_db) and args.snr_db[0] <= args.snr_db[1]):
+        raise ValueError(f"--snr-db must be two finite numbers LOW <= HIGH, got {args.snr_db[0]} {args.snr_db[1]}.")
+    if args.noise_types is not None:
+        kinds = [t.strip() for t in args.noise_types.split(",") if t.strip()]
+        if not kinds or set(kinds) - set(NOISE_TYPES):
+            raise ValueError(f"--noise-types {args.noise_types!r}: expected a comma-separated list of "
+                             f"{', '.join(NOISE_TYPES)}.")
     if warm and (args.encoder is None or args.decoder is None):
         raise ValueError("A warm start needs both --encoder DIR and --decoder DIR.")
     for names, ok, expected in OPTION_RANGES:
