@@ -1,6 +1,7 @@
 """Real voices: the FSDD reader, splits by speaker, joined strings with exact boundaries, and the mixed corpus's
 manifests. The fixtures are sixteen FSDD recordings (tests/fixtures/fsdd/README.md: credit and license)."""
 
+import json
 import os
 import random
 import shutil
@@ -83,11 +84,12 @@ def test_joined_string_overlap_adds_clips_and_keeps_each_words_bounds():
 def test_speaker_strings_use_one_speakers_takes_each():
     recordings = fsdd.read_fsdd(FIXTURES)
     strings = fsdd.speaker_strings(recordings, count=3, seed=0, digits=(2, 4))
-    assert [s for s, _ in strings] == [s for s in SPEAKERS for _ in range(3)]
+    assert [s for s, _, _ in strings] == [s for s in SPEAKERS for _ in range(3)]
     clips = {(r.speaker, r.word): [load_audio(x.path) for x in recordings if (x.speaker, x.word) == (r.speaker, r.word)]
              for r in recordings}
-    for speaker, utterance in strings:
+    for speaker, utterance, takes in strings:
         assert 2 <= len(utterance.words) <= 4
+        assert [t.word for t in takes] == utterance.text.split() and {t.speaker for t in takes} == {speaker}
         for word, start, end in utterance.words:
             piece = utterance.audio[round(start * SAMPLING_RATE) : round(end * SAMPLING_RATE)]
             assert any(len(c) == len(piece) and np.allclose(c, piece, atol=1e-6) for c in clips[(speaker, word)]), \
@@ -117,6 +119,30 @@ def test_real_corpus_and_fold_manifests(tmp_path):
         assert set(ManifestDataset(manifests[f"{held}/joined"]).speakers) == {held}
     with pytest.raises(ValueError, match="real_weight must be at least 1"):
         fsdd.write_mixed_manifests(corpus, real_weight=0)
+
+
+def test_held_out_takes_are_in_no_training_manifest(tmp_path):
+    corpus = tmp_path / "corpus"
+    os.makedirs(corpus / "wavs")
+    import soundfile
+    soundfile.write(corpus / "wavs" / "0.wav", np.zeros(1600, np.float32), SAMPLING_RATE)
+    (corpus / "train.tsv").write_text("wavs/0.wav\tone two\n")
+    fsdd.write_real_corpus(FIXTURES, corpus, fsdd.RealCorpusRecipe(joined_per_speaker=6))
+    held = "3_jackson_0.wav"
+    with open(corpus / "real" / "joined_words.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    using = {str(corpus / "real" / r["audio_path"]) for r in records if held in r["takes"]}
+    assert using, "the fixture's joined strings should use the held-out take at least once"
+    manifests = fsdd.write_mixed_manifests(corpus, held_out_takes=[held])
+    for name, path in manifests.items():
+        paths = set(ManifestDataset(path).paths)
+        if name == "mixed" or name.endswith("/train"):
+            assert not any(os.path.basename(p) == held for p in paths) and not paths & using, \
+                f"{name} holds the held-out take or a string made with it"
+    assert any(os.path.basename(p) == held for p in ManifestDataset(manifests["jackson/isolated"]).paths), \
+        "test sets keep every recording"
+    mixed = ManifestDataset(manifests["mixed"])
+    assert len(mixed) == 1 + 16 - 1 + 6 * 4 - len(using)
 
 
 @pytest.mark.skipif(not os.path.isdir(FULL_FSDD), reason="needs ../shared/data/fsdd (the whole FSDD folder)")

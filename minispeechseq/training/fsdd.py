@@ -33,6 +33,11 @@ from .digits import DIGIT_WORDS, TimedUtterance
 FSDD_CREDIT = "Free Spoken Digit Dataset (FSDD), Zohar Jackson et al., CC BY-SA 4.0"
 # `{digit}_{speaker}_{index}.wav`; speaker names are letters (jackson, nicolas, theo, yweweler, george, lucas).
 _FSDD_NAME = re.compile(r"^([0-9])_([A-Za-z][A-Za-z0-9-]*)_([0-9]+)\.wav$")
+# The takes the package's real samples (minispeechseq/bundled/samples/fsdd_*.wav) are joined from. The corpus
+# keeps them out of every training manifest, so the bundled model has not heard the samples it ships with.
+SAMPLE_TAKES = ("3_jackson_49.wav", "1_jackson_49.wav", "4_jackson_49.wav",
+                "8_theo_49.wav", "6_theo_49.wav", "7_theo_49.wav", "5_theo_49.wav",
+                "9_yweweler_49.wav", "0_yweweler_49.wav", "2_yweweler_49.wav")
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,10 @@ def joined_string(clips: Sequence[tuple[str, np.ndarray]], rng: random.Random,
 
 
 def speaker_strings(recordings: Sequence[Recording], count: int, seed: int, digits: tuple[int, int] = (2, 7),
-                    **join_kwargs: float | tuple[float, float]) -> list[tuple[str, TimedUtterance]]:
+                    **join_kwargs: float | tuple[float, float]) -> list[tuple[str, TimedUtterance, list[Recording]]]:
     """`count` joined strings of 2-7 digits per speaker in `recordings`, each from that speaker's own takes:
-    [(speaker, utterance)]. The digits of a string are drawn at random, each word a random take of that digit."""
+    [(speaker, utterance, the takes it is made of)]. The digits of a string are drawn at random, each word a random
+    take of that digit."""
     rng = random.Random(seed)
     by_speaker: dict[str, dict[int, list[Recording]]] = {}
     for r in recordings:
@@ -130,7 +136,7 @@ def speaker_strings(recordings: Sequence[Recording], count: int, seed: int, digi
         available = sorted(takes)
         for _ in range(count):
             chosen = [rng.choice(takes[rng.choice(available)]) for _ in range(rng.randint(*digits))]
-            out.append((speaker, joined_string([(r.word, clip(r)) for r in chosen], rng, **join_kwargs)))
+            out.append((speaker, joined_string([(r.word, clip(r)) for r in chosen], rng, **join_kwargs), chosen))
     return out
 
 
@@ -151,7 +157,7 @@ def write_real_corpus(fsdd: str | os.PathLike, folder: str | os.PathLike,
     """Copy the FSDD recordings into `folder/real/isolated/` (byte-identical) and write joined strings into
     `folder/real/joined/`, with manifests `real/isolated.tsv` and `real/joined.tsv`
     (`audio_path<TAB>transcript<TAB>speaker`) and `real/joined_words.jsonl` (each joined string's word
-    boundaries, in seconds). Returns {"isolated": path, "joined": path}."""
+    boundaries, in seconds, and the takes it is made of). Returns {"isolated": path, "joined": path}."""
     recipe = recipe or RealCorpusRecipe()
     recordings = read_fsdd(fsdd)
     real = os.path.join(os.fspath(folder), "real")
@@ -171,11 +177,12 @@ def write_real_corpus(fsdd: str | os.PathLike, folder: str | os.PathLike,
     joined, words = [], []
     strings = speaker_strings(recordings, recipe.joined_per_speaker, recipe.seed, recipe.digits,
                               pause_s=recipe.pause_s, overlap_s=recipe.overlap_s)
-    for i, (speaker, utterance) in enumerate(strings):
+    for i, (speaker, utterance, takes) in enumerate(strings):
         name = f"joined/{speaker}_{i:05d}.wav"
         soundfile.write(os.path.join(real, name), utterance.audio, SAMPLING_RATE, subtype="PCM_16")
         joined.append(f"{name}\t{utterance.text}\t{speaker}\n")
-        words.append(json.dumps({"audio_path": name, "words": [list(w) for w in utterance.words]}) + "\n")
+        words.append(json.dumps({"audio_path": name, "words": [list(w) for w in utterance.words],
+                                 "takes": [os.path.basename(r.path) for r in takes]}) + "\n")
 
     paths = {"isolated": os.path.join(real, "isolated.tsv"), "joined": os.path.join(real, "joined.tsv")}
     for key, lines in (("isolated", isolated), ("joined", joined)):
@@ -193,13 +200,16 @@ def _read_rows(manifest: str) -> list[tuple[str, str, str]]:
     return list(zip(dataset.paths, dataset.texts, dataset.speakers))
 
 
-def write_mixed_manifests(folder: str | os.PathLike, real_weight: int = 1) -> dict[str, str]:
+def write_mixed_manifests(folder: str | os.PathLike, real_weight: int = 1,
+                          held_out_takes: Iterable[str] = SAMPLE_TAKES) -> dict[str, str]:
     """The mixed corpus's manifests, from its synthetic split (`train.tsv`, espeak-ng) and its real part
     (`real/*.tsv`, from `write_real_corpus`):
     - `mixed/train.tsv`: synthetic train + every real speaker's isolated digits and joined strings, the real
       rows listed `real_weight` times (the sampling weight: a row listed twice is drawn twice per epoch);
     - `folds/SPEAKER/train.tsv`: the same without SPEAKER (leave-one-speaker-out), and `folds/SPEAKER/isolated.tsv`
       and `folds/SPEAKER/joined.tsv`: SPEAKER's own recordings, the fold's test sets.
+    `held_out_takes` (recording file names) are in no training manifest: neither those recordings nor a joined
+    string made with one of them (by default the takes of the bundled samples). The test sets keep everything.
     Paths are written relative to each manifest's own folder. Returns {name: path}."""
     folder = os.path.abspath(os.fspath(folder))
     if real_weight < 1:
@@ -207,6 +217,12 @@ def write_mixed_manifests(folder: str | os.PathLike, real_weight: int = 1) -> di
     synthetic = _read_rows(os.path.join(folder, "train.tsv"))
     real = {kind: _read_rows(os.path.join(folder, "real", f"{kind}.tsv")) for kind in ("isolated", "joined")}
     speakers = sorted({speaker for rows in real.values() for _, _, speaker in rows})
+    held_out = set(held_out_takes)
+    with open(os.path.join(folder, "real", "joined_words.jsonl"), encoding="utf-8") as f:
+        touched = {os.path.join(folder, "real", record["audio_path"]) for record in map(json.loads, f)
+                   if held_out & set(record["takes"])}
+    heard = {kind: [row for row in rows if os.path.basename(row[0]) not in held_out and row[0] not in touched]
+             for kind, rows in real.items()}
 
     def write(path: str, rows: list[tuple[str, str, str]]) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -217,7 +233,7 @@ def write_mixed_manifests(folder: str | os.PathLike, real_weight: int = 1) -> di
         return path
 
     def train_rows(without: str | None) -> list[tuple[str, str, str]]:
-        kept = [row for kind in ("isolated", "joined") for row in real[kind] if row[2] != without]
+        kept = [row for kind in ("isolated", "joined") for row in heard[kind] if row[2] != without]
         return synthetic + kept * real_weight
 
     out = {"mixed": write(os.path.join(folder, "mixed", "train.tsv"), train_rows(None))}
