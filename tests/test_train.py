@@ -132,3 +132,50 @@ def test_tiny_preset_shape(tmp_path):
     assert int(np.prod(enc.conv_stride)) == 640 and enc.conv_stride[0] == 10  # 40 ms frames, stride-10 first layer
     assert enc.num_hidden_layers == 4 and enc.hidden_size == 144 and enc.num_conv_pos_embeddings == 128
     assert model.config.decoder.model_type == "gpt2" and model.config.decoder.n_layer == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--speed-p", "1.5"], "--speed-p must be a number in \\[0, 1\\], got 1.5"),
+    (["--formant-p", "-0.1"], "--formant-p must be a number in \\[0, 1\\]"),
+    (["--reverb-p", "nan"], "--reverb-p must be a number in \\[0, 1\\]"),
+    (["--mask-time-prob", "2"], "--mask-time-prob must be a number in \\[0, 1\\]"),
+    (["--mask-feature-length", "0"], "--mask-feature-length must be at least 1"),
+    (["--snr-db", "30", "0"], "--snr-db must be two finite numbers LOW <= HIGH, got 30.0 0.0"),
+    (["--snr-db", "0", "inf"], "--snr-db must be two finite numbers"),
+    (["--noise-types", "white,traffic"], "--noise-types 'white,traffic': expected a comma-separated list of"),
+    (["--noise-types", ","], "--noise-types ',': expected"),
+])
+def test_voice_augmentation_flags_are_checked(extra, message):
+    with pytest.raises(ValueError, match=message):
+        train.check_args(train.build_parser().parse_args(["--out", "x", "--preset", "tiny", *extra]))
+
+
+def test_voice_augmentation_flags_build_the_voice_augmentation():
+    from minispeechseq.training.augment import VoiceAugmentation
+    from minispeechseq.training.data import Augmentation
+
+    parse = train.build_parser().parse_args
+    plain = train.make_augmentation(parse(["--out", "x", "--preset", "tiny"]))
+    assert type(plain) is Augmentation, "no voice flag: the plain augmentation, as before"
+    assert train.make_augmentation(parse(["--out", "x", "--preset", "tiny", "--no-augment"])) is None
+    voice = train.make_augmentation(parse(["--out", "x", "--preset", "tiny", "--speed-p", "0.5", "--snr-db", "0", "30",
+                                           "--noise-types", "white, babble"]))
+    assert isinstance(voice, VoiceAugmentation)
+    assert (voice.speed_p, voice.snr_db, voice.noise_types, voice.formant_p) == (0.5, (0.0, 30.0), ("white", "babble"), 0.0)
+
+
+def test_init_fine_tunes_a_whole_pair_with_voice_augmentation(corpus, tmp_path):
+    _run(_command(corpus, tmp_path / "first", "--steps", "2", "--save-every", "2"))
+    first = os.path.join(tmp_path, "first", "final")
+    cmd = [a for a in _command(corpus, tmp_path / "tuned", "--steps", "2", "--save-every", "2") if a != "debug"]
+    cmd[cmd.index("--preset")] = "--init"
+    cmd.insert(cmd.index("--init") + 1, first)
+    _run(cmd + ["--speed-p", "1", "--formant-p", "1", "--reverb-p", "1", "--band-p", "1", "--eq-p", "1",
+                "--snr-db", "0", "30", "--noise-types", "pink,babble", "--mask-time-prob", "0.2"])
+    from minispeechseq import SpeechEncoderDecoderModel
+
+    before = SpeechEncoderDecoderModel.from_pretrained(first)
+    after = SpeechEncoderDecoderModel.from_pretrained(os.path.join(tmp_path, "tuned", "final"))
+    assert after.config.encoder.mask_time_prob == 0.2, "--mask-time-prob is saved with the fine-tuned model"
+    moved = max((a - b).abs().max().item() for a, b in zip(after.parameters(), before.parameters()))
+    assert moved > 0, "--init loaded the model but two steps changed no weight"
