@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audiofile import load_audio  # noqa: F401 (part of this module's public surface)
+from .files.audiofile import load_audio  # noqa: F401 (part of this module's public surface)
 from .config import read_json
-from .resolve import PREPROCESSING_FILES, resolve_folder
+from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 # Everything a caller can hand us as one waveform.
 Waveform = np.ndarray | torch.Tensor | list | tuple

@@ -23,7 +23,7 @@ from .processor import Processor
 from .generation.loop import check_settings
 from .quantize import QUANTIZATIONS
 from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
-from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
+from .files.resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
     DECODERS,
     ENCODERS,

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from .resolve import CONFIG_FILES, resolve_folder
+from .files.resolve import CONFIG_FILES, resolve_folder
 
 C = TypeVar("C", bound="ConfigMixin")
 

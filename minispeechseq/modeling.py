@@ -22,11 +22,11 @@ from torch import nn
 from minispeechseq.weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
-from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
+from .files.checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
-from .memory import check_fits
+from .files.memory import check_fits
 from .quantize import check_quantization, quantize
-from .resolve import MODEL_FILES, resolve_folder
+from .files.resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
 

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audiofile import load_audio, probe_audio
+from .files.audiofile import load_audio, probe_audio
 from .generation.loop import decoder_prompt
 from .longform import plan_chunks, stitch
 from .processor import Processor
-from .resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder
+from .files.resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder
 from .speech_encoder_decoder import SpeechEncoderDecoderModel
 from .timestamps import Word, word_timestamps
 

@@ -313,7 +313,7 @@ def test_a_huge_num_beams_is_refused_before_the_encoder_runs(model, monkeypatch)
 def test_the_beam_estimate_follows_the_available_memory(model, monkeypatch):
     # 200 beams need ~5 MB of cache here: fine with the machine's memory, refused with 1 MB left.
     model.generate(torch.zeros(1, 8000), num_beams=200, max_new_tokens=2)
-    monkeypatch.setattr("minispeechseq.memory.host_available_bytes", lambda: 10**6)
+    monkeypatch.setattr("minispeechseq.files.memory.host_available_bytes", lambda: 10**6)
     with pytest.raises(ValueError, match="num_beams=200"):
         model.generate(torch.zeros(1, 8000), num_beams=200, max_new_tokens=2)
 

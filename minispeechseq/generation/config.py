@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import COUNT, SIZE, ConfigMixin, extra_field, optional, rules
-from ..resolve import CONFIG_FILES, resolve_folder
+from ..files.resolve import CONFIG_FILES, resolve_folder
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 

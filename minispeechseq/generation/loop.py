@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..cache import SelfAttentionCache
-from ..memory import check_fits
+from ..files.memory import check_fits
 from .config import DEFAULT_MAX_NEW_TOKENS, GenerationConfig
 from .logits_process import apply_processors, build_processors
 from .outputs import GenerateOutput, as_tuples
