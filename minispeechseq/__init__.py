@@ -15,10 +15,8 @@ from .decoders.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: F401
 from .decoders.speech2text2 import Speech2Text2Config, Speech2Text2ForCausalLM  # noqa: F401
 from .generation import GenerationConfig  # noqa: F401
 from .processor import Processor, Wav2Vec2Processor  # noqa: F401
-# The function shadows its module as an attribute of the package (`from minispeechseq.quantize import Int8Linear`
-# still reaches the module): `minispeechseq.quantize(model, "int8")` is the call API.md promises.
-from .quantize import Int8Linear, quantize  # noqa: F401
-from .recognizer import TranscriptionError, transcribe  # noqa: F401
+from .recognition.quantize import Int8Linear, quantize  # noqa: F401
+from .recognition.recognizer import TranscriptionError, transcribe  # noqa: F401
 from .speech_encoder_decoder import (  # noqa: F401
     Seq2SeqLMOutput,
     SpeechEncoderDecoderConfig,

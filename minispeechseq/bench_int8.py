@@ -30,8 +30,8 @@ from .bench_bounds import step_reads
 from .bench_timing import Row, _time, alternate
 from .cli import bundled_model_dir
 from .processor import Processor
-from .quantize import Int8Linear, quantize, quantize_rows, replace_linears
-from .recognizer import decode, generate_batch
+from .recognition.quantize import Int8Linear, quantize, quantize_rows, replace_linears
+from .recognition.recognizer import decode, generate_batch
 from .speech_encoder_decoder import SpeechEncoderDecoderModel
 
 # One row through the Linear shapes of a base-size decoder and the two LM heads: (out, in).

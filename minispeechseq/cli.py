@@ -21,8 +21,8 @@ from .cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, 
 from .ctc import HubertForCTC, Wav2Vec2ForCTC
 from .processor import Processor
 from .generation.loop import check_settings
-from .quantize import QUANTIZATIONS
-from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
+from .recognition.quantize import QUANTIZATIONS
+from .recognition.recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
 from .files.resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from .speech_encoder_decoder import (
     DECODERS,

@@ -25,7 +25,7 @@ from .attention import check_attn_implementation, set_attn_implementation
 from .files.checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
 from .files.memory import check_fits
-from .quantize import check_quantization, quantize
+from .recognition.quantize import check_quantization, quantize
 from .files.resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")

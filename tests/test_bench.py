@@ -159,7 +159,7 @@ def test_step_bytes_match_a_real_cache(kind):
 def test_decoder_stream_bytes_of_an_int8_decoder():
     """int8 layers count one byte per weight plus their fp32 scales and bias; the rest (norms) stays fp32."""
     from minispeechseq.bench import decoder_stream_bytes
-    from minispeechseq.quantize import Int8Linear, quantize
+    from minispeechseq.recognition.quantize import Int8Linear, quantize
 
     model = quantize(_tiny_model("gpt2"), "int8")
     expected = 0

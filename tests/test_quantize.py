@@ -1,4 +1,4 @@
-"""The int8 mode (minispeechseq/quantize.py): close to fp32, the same transcripts, its three API forms, its errors,
+"""The int8 mode (minispeechseq/recognition/quantize.py): close to fp32, the same transcripts, its three API forms, its errors,
 and what saving a quantized model does. References are computed here by hand (the dequantized weights, torch's
 F.linear, the fp32 model), never by the code under test.
 
@@ -24,7 +24,7 @@ from minispeechseq import SpeechEncoderDecoderModel, Wav2Vec2Model
 from minispeechseq.bench import build_checkpoint
 from minispeechseq.cli import bundled_model_dir
 from minispeechseq.cli import main as cli_main
-from minispeechseq.quantize import Int8Linear, quantize_rows
+from minispeechseq.recognition.quantize import Int8Linear, quantize_rows
 
 LAYER_TOL = 0.04  # one layer, share of max |y|
 MODEL_TOL = 0.06  # a whole model's logits, share of max |logits|

@@ -24,9 +24,9 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, transcribe
 from minispeechseq.cli import main as cli_main
-from minispeechseq.longform import plan_chunks, stitch
-from minispeechseq.recognizer import subtitles
-from minispeechseq.timestamps import (
+from minispeechseq.recognition.longform import plan_chunks, stitch
+from minispeechseq.recognition.recognizer import subtitles
+from minispeechseq.recognition.timestamps import (
     Word,
     choose_alignment_heads,
     dtw,

@@ -68,7 +68,7 @@ class GenerationConfig(ConfigMixin):
     pad_token_id: int | None = None  # fills finished rows; defaults to the first EOS id
     # ---------------------------------------------------------------------------- timestamps
     # The cross-attention heads whose maps follow the audio, [[layer, head], ...] (as Whisper's generation
-    # config); word timestamps read them. None: chosen per utterance (minispeechseq/timestamps.py).
+    # config); word timestamps read them. None: chosen per utterance (minispeechseq/recognition/timestamps.py).
     alignment_heads: list[list[int]] | None = None
     # ------------------------------------------------------------------------------- outputs
     use_cache: bool = True  # False re-runs the whole prefix every step (slow; a check of the cache)

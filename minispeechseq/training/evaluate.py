@@ -21,7 +21,7 @@ from typing import Any
 from ..cli_args import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
 from ..processor import Processor
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-from ..recognizer import transcribe_batch
+from ..recognition.recognizer import transcribe_batch
 from .data import ManifestDataset
 from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
