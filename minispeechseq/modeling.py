@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -25,7 +26,6 @@ from .attention import check_attn_implementation, set_attn_implementation
 from .files.checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
 from .files.memory import check_fits
-from .recognition.quantize import check_quantization, quantize
 from .files.resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
@@ -39,6 +39,18 @@ def resolve_dtype(dtype: Any) -> torch.dtype | None:
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype.replace("torch.", ""), None), torch.dtype):
         return getattr(torch, dtype.replace("torch.", ""))
     raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.float32, torch.bfloat16 or 'float16'.")
+
+
+# What `from_pretrained(quantization=name)` applies once the fp32 weights are in: name -> quantize(model, name).
+# The base class only defines the table; the application fills it (recognition/quantize.py registers "int8" and
+# "int8-all" when the package is imported), so the class every model inherits imports no application.
+QUANTIZERS: dict[str, Callable[[nn.Module, str], nn.Module]] = {}
+
+
+def check_quantization(quantization: str | None) -> None:
+    if quantization is not None and quantization not in QUANTIZERS:
+        raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZERS))} (or None), "
+                         f"got {quantization!r}.")
 
 
 def check_buildable(config: Any, check_memory: bool = True) -> None:
@@ -159,7 +171,7 @@ class PreTrainedModel(nn.Module):
     ):
         """`name_or_path`: a local folder, or a hub id found through huggingface_hub (`revision`, `cache_dir` and
         `local_files_only` as in transformers; see resolve.py). `quantization`: "int8" or "int8-all" for CPU
-        inference (quantize.py), applied once the fp32 weights are in."""
+        inference (recognition/quantize.py, through QUANTIZERS), applied once the fp32 weights are in."""
         check_attn_implementation(attn_implementation)
         check_quantization(quantization)  # before any loading: a misspelt name costs nothing
         folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision, cache_dir=cache_dir,
@@ -183,7 +195,7 @@ class PreTrainedModel(nn.Module):
         model.set_attn_implementation(attn_implementation)
         model.eval()  # as in transformers: a loaded model starts in inference mode
         model = model.to(device=device, dtype=resolve_dtype(dtype))
-        return quantize(model, quantization) if quantization is not None else model
+        return QUANTIZERS[quantization](model, quantization) if quantization is not None else model
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under transformers' names."""

@@ -49,15 +49,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..modeling import QUANTIZERS, check_quantization
+
 QUANTIZATIONS = ("int8", "int8-all")
-
-
-def check_quantization(quantization: str | None) -> str | None:
-    """The name, or a one-line error for an unknown one (None: no quantization)."""
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZATIONS))} (or None), "
-                         f"got {quantization!r}.")
-    return quantization
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,8 +124,9 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
 
     "int8": the decoder's (`model.decoder`) Linear layers and LM head; "int8-all": every Linear layer of the model.
     The model must be float32 on the CPU. Quantizing twice is harmless (an Int8Linear is no longer an nn.Linear)."""
-    if check_quantization(quantization) is None:
+    if quantization is None:
         raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZATIONS))}, got None.")
+    check_quantization(quantization)
     params = list(model.parameters())
     if any(p.device.type != "cpu" for p in params) or any(p.dtype != torch.float32 for p in params if p.is_floating_point()):
         where = {f"{p.dtype} on {p.device}" for p in params} - {"torch.float32 on cpu"}
@@ -147,3 +142,7 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
     # What the model now is, for a reader (and the bench): "int8-all" stays so after a later "int8".
     model.quantization = "int8-all" if "int8-all" in (quantization, getattr(model, "quantization", None)) else "int8"
     return model
+
+
+for _name in QUANTIZATIONS:  # what from_pretrained(quantization=...) applies (modeling.py's table)
+    QUANTIZERS[_name] = quantize
