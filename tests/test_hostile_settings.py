@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from minispeechseq import GenerationConfig, SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 from minispeechseq.generation import loop
 from minispeechseq.training import train
 from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
@@ -141,7 +141,7 @@ def test_an_unexpected_exception_is_one_line_that_says_internal_error(model_dir,
         raise KeyError("boom")
 
     if command == "inspect":
-        monkeypatch.setattr("minispeechseq.cli._load", bug)
+        monkeypatch.setattr("minispeechseq.tools.cli._load", bug)
         argv = ["inspect", str(model_dir)]
     else:
         monkeypatch.setattr(train, "train", bug)

@@ -21,7 +21,7 @@ PACKAGES = {"minispeechseq": "minispeechseq", "weights_convert": "minispeechseq.
 CONVERTERS = PACKAGES["weights_convert"]
 # The only modules that may import a converter: loading (modeling.py finds it by model_type), the pair (which
 # reports what a warm start loaded) and the command line's `inspect`.
-CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.cli"}
+CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.tools.cli"}
 
 
 def project_modules() -> dict[str, str]:

@@ -21,9 +21,9 @@ from torch import nn
 
 import minispeechseq
 from minispeechseq import SpeechEncoderDecoderModel, Wav2Vec2Model
-from minispeechseq.bench import build_checkpoint
-from minispeechseq.cli import bundled_model_dir
-from minispeechseq.cli import main as cli_main
+from minispeechseq.tools.bench import build_checkpoint
+from minispeechseq.tools.cli import bundled_model_dir
+from minispeechseq.tools.cli import main as cli_main
 from minispeechseq.recognition.quantize import Int8Linear, quantize_rows
 
 LAYER_TOL = 0.04  # one layer, share of max |y|

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
-from minispeechseq.cli import bundled_model_dir
+from minispeechseq.tools.cli import bundled_model_dir
 from minispeechseq.recognition.recognizer import decode, generate_batch, transcribe_batch
 
 MODEL = bundled_model_dir()

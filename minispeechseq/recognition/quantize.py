@@ -20,7 +20,7 @@ What an Int8Linear computes (dynamic quantization, as in torch's `quantize_dynam
   of a 3072 x 768 layer's output measured 0.08 of its largest value instead of 0.017. torch's quantize_dynamic makes
   the same choice.
 
-Why this kernel, by measurement (README, "Performance"; `python -m minispeechseq.bench --int8-kernels`): on one
+Why this kernel, by measurement (README, "Performance"; `python -m minispeechseq.tools.bench --int8-kernels`): on one
 row, fbgemm's dynamic int8 product ran GPT-2's 50257 x 768 LM head 6-8x faster than fp32 here (AVX2), and 4x on
 an AVX-512 Xeon (issue 14: 5.96 -> 1.50 ms); a whole greedy step of a base-size decoder 2.4-2.7x. torchao 0.18's int8 configurations (weight-only, and dynamic
 activations) and `torch._weight_int8pack_mm` were slower than fp32 on this CPU (torchao also compiled, in a one-off

@@ -18,7 +18,7 @@ import numpy as np
 from collections.abc import Sequence
 from typing import Any
 
-from ..cli_args import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
+from ..common.arguments import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
 from ..processor import Processor
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..recognition.recognizer import transcribe_batch

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
 from ..files.checkpoint import atomic_save, torch_load
-from ..cli_args import DEBUG_FLAG, DEBUG_HELP, Parser, run_command, split_debug
+from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, Parser, run_command, split_debug
 from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
