@@ -6,7 +6,8 @@ The public names mirror transformers, so its documentation's examples run with `
 __version__ = "0.1.0"
 
 from .attention import ATTN_IMPLEMENTATIONS, Attention, attend  # noqa: F401
-from .audio import AutoFeatureExtractor, BatchFeature, Wav2Vec2FeatureExtractor, load_audio  # noqa: F401
+from .audio import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, load_audio  # noqa: F401
+from .batching import BatchFeature  # noqa: F401
 from .cache import CrossAttentionCache, DecoderCache, SelfAttentionCache  # noqa: F401
 from .ctc import HubertForCTC, Wav2Vec2ForCTC  # noqa: F401
 from .decoders.bart import BartConfig, BartForCausalLM, MBartConfig, MBartForCausalLM  # noqa: F401

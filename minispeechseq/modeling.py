@@ -1,6 +1,6 @@
 """What every minispeechseq model shares: loading, saving, initialising, and choosing the attention backend.
 
-`from_pretrained(folder_or_hub_id)` finds its folder (resolve.py: a local folder wins, else the hub id's snapshot in
+`from_pretrained(folder_or_hub_id)` finds its folder (files/resolve.py: a local folder wins, else the hub id's snapshot in
 huggingface_hub's cache), then takes four steps, each visible:
     1. read config.json into the model's config dataclass;
     2. build the model (random weights);
@@ -170,7 +170,7 @@ class PreTrainedModel(nn.Module):
         **config_overrides: Any,
     ):
         """`name_or_path`: a local folder, or a hub id found through huggingface_hub (`revision`, `cache_dir` and
-        `local_files_only` as in transformers; see resolve.py). `quantization`: "int8" or "int8-all" for CPU
+        `local_files_only` as in transformers; see files/resolve.py). `quantization`: "int8" or "int8-all" for CPU
         inference (recognition/quantize.py, through QUANTIZERS), applied once the fp32 weights are in."""
         check_attn_implementation(attn_implementation)
         check_quantization(quantization)  # before any loading: a misspelt name costs nothing

@@ -22,7 +22,8 @@ import os
 from collections.abc import Set
 from typing import Any
 
-from .audio import BatchFeature, Wav2Vec2FeatureExtractor
+from .audio import Wav2Vec2FeatureExtractor
+from .batching import BatchFeature
 from .files.resolve import PREPROCESSING_FILES, resolve_folder
 from .tokenizer import TOKENIZER_OPTIONS, Tokenizer
 

@@ -156,7 +156,7 @@ def test_cli_quantize_flag(capsys):
     for mode in ("int8", "int8-all"):
         assert cli_main(["transcribe", wav, "--quantize", mode]) == 0
         assert capsys.readouterr().out == fp32
-    assert cli_main(["transcribe", wav, "--quantize", "int4"]) == 2  # a usage error (cli_args.run_command)
+    assert cli_main(["transcribe", wav, "--quantize", "int4"]) == 2  # a usage error (common/arguments.run_command)
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "invalid choice: 'int4'" in err, err
     assert cli_main(["transcribe", wav, "--quantize", "int8", "--dtype", "bfloat16"]) == 1

@@ -104,7 +104,7 @@ class GenerationConfig(ConfigMixin):
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False, **overrides: Any) -> GenerationConfig:
         """Read `folder/generation_config.json` (or that file's path); a hub id is found through huggingface_hub
-        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py).
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see files/resolve.py).
 
         `config_file_name` reads another file of the folder, as transformers' argument of that name (several
         generation setups saved side by side: `save_pretrained(folder, config_file_name="beam.json")`)."""

@@ -78,7 +78,7 @@ def noisy_manifest(dataset: ManifestDataset, folder: str, kind: str, snr_db: flo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    """Exit status 0 on success; any error is one line on stderr (common/arguments.run_command), --debug for the traceback."""
     argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
     return run_command("minispeechseq evaluate", lambda: _evaluate(argv), debug)
 

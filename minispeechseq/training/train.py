@@ -715,7 +715,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    """Exit status 0 on success; any error is one line on stderr (common/arguments.run_command), --debug for the traceback."""
     argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
