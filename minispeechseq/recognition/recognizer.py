@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..files.audiofile import load_audio, probe_audio
-from ..generation.loop import decoder_prompt
+from ..generation.settings import decoder_prompt
 from .longform import plan_chunks, stitch
 from ..processor import Processor
 from ..files.resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder

@@ -20,7 +20,7 @@ from ..audio import load_audio
 from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
 from ..ctc import HubertForCTC, Wav2Vec2ForCTC
 from ..processor import Processor
-from ..generation.loop import check_settings
+from ..generation.settings import check_settings
 from ..recognition.quantize import QUANTIZATIONS
 from ..recognition.recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
 from ..files.resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
