@@ -6,7 +6,8 @@ The public names mirror transformers, so its documentation's examples run with `
 __version__ = "0.1.0"
 
 from .attention import ATTN_IMPLEMENTATIONS, Attention, attend  # noqa: F401
-from .audio import AutoFeatureExtractor, BatchFeature, Wav2Vec2FeatureExtractor, load_audio  # noqa: F401
+from .audio import AutoFeatureExtractor, Wav2Vec2FeatureExtractor, load_audio  # noqa: F401
+from .batching import BatchFeature  # noqa: F401
 from .cache import CrossAttentionCache, DecoderCache, SelfAttentionCache  # noqa: F401
 from .ctc import HubertForCTC, Wav2Vec2ForCTC  # noqa: F401
 from .decoders.bart import BartConfig, BartForCausalLM, MBartConfig, MBartForCausalLM  # noqa: F401
@@ -15,10 +16,8 @@ from .decoders.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: F401
 from .decoders.speech2text2 import Speech2Text2Config, Speech2Text2ForCausalLM  # noqa: F401
 from .generation import GenerationConfig  # noqa: F401
 from .processor import Processor, Wav2Vec2Processor  # noqa: F401
-# The function shadows its module as an attribute of the package (`from minispeechseq.quantize import Int8Linear`
-# still reaches the module): `minispeechseq.quantize(model, "int8")` is the call API.md promises.
-from .quantize import Int8Linear, quantize  # noqa: F401
-from .recognizer import TranscriptionError, transcribe  # noqa: F401
+from .recognition.quantize import Int8Linear, quantize  # noqa: F401
+from .recognition.recognizer import TranscriptionError, transcribe  # noqa: F401
 from .speech_encoder_decoder import (  # noqa: F401
     Seq2SeqLMOutput,
     SpeechEncoderDecoderConfig,

@@ -2,7 +2,7 @@
 
 Two steps, each a public name:
 1. `load_audio(path)`: any file libsndfile reads (wav, flac, ogg...), at any rate and channel count, becomes one
-   float32 mono waveform at 16 kHz, within bounds checked from the header first (audiofile.py).
+   float32 mono waveform at 16 kHz, within bounds checked from the header first (files/audiofile.py).
 2. `Wav2Vec2FeatureExtractor(...)(waveforms)`: each waveform normalized to zero mean and unit variance, plus an
    optional attention mask. As in transformers, by default one float32 array per waveform; with `padding=True,
    return_tensors="pt"`, one padded (B, L) tensor. `.pad(...)` pads arrays made earlier into such a batch (the
@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from .audiofile import load_audio  # noqa: F401 (part of this module's public surface)
+from .files.audiofile import load_audio  # noqa: F401 (part of this module's public surface)
+from .batching import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
 from .config import read_json
-from .resolve import PREPROCESSING_FILES, resolve_folder
+from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 # Everything a caller can hand us as one waveform.
 Waveform = np.ndarray | torch.Tensor | list | tuple
@@ -41,50 +41,6 @@ PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-
-
-def read_extractor_config(folder: str | os.PathLike, *, revision: str | None = None,
-                          cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> dict[str, Any]:
-    """The feature extractor's keys from a checkpoint folder: `preprocessor_config.json` (what hub checkpoints ship),
-    else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them).
-    A hub id is found through huggingface_hub (see resolve.py)."""
-    folder = resolve_folder(folder, what=f"folder or file with {PREPROCESSOR_CONFIG_NAME}", allow_file=True,
-                            patterns=PREPROCESSING_FILES, revision=revision, cache_dir=cache_dir,
-                            local_files_only=local_files_only)
-    if os.path.isfile(folder):
-        return read_json(folder, PREPROCESSOR_CONFIG_NAME)
-    path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
-    if os.path.exists(path):  # exists, not isfile: a FIFO or a device there is refused by read_json, not skipped
-        return read_json(path, PREPROCESSOR_CONFIG_NAME)
-    nested = os.path.join(folder, PROCESSOR_CONFIG_NAME)
-    processor = read_json(nested, PROCESSOR_CONFIG_NAME) if os.path.exists(nested) else {}
-    if isinstance(processor.get("feature_extractor"), dict):
-        return processor["feature_extractor"]
-    raise FileNotFoundError(
-        f"{folder} has no {PREPROCESSOR_CONFIG_NAME} (nor a feature_extractor entry in {PROCESSOR_CONFIG_NAME}); "
-        "a transformers checkpoint folder was expected."
-    )
-
-
-# ================================================================================================ BatchFeature
-class BatchFeature(dict):
-    """A dict of model inputs that also reads as attributes (`out.input_values`), like transformers' BatchFeature."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"This batch has no {name!r}; it holds {sorted(self)}.") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-    def to(self, device: str | torch.device) -> BatchFeature:
-        """Move every tensor to `device` (other values are left as they are); returns self, as transformers does."""
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor):
-                self[key] = value.to(device)
-        return self
 
 
 # ====================================================================================== waveform normalization
@@ -380,87 +336,28 @@ class Wav2Vec2FeatureExtractor:
         return strategy, padded_rows, padded_masks
 
 
-# ================================================================================ padding and batching helpers
-def padding_strategy(padding: bool | str) -> str:
-    """transformers' padding argument -> "longest", "max_length" or "do_not_pad"."""
-    if padding is True or padding == "longest":
-        return "longest"
-    if padding == "max_length":
-        return "max_length"
-    if padding is False or padding == "do_not_pad":
-        return "do_not_pad"
-    raise ValueError(f"padding={padding!r}; expected True/'longest', 'max_length', or False/'do_not_pad'.")
-
-
-def check_return_tensors(return_tensors: str | None) -> None:
-    if return_tensors not in (None, "pt", "np"):
-        raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
-
-
-# The keys the extractor's and the tokenizer's pad() pad; any other key of a batch passes through as it is.
-PADDED_KEYS = ("input_values", "input_ids", "attention_mask")
-
-
-def batch_columns(batch: Any, main: str, what: str) -> dict[str, list]:
-    """A collator's batch, either a list of examples (dicts) or a dict of per-example lists, as a dict of lists.
-
-    `main` is the key the batch must hold (input_values / input_ids); `what` names the caller in errors."""
-    if isinstance(batch, (list, tuple)):
-        if batch and not all(isinstance(example, Mapping) for example in batch):
-            raise ValueError(f"{what} got a list of {type(batch[0]).__name__}; expected a list of dicts "
-                             f"(one per example, each with {main!r}) or a dict of lists.")
-        if not batch:
-            return {main: []}
-        missing = [i for i, example in enumerate(batch) if set(example) != set(batch[0])]
-        if missing:
-            raise ValueError(f"{what}: example {missing[0]} has keys {sorted(batch[missing[0]])} but example 0 has "
-                             f"{sorted(batch[0])}; every example needs the same keys.")
-        columns = {key: [example[key] for example in batch] for key in batch[0]}
-    elif isinstance(batch, Mapping):
-        columns = dict(batch)
-    else:
-        raise ValueError(f"{what} got a {type(batch).__name__}; expected a list of dicts or a dict of lists.")
-    if main not in columns:
-        raise ValueError(f"{what} needs {main!r} in every example; it got the keys {sorted(columns)}.")
-    rows = columns[main]
-    if isinstance(rows, (torch.Tensor, np.ndarray)) and rows.ndim == 2:
-        columns[main] = list(rows)  # an already batched (B, L) array: its rows
-    elif not isinstance(rows, (list, tuple)) or (len(rows) and np.ndim(rows[0]) == 0):
-        raise ValueError(f"{what} takes a batch, but {main!r} holds one example (a sequence of numbers); "
-                         f"wrap it in a list: {what}([example]).")
-    sizes = {key: len(value) for key, value in columns.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"{what}: the keys hold different numbers of examples {sizes}; expected one per example.")
-    return columns
-
-
-def stack_columns(columns: dict[str, list], return_tensors: str, *, ragged_ok: bool,
-                  hint: str = "padding=True") -> BatchFeature:
-    """Each key's per-example rows as one (B, ...) numpy array or tensor.
-
-    Rows of different lengths cannot stack. For tensors (`ragged_ok=False`) that is an error naming the key, as in
-    transformers; otherwise the key stays a list of arrays (where transformers builds a numpy array of objects).
-    `hint` says how the padded keys (input_values / input_ids, their mask) get equal lengths."""
-    out = BatchFeature()
-    for key, rows in columns.items():
-        arrays = [r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in rows]
-        if len({a.shape for a in arrays}) > 1:
-            if not ragged_ok:
-                lengths = [a.shape[0] if a.ndim else 0 for a in arrays]
-                fix = hint if key in PADDED_KEYS else "pad that key first (labels: processor.pad(labels=...))"
-                raise ValueError(f"{key!r} has rows of different lengths {lengths}; return_tensors={return_tensors!r} "
-                                 f"needs equal lengths: {fix}, or return_tensors=None.")
-            out[key] = arrays
-            continue
-        stacked = np.stack(arrays)  # (B, ...)
-        if return_tensors == "pt":
-            if stacked.dtype.kind not in "biuf":
-                raise ValueError(f"{key!r} holds {stacked.dtype} values, which cannot become a tensor; "
-                                 "drop that key before padding, or ask for return_tensors='np'.")
-            out[key] = torch.from_numpy(stacked)
-        else:
-            out[key] = stacked
-    return out
+# ============================================================================================ loading a config
+def read_extractor_config(folder: str | os.PathLike, *, revision: str | None = None,
+                          cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> dict[str, Any]:
+    """The feature extractor's keys from a checkpoint folder: `preprocessor_config.json` (what hub checkpoints ship),
+    else the "feature_extractor" entry of `processor_config.json` (where transformers 5's processor save puts them).
+    A hub id is found through huggingface_hub (see files/resolve.py)."""
+    folder = resolve_folder(folder, what=f"folder or file with {PREPROCESSOR_CONFIG_NAME}", allow_file=True,
+                            patterns=PREPROCESSING_FILES, revision=revision, cache_dir=cache_dir,
+                            local_files_only=local_files_only)
+    if os.path.isfile(folder):
+        return read_json(folder, PREPROCESSOR_CONFIG_NAME)
+    path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
+    if os.path.exists(path):  # exists, not isfile: a FIFO or a device there is refused by read_json, not skipped
+        return read_json(path, PREPROCESSOR_CONFIG_NAME)
+    nested = os.path.join(folder, PROCESSOR_CONFIG_NAME)
+    processor = read_json(nested, PROCESSOR_CONFIG_NAME) if os.path.exists(nested) else {}
+    if isinstance(processor.get("feature_extractor"), dict):
+        return processor["feature_extractor"]
+    raise FileNotFoundError(
+        f"{folder} has no {PREPROCESSOR_CONFIG_NAME} (nor a feature_extractor entry in {PROCESSOR_CONFIG_NAME}); "
+        "a transformers checkpoint folder was expected."
+    )
 
 
 class AutoFeatureExtractor:

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from .resolve import CONFIG_FILES, resolve_folder
+from .files.resolve import CONFIG_FILES, resolve_folder
 
 C = TypeVar("C", bound="ConfigMixin")
 
@@ -228,7 +228,7 @@ class ConfigMixin:
                         cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
                         **overrides: Any) -> C:
         """Read `folder/config.json` (or a config.json path directly); a hub id is found through huggingface_hub
-        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py)."""
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see files/resolve.py)."""
         folder = resolve_folder(folder, what=f"folder with {CONFIG_NAME}", allow_file=True, patterns=CONFIG_FILES,
                                 revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         path = os.path.join(folder, CONFIG_NAME) if os.path.isdir(folder) else folder

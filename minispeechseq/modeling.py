@@ -1,6 +1,6 @@
 """What every minispeechseq model shares: loading, saving, initialising, and choosing the attention backend.
 
-`from_pretrained(folder_or_hub_id)` finds its folder (resolve.py: a local folder wins, else the hub id's snapshot in
+`from_pretrained(folder_or_hub_id)` finds its folder (files/resolve.py: a local folder wins, else the hub id's snapshot in
 huggingface_hub's cache), then takes four steps, each visible:
     1. read config.json into the model's config dataclass;
     2. build the model (random weights);
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -22,11 +23,10 @@ from torch import nn
 from minispeechseq.weights_convert import converter_for
 
 from .attention import check_attn_implementation, set_attn_implementation
-from .checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
+from .files.checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
-from .memory import check_fits
-from .quantize import check_quantization, quantize
-from .resolve import MODEL_FILES, resolve_folder
+from .files.memory import check_fits
+from .files.resolve import MODEL_FILES, resolve_folder
 
 logger = logging.getLogger("minispeechseq")
 
@@ -39,6 +39,18 @@ def resolve_dtype(dtype: Any) -> torch.dtype | None:
     if isinstance(dtype, str) and isinstance(getattr(torch, dtype.replace("torch.", ""), None), torch.dtype):
         return getattr(torch, dtype.replace("torch.", ""))
     raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.float32, torch.bfloat16 or 'float16'.")
+
+
+# What `from_pretrained(quantization=name)` applies once the fp32 weights are in: name -> quantize(model, name).
+# The base class only defines the table; the application fills it (recognition/quantize.py registers "int8" and
+# "int8-all" when the package is imported), so the class every model inherits imports no application.
+QUANTIZERS: dict[str, Callable[[nn.Module, str], nn.Module]] = {}
+
+
+def check_quantization(quantization: str | None) -> None:
+    if quantization is not None and quantization not in QUANTIZERS:
+        raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZERS))} (or None), "
+                         f"got {quantization!r}.")
 
 
 def check_buildable(config: Any, check_memory: bool = True) -> None:
@@ -158,8 +170,8 @@ class PreTrainedModel(nn.Module):
         **config_overrides: Any,
     ):
         """`name_or_path`: a local folder, or a hub id found through huggingface_hub (`revision`, `cache_dir` and
-        `local_files_only` as in transformers; see resolve.py). `quantization`: "int8" or "int8-all" for CPU
-        inference (quantize.py), applied once the fp32 weights are in."""
+        `local_files_only` as in transformers; see files/resolve.py). `quantization`: "int8" or "int8-all" for CPU
+        inference (recognition/quantize.py, through QUANTIZERS), applied once the fp32 weights are in."""
         check_attn_implementation(attn_implementation)
         check_quantization(quantization)  # before any loading: a misspelt name costs nothing
         folder = resolve_folder(name_or_path, patterns=MODEL_FILES, revision=revision, cache_dir=cache_dir,
@@ -183,7 +195,7 @@ class PreTrainedModel(nn.Module):
         model.set_attn_implementation(attn_implementation)
         model.eval()  # as in transformers: a loaded model starts in inference mode
         model = model.to(device=device, dtype=resolve_dtype(dtype))
-        return quantize(model, quantization) if quantization is not None else model
+        return QUANTIZERS[quantization](model, quantization) if quantization is not None else model
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Our weights under transformers' names."""

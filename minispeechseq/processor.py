@@ -22,8 +22,9 @@ import os
 from collections.abc import Set
 from typing import Any
 
-from .audio import BatchFeature, Wav2Vec2FeatureExtractor
-from .resolve import PREPROCESSING_FILES, resolve_folder
+from .audio import Wav2Vec2FeatureExtractor
+from .batching import BatchFeature
+from .files.resolve import PREPROCESSING_FILES, resolve_folder
 from .tokenizer import TOKENIZER_OPTIONS, Tokenizer
 
 # Which keyword arguments each half accepts, read from the signatures so the lists cannot drift from the code.

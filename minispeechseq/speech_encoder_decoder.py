@@ -23,7 +23,7 @@ from torch import nn
 
 from minispeechseq.weights_convert.core import ConversionReport
 
-from .checkpoint import SAFETENSORS, atomic_save, save_state_dict
+from .files.checkpoint import SAFETENSORS, atomic_save, save_state_dict
 from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field, read_json
 from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
@@ -32,7 +32,7 @@ from .decoders.speech2text2 import Speech2Text2ForCausalLM
 from .generation import GenerationConfig, compute_transition_scores, generate
 from .layers import causal_lm_loss
 from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger, resolve_dtype
-from .resolve import HUB_KWARGS, MODEL_FILES, resolve_folder
+from .files.resolve import HUB_KWARGS, MODEL_FILES, resolve_folder
 from .wav2vec2 import HubertModel, Wav2Vec2Model
 
 # The halves this model can join, by the model_type their config.json names.

@@ -30,9 +30,9 @@ from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers,
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordLevel, WordPiece
 
-from .audio import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
+from .batching import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
 from .config import TOKENIZER_MAX_BYTES, check_regular_file, read_json, read_text
-from .resolve import PREPROCESSING_FILES, resolve_folder
+from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"

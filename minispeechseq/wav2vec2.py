@@ -1,6 +1,6 @@
 """The speech encoders: wav2vec 2.0 (arXiv:2006.11477) and HuBERT (arXiv:2106.07447), read top to bottom.
 
-A waveform becomes contextual features in five steps, one module each:
+A waveform becomes contextual features in six steps, in the order this file defines them:
 
     samples (B, L) --FeatureEncoder-->  conv frames (B, T, C)       7 strided convs: one frame per 20 ms
                    --FeatureProjection-> (B, T, D)                  LayerNorm + Linear to the model width
@@ -40,45 +40,12 @@ from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
 
 
+# --------------------------------------------------------------------------------------- 1. conv features
 def conv_output_length(length: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     # torch.nn.Conv1d without padding: floor((L - K) / stride) + 1.
     return torch.div(length - kernel, stride, rounding_mode="floor") + 1
 
 
-def binary_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?"."""
-    values = attention_mask.unique()
-    if not ((values == 0) | (values == 1)).all():
-        odd = [v for v in values.tolist() if v not in (0, 1)]
-        raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
-    return attention_mask.long()
-
-
-def padding_to_the_right(input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows padded on the left (padding_side="left") moved so that their real samples come first.
-
-    Everything after this reads a row's length as the count of its mask's ones, and its frames as the first
-    ones (as transformers does, which therefore misreads left padding: the real frames at the end are masked
-    and the padding attended to). Shifting the samples rather than the frame mask also keeps the conv frame grid
-    where it is for the unpadded waveform, so a left-padded row gives the same frames as alone. A mask whose ones
-    are not one run (padding inside the audio) is refused. The encoder's output is right-padded either way.
-    """
-    B, L = attention_mask.shape
-    first = attention_mask.argmax(-1)  # (B,) the first real sample (every row has some: checked before)
-    count = attention_mask.sum(-1)  # (B,)
-    positions = torch.arange(L, device=attention_mask.device)[None, :]  # (1, L)
-    one_run = (attention_mask == ((positions >= first[:, None]) & (positions < (first + count)[:, None]))).all(-1)
-    if not one_run.all():
-        b = int((~one_run).nonzero()[0])
-        raise ValueError(f"attention_mask row {b} has 0s between its 1s; expected one run of real samples with "
-                         "padding on one side.")
-    if not first.any():
-        return input_values, attention_mask  # right-padded already: no copy
-    index = (positions + first[:, None]) % L  # (B, L): row b starts reading at its first real sample
-    return input_values.gather(1, index), attention_mask.gather(1, index)
-
-
-# --------------------------------------------------------------------------------------- 1. conv features
 class FeatureEncoder(nn.Module):
     """Raw samples -> one C-dim frame every prod(conv_stride) samples (320 = 20 ms at 16 kHz)."""
 
@@ -111,6 +78,7 @@ class FeatureEncoder(nn.Module):
         return x.transpose(1, 2)  # (B, C, T) -> (B, T, C)
 
 
+# ---------------------------------------------------------------------------------------- 2. projection
 class FeatureProjection(nn.Module):
     """(B, T, C) -> (B, T, D). Also returns the normalised conv features (wav2vec2's `extract_features`)."""
 
@@ -126,7 +94,39 @@ class FeatureProjection(nn.Module):
         return self.dropout(self.proj(normed)), normed
 
 
-# ----------------------------------------------------------------------------------- 3. positional conv
+# -------------------------------------------------------------------------------------- 3. SpecAugment
+def sample_span_starts(
+    lengths: list[int], size: int, mask_prob: float, span: int, min_spans: int,
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
+    """Start indices of the masked spans of each sequence (SpecAugment, arXiv:1904.08779, as in wav2vec 2.0).
+
+    A sequence of n valid positions (of `size`, padding included) gets int(mask_prob * n / span + u) spans,
+    u ~ U(0, 1) drawn once per batch (probabilistic rounding, as fairseq), at least `min_spans`, at most
+    size // span and at most n - span + 1 (the number of distinct starts that fit); starts are distinct and
+    every span lies inside the n valid positions. Spans may overlap, so fewer than mask_prob * n may be masked.
+    transformers draws with numpy's global RNG; we use torch's, so masks differ but their statistics agree.
+    """
+    u = torch.rand((), generator=generator).item()
+    starts = []
+    for n in lengths:
+        count = min(max(int(mask_prob * n / span + u), min_spans), size // span)
+        count = min(count, max(n - span + 1, 0))  # only n - span + 1 distinct starts keep the span inside
+        perm = torch.randperm(max(n - span + 1, 0), generator=generator)
+        starts.append(perm[:count])
+    return starts
+
+
+def spans_to_mask(starts: list[torch.Tensor], span: int, size: int) -> torch.Tensor:
+    """(B, size) bool mask, True inside any span [start, start + span)."""
+    mask = torch.zeros(len(starts), size, dtype=torch.bool)
+    for b, s in enumerate(starts):
+        for start in s.tolist():
+            mask[b, start : start + span] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------------- 4. positional conv
 class PositionalConvEmbedding(nn.Module):
     """Relative position from a wide grouped convolution over time (wav2vec 2.0, section 2).
 
@@ -156,10 +156,9 @@ class PositionalConvEmbedding(nn.Module):
     def kernel_weight(self) -> torch.Tensor:
         if self.batch_norm is not None:
             return self.weight
-        # Two measured speed-ups on CPU, same numbers: ||v|| as sqrt(sum of squares), since v.norm(dim=(0, 1))
-        # reduces over the leading dims ~6x slower (15 vs 2.6 ms for wav2vec2-base's kernel); and g / ||v|| (K
-        # numbers) before the product, so the full-size kernel goes through one product, not two (forward +
-        # backward 50 vs 23 ms).
+        # Two CPU speed-ups with the same numbers: ||v|| as sqrt(sum of squares), since v.norm(dim=(0, 1)) reduces
+        # over the leading dims several times slower; and g / ||v|| (K numbers) taken before the product, so the
+        # full-size kernel goes through one product, not two.
         norm = self.weight_v.square().sum(dim=(0, 1), keepdim=True).sqrt()  # (1, 1, K)
         return self.weight_v * (self.weight_g / norm)  # (D, D / groups, K)
 
@@ -184,7 +183,7 @@ class PositionalConvEmbedding(nn.Module):
         return self.act(x).transpose(1, 2)  # (B, D, T) -> (B, T, D)
 
 
-# ------------------------------------------------------------------------------------ 4. transformer
+# ------------------------------------------------------------------------------------ 5. transformer
 class EncoderLayer(nn.Module):
     """Self-attention + feed-forward. post-LN (base): norm after each residual add; pre-LN ("stable layer
     norm", large / XLS-R): norm before each block, and the model adds one final LayerNorm after the last layer."""
@@ -221,7 +220,7 @@ class EncoderLayer(nn.Module):
         return x, weights
 
 
-# ---------------------------------------------------------------------------------------- 5. adapter
+# ---------------------------------------------------------------------------------------- 6. adapter
 class Adapter(nn.Module):
     """Strided conv + GLU layers after the transformer: each halves (adapter_stride) the number of frames, so
     a text decoder cross-attends to a shorter sequence. An optional Linear + LayerNorm first changes the width."""
@@ -247,38 +246,6 @@ class Adapter(nn.Module):
                 continue
             x = F.glu(conv(x), dim=1)  # (B, 2 D_out, T') -> (B, D_out, T'): half the channels gate the other half
         return x.transpose(1, 2)  # (B, T', D_out)
-
-
-# ------------------------------------------------------------------------------------- 2b. SpecAugment
-def sample_span_starts(
-    lengths: list[int], size: int, mask_prob: float, span: int, min_spans: int,
-    generator: torch.Generator | None = None,
-) -> list[torch.Tensor]:
-    """Start indices of the masked spans of each sequence (SpecAugment, arXiv:1904.08779, as in wav2vec 2.0).
-
-    A sequence of n valid positions (of `size`, padding included) gets int(mask_prob * n / span + u) spans,
-    u ~ U(0, 1) drawn once per batch (probabilistic rounding, as fairseq), at least `min_spans`, at most
-    size // span and at most n - span + 1 (the number of distinct starts that fit); starts are distinct and
-    every span lies inside the n valid positions. Spans may overlap, so fewer than mask_prob * n may be masked.
-    transformers draws with numpy's global RNG; we use torch's, so masks differ but their statistics agree.
-    """
-    u = torch.rand((), generator=generator).item()
-    starts = []
-    for n in lengths:
-        count = min(max(int(mask_prob * n / span + u), min_spans), size // span)
-        count = min(count, max(n - span + 1, 0))  # only n - span + 1 distinct starts keep the span inside
-        perm = torch.randperm(max(n - span + 1, 0), generator=generator)
-        starts.append(perm[:count])
-    return starts
-
-
-def spans_to_mask(starts: list[torch.Tensor], span: int, size: int) -> torch.Tensor:
-    """(B, size) bool mask, True inside any span [start, start + span)."""
-    mask = torch.zeros(len(starts), size, dtype=torch.bool)
-    for b, s in enumerate(starts):
-        for start in s.tolist():
-            mask[b, start : start + span] = True
-    return mask
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -312,6 +279,64 @@ class _SpeechEncoder(PreTrainedModel):
         self.adapter = Adapter(config) if getattr(config, "add_adapter", False) else None
         self.gradient_checkpointing = False
         self.post_init()
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        mask_time_indices: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """input_values (B, L) float samples (or (L,) for one waveform); attention_mask (B, L), 1 = real sample.
+        Padding may be on either side; the output is right-padded (see `padding_to_the_right`).
+
+        hidden_states (if asked): the input of each layer, then the encoder's final output *before the adapter*.
+        For pre-LN models that final entry is after the final LayerNorm (as in transformers 4.x); transformers
+        5.x returns the pre-norm state there instead, which no consumer of "the last layer's output" expects.
+        mask_time_indices (B, T) bool: frames to replace by masked_spec_embed (pre-training), in any mode.
+        """
+        input_values, attention_mask = check_inputs(self, input_values, attention_mask)
+        features = self.feature_encoder(input_values)  # (B, T, C)
+        B, T, _ = features.shape
+        mask = None if attention_mask is None else self.frame_attention_mask(T, attention_mask, with_adapter=False)
+        x, extract_features = self.feature_projection(features)  # (B, T, D), (B, T, C)
+        lengths = [T] * B if mask is None else mask.sum(-1).tolist()
+        x = self.spec_augment(x, lengths, mask_time_indices)
+
+        if mask is not None:
+            x = x * mask[:, :, None].to(x.dtype)  # padded frames to 0, so the positional conv cannot carry them
+        x = x + self.pos_conv(x)
+        if not self.config.do_stable_layer_norm:
+            x = self.norm(x)
+        x = self.dropout(x)
+
+        hidden_states, attentions = [], []
+        for layer in self.layers:
+            if output_hidden_states:
+                hidden_states.append(x)
+            if self.training and torch.rand([]).item() < self.config.layerdrop:
+                continue  # LayerDrop (arXiv:1909.11556): skip the whole layer
+            if self.gradient_checkpointing and self.training:
+                x, weights = checkpoint(layer, x, mask, output_attentions, use_reentrant=False)
+            else:
+                x, weights = layer(x, mask, output_attentions)
+            if output_attentions:
+                attentions.append(weights)
+        if self.config.do_stable_layer_norm:
+            x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        if self.adapter is not None:
+            x = self.adapter(x)  # (B, T', D_out)
+        return EncoderOutput(
+            last_hidden_state=x,
+            extract_features=extract_features,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
 
     # ------------------------------------------------------------------ what the encoder-decoder needs
     @property
@@ -394,117 +419,6 @@ class _SpeechEncoder(PreTrainedModel):
             x = x.masked_fill(channels[:, None, :], 0.0)  # the same channels in every frame
         return x
 
-    # ------------------------------------------------------------------------------------- input checks
-    def _check_inputs(
-        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if not isinstance(input_values, torch.Tensor):
-            raise ValueError(  # noqa: TRY004 (the project's rule: bad user input is a ValueError)
-                f"input_values must be a torch.Tensor of audio samples, got {type(input_values).__name__}; "
-                "use torch.as_tensor(...) or Wav2Vec2FeatureExtractor(..., return_tensors='pt')."
-            )
-        if input_values.dim() == 1:  # one unbatched waveform: a batch of one (documented convenience)
-            input_values = input_values[None]
-            if attention_mask is not None and attention_mask.dim() == 1:
-                attention_mask = attention_mask[None]
-        if input_values.dim() != 2:
-            raise ValueError(
-                f"input_values has shape {tuple(input_values.shape)}; expected (batch, samples) or (samples,) "
-                "of raw mono audio."
-            )
-        if not input_values.is_floating_point():
-            raise ValueError(
-                f"input_values has dtype {input_values.dtype}; expected float samples (normalised audio, e.g. from "
-                "Wav2Vec2FeatureExtractor), not integers."
-            )
-        if input_values.numel() == 0:
-            raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}); pass at least one waveform.")
-        if not torch.isfinite(input_values).all():
-            raise ValueError("input_values contains NaN or infinite samples; clean or clip the audio first.")
-        # float64 / float16 audio into a float32 model (or float32 into a bf16 one): cast to the weights' dtype, as
-        # transformers' ASR pipeline does with the feature extractor's output (`processed.to(dtype=self.dtype)`).
-        # transformers' model itself fails there with torch's "expected scalar type" error.
-        input_values = input_values.to(self.feature_encoder.layers[0].conv.weight.dtype)
-        need = self.receptive_field
-        if input_values.shape[1] < need:
-            raise ValueError(
-                f"The audio is {input_values.shape[1]} samples long, shorter than the feature encoder's receptive "
-                f"field of {need} samples (one frame); pad or reject clips shorter than that."
-            )
-        if attention_mask is not None:
-            if attention_mask.shape != input_values.shape:
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
-                    f"{tuple(input_values.shape)}; the mask needs one entry per sample (1 = real, 0 = padding)."
-                )
-            attention_mask = binary_mask(attention_mask)
-            valid = attention_mask.sum(-1)
-            if (valid < need).any():
-                b = int((valid < need).nonzero()[0])
-                raise ValueError(
-                    f"Waveform {b} of the batch has {int(valid[b])} valid samples according to attention_mask, "
-                    f"fewer than the receptive field of {need} samples; it would produce no frame."
-                )
-            input_values, attention_mask = padding_to_the_right(input_values, attention_mask)
-        return input_values, attention_mask
-
-    # ------------------------------------------------------------------------------------------ forward
-    def forward(
-        self,
-        input_values: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        mask_time_indices: torch.Tensor | None = None,
-    ) -> EncoderOutput:
-        """input_values (B, L) float samples (or (L,) for one waveform); attention_mask (B, L), 1 = real sample.
-        Padding may be on either side; the output is right-padded (see `padding_to_the_right`).
-
-        hidden_states (if asked): the input of each layer, then the encoder's final output *before the adapter*.
-        For pre-LN models that final entry is after the final LayerNorm (as in transformers 4.x); transformers
-        5.x returns the pre-norm state there instead, which no consumer of "the last layer's output" expects.
-        mask_time_indices (B, T) bool: frames to replace by masked_spec_embed (pre-training), in any mode.
-        """
-        input_values, attention_mask = self._check_inputs(input_values, attention_mask)
-        features = self.feature_encoder(input_values)  # (B, T, C)
-        B, T, _ = features.shape
-        mask = None if attention_mask is None else self.frame_attention_mask(T, attention_mask, with_adapter=False)
-        x, extract_features = self.feature_projection(features)  # (B, T, D), (B, T, C)
-        lengths = [T] * B if mask is None else mask.sum(-1).tolist()
-        x = self.spec_augment(x, lengths, mask_time_indices)
-
-        if mask is not None:
-            x = x * mask[:, :, None].to(x.dtype)  # padded frames to 0, so the positional conv cannot carry them
-        x = x + self.pos_conv(x)
-        if not self.config.do_stable_layer_norm:
-            x = self.norm(x)
-        x = self.dropout(x)
-
-        hidden_states, attentions = [], []
-        for layer in self.layers:
-            if output_hidden_states:
-                hidden_states.append(x)
-            if self.training and torch.rand([]).item() < self.config.layerdrop:
-                continue  # LayerDrop (arXiv:1909.11556): skip the whole layer
-            if self.gradient_checkpointing and self.training:
-                x, weights = checkpoint(layer, x, mask, output_attentions, use_reentrant=False)
-            else:
-                x, weights = layer(x, mask, output_attentions)
-            if output_attentions:
-                attentions.append(weights)
-        if self.config.do_stable_layer_norm:
-            x = self.norm(x)
-        if output_hidden_states:
-            hidden_states.append(x)
-        if self.adapter is not None:
-            x = self.adapter(x)  # (B, T', D_out)
-        return EncoderOutput(
-            last_hidden_state=x,
-            extract_features=extract_features,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            attentions=tuple(attentions) if output_attentions else None,
-        )
-
 
 class Wav2Vec2Model(_SpeechEncoder):
     """wav2vec 2.0 / XLS-R encoder. `Wav2Vec2Model.from_pretrained(folder)` reads transformers checkpoints of
@@ -562,3 +476,93 @@ class HubertModel(_SpeechEncoder):
             nn.init.uniform_(module.masked_spec_embed)
         else:
             super()._init_weights(module)
+
+
+# ------------------------------------------------------------------------------------- input checks
+def check_inputs(
+    encoder: _SpeechEncoder, input_values: torch.Tensor, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The encoder's input checked and made canonical: a (B, L) batch in the weights' dtype and, with a mask,
+    0/1 values and right padding. Each refusal is one sentence."""
+    if not isinstance(input_values, torch.Tensor):
+        raise ValueError(  # noqa: TRY004 (the project's rule: bad user input is a ValueError)
+            f"input_values must be a torch.Tensor of audio samples, got {type(input_values).__name__}; "
+            "use torch.as_tensor(...) or Wav2Vec2FeatureExtractor(..., return_tensors='pt')."
+        )
+    if input_values.dim() == 1:  # one unbatched waveform: a batch of one (documented convenience)
+        input_values = input_values[None]
+        if attention_mask is not None and attention_mask.dim() == 1:
+            attention_mask = attention_mask[None]
+    if input_values.dim() != 2:
+        raise ValueError(
+            f"input_values has shape {tuple(input_values.shape)}; expected (batch, samples) or (samples,) "
+            "of raw mono audio."
+        )
+    if not input_values.is_floating_point():
+        raise ValueError(
+            f"input_values has dtype {input_values.dtype}; expected float samples (normalised audio, e.g. from "
+            "Wav2Vec2FeatureExtractor), not integers."
+        )
+    if input_values.numel() == 0:
+        raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}); pass at least one waveform.")
+    if not torch.isfinite(input_values).all():
+        raise ValueError("input_values contains NaN or infinite samples; clean or clip the audio first.")
+    # float64 / float16 audio into a float32 model (or float32 into a bf16 one): cast to the weights' dtype, as
+    # transformers' ASR pipeline does with the feature extractor's output (`processed.to(dtype=self.dtype)`).
+    # transformers' model itself fails there with torch's "expected scalar type" error.
+    input_values = input_values.to(encoder.feature_encoder.layers[0].conv.weight.dtype)
+    need = encoder.receptive_field
+    if input_values.shape[1] < need:
+        raise ValueError(
+            f"The audio is {input_values.shape[1]} samples long, shorter than the feature encoder's receptive "
+            f"field of {need} samples (one frame); pad or reject clips shorter than that."
+        )
+    if attention_mask is not None:
+        if attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
+                f"{tuple(input_values.shape)}; the mask needs one entry per sample (1 = real, 0 = padding)."
+            )
+        attention_mask = binary_mask(attention_mask)
+        valid = attention_mask.sum(-1)
+        if (valid < need).any():
+            b = int((valid < need).nonzero()[0])
+            raise ValueError(
+                f"Waveform {b} of the batch has {int(valid[b])} valid samples according to attention_mask, "
+                f"fewer than the receptive field of {need} samples; it would produce no frame."
+            )
+        input_values, attention_mask = padding_to_the_right(input_values, attention_mask)
+    return input_values, attention_mask
+
+
+def binary_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?"."""
+    values = attention_mask.unique()
+    if not ((values == 0) | (values == 1)).all():
+        odd = [v for v in values.tolist() if v not in (0, 1)]
+        raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+    return attention_mask.long()
+
+
+def padding_to_the_right(input_values: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the left (padding_side="left") moved so that their real samples come first.
+
+    Everything after this reads a row's length as the count of its mask's ones, and its frames as the first
+    ones (as transformers does, which therefore misreads left padding: the real frames at the end are masked
+    and the padding attended to). Shifting the samples rather than the frame mask also keeps the conv frame grid
+    where it is for the unpadded waveform, so a left-padded row gives the same frames as alone. A mask whose ones
+    are not one run (padding inside the audio) is refused. The encoder's output is right-padded either way.
+    """
+    B, L = attention_mask.shape
+    first = attention_mask.argmax(-1)  # (B,) the first real sample (every row has some: checked before)
+    count = attention_mask.sum(-1)  # (B,)
+    positions = torch.arange(L, device=attention_mask.device)[None, :]  # (1, L)
+    one_run = (attention_mask == ((positions >= first[:, None]) & (positions < (first + count)[:, None]))).all(-1)
+    if not one_run.all():
+        b = int((~one_run).nonzero()[0])
+        raise ValueError(f"attention_mask row {b} has 0s between its 1s; expected one run of real samples with "
+                         "padding on one side.")
+    if not first.any():
+        return input_values, attention_mask  # right-padded already: no copy
+    index = (positions + first[:, None]) % L  # (B, L): row b starts reading at its first real sample
+    return input_values.gather(1, index), attention_mask.gather(1, index)

@@ -31,7 +31,7 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
     load_audio,
 )
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 from tests.test_doc_examples import (
     tiny_bert_config,
     tiny_encoder_config,

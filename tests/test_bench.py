@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from minispeechseq.bench import main
+from minispeechseq.tools.bench import main
 from tests.utils import requires_cuda
 
 
@@ -98,7 +98,7 @@ def test_bench_cuda_bfloat16_flash(tmp_path, capsys):
 def test_decoder_stream_bytes_counts_what_a_step_reads():
     """By parameter name: all decoder weights but the embedding tables and the cross-attention k/v projections
     (cached after the first step), plus the LM head (GPT-2's is the tied token embedding)."""
-    from minispeechseq.bench import decoder_config, decoder_stream_bytes, encoder_config
+    from minispeechseq.tools.bench import decoder_config, decoder_stream_bytes, encoder_config
     from minispeechseq.speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
     for kind in ("bert", "gpt2"):
@@ -118,7 +118,7 @@ def test_row_ratios_best_call_and_paired_median():
     """The ratio compares each library's best call; the paired ratio is the median of ours / theirs over calls run
     back to back: here 3/6, 2/2 and 4/2, whose median is 1.0, while the best calls give 2/2 = 1.0 and the medians
     3/2. A slow moment (ours' 4 against theirs' 2) moves neither."""
-    from minispeechseq.bench import Row
+    from minispeechseq.tools.bench import Row
 
     summary = Row("w", ours=[3.0, 2.0, 4.0], theirs=[6.0, 2.0, 2.0]).summary()
     assert summary["ratio"] == 1.0 and summary["paired_ratio"] == 1.0, summary
@@ -128,7 +128,7 @@ def test_row_ratios_best_call_and_paired_median():
 
 
 def _tiny_model(kind: str):
-    from minispeechseq.bench import decoder_config, encoder_config
+    from minispeechseq.tools.bench import decoder_config, encoder_config
     from minispeechseq.speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config("base", "tiny"),
@@ -140,7 +140,7 @@ def _tiny_model(kind: str):
 def test_step_bytes_match_a_real_cache(kind):
     """The counted cross-attention K/V and self-attention cache bytes equal those of the cache a decoder really
     fills: run token by token, then sum the bytes of the tensors it holds."""
-    from minispeechseq.bench_bounds import step_bytes
+    from minispeechseq.tools.bench_bounds import step_bytes
 
     model = _tiny_model(kind)
     frames = 37
@@ -158,8 +158,8 @@ def test_step_bytes_match_a_real_cache(kind):
 
 def test_decoder_stream_bytes_of_an_int8_decoder():
     """int8 layers count one byte per weight plus their fp32 scales and bias; the rest (norms) stays fp32."""
-    from minispeechseq.bench import decoder_stream_bytes
-    from minispeechseq.quantize import Int8Linear, quantize
+    from minispeechseq.tools.bench import decoder_stream_bytes
+    from minispeechseq.recognition.quantize import Int8Linear, quantize
 
     model = quantize(_tiny_model("gpt2"), "int8")
     expected = 0
@@ -174,7 +174,7 @@ def test_decoder_stream_bytes_of_an_int8_decoder():
 
 
 def test_token_agreement_counts_reference_tokens():
-    from minispeechseq.bench_int8 import token_agreement
+    from minispeechseq.tools.bench_int8 import token_agreement
 
     pad = 0
     reference = torch.tensor([[5, 6, 7, 2], [5, 9, 2, 0]])  # 4 + 3 real tokens

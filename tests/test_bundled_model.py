@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
-from minispeechseq.cli import bundled_model_dir, main
+from minispeechseq.tools.cli import bundled_model_dir, main
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 
 MODEL = bundled_model_dir()

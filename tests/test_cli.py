@@ -15,7 +15,7 @@ import torch
 import transformers
 from tests.test_doc_examples import VOCAB, tiny_bert_config, tiny_encoder_config, write_bert_tokenizer
 
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 
 transformers.logging.set_verbosity_error()
 

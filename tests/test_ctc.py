@@ -156,7 +156,7 @@ def test_errors_are_sentences(pair):
 
 def test_cli_inspect_reads_a_ctc_checkpoint(pair, capsys):
     """`architectures` in config.json tells a CTC checkpoint from a bare encoder of the same model_type."""
-    from minispeechseq.cli import main
+    from minispeechseq.tools.cli import main
 
     kind, _, ours, folder = pair
     assert main(["inspect", str(folder)]) == 0

@@ -7,7 +7,7 @@ import transformers
 from safetensors.torch import save_file
 from torch import nn
 
-from minispeechseq.checkpoint import load_state_dict
+from minispeechseq.files.checkpoint import load_state_dict
 from minispeechseq.decoders.bart import BartForCausalLM, MBartConfig, MBartForCausalLM
 from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
 

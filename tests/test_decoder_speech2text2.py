@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minispeechseq.checkpoint import load_state_dict
+from minispeechseq.files.checkpoint import load_state_dict
 from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM
 from minispeechseq.layers import sinusoids
 from minispeechseq.weights_convert import speech2text2 as speech2text2_convert

@@ -279,7 +279,8 @@ def test_generator_reproducible(gpt2):
 
 def test_one_beam_is_greedy(gpt2):
     from minispeechseq.generation.logits_process import build_processors
-    from minispeechseq.generation.loop import _beam_loop, resolve_config
+    from minispeechseq.generation.loop import _beam_loop
+    from minispeechseq.generation.settings import resolve_config
 
     _hf, ours = gpt2
     x, mask = audio(2, 8)

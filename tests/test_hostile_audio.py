@@ -21,9 +21,9 @@ import soxr
 import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2FeatureExtractor, load_audio, transcribe
-from minispeechseq.audiofile import MAX_DURATION_ENV, AudioInfo, check_declared_length, probe_audio
-from minispeechseq.cli import bundled_model_dir, main
-from minispeechseq.recognizer import transcribe_batch
+from minispeechseq.files.audiofile import MAX_DURATION_ENV, AudioInfo, check_declared_length, probe_audio
+from minispeechseq.tools.cli import bundled_model_dir, main
+from minispeechseq.recognition.recognizer import transcribe_batch
 from tests.utils import assert_close
 
 MODEL = bundled_model_dir()

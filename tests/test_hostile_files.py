@@ -27,9 +27,9 @@ from safetensors.torch import load_file
 from tests.test_doc_examples import write_bert_tokenizer
 from tests.test_save_interrupted import leftovers, same_weights, tiny_model
 
-import minispeechseq.checkpoint as ckpt
+import minispeechseq.files.checkpoint as ckpt
 from minispeechseq import GenerationConfig, SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor
-from minispeechseq.cli import bundled_model_dir, main
+from minispeechseq.tools.cli import bundled_model_dir, main
 from minispeechseq.config import CONFIG_MAX_BYTES, TOKENIZER_MAX_BYTES, read_json
 from minispeechseq.training import train
 
@@ -407,7 +407,7 @@ def test_training_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
 KILL_INSIDE_THE_MODEL_SAVE = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
-    import minispeechseq.checkpoint as ckpt
+    import minispeechseq.files.checkpoint as ckpt
     from pathlib import Path
     from tests.test_hostile_files import tiny_training_checkpoint
     def die(*args, **kwargs):  # inside model.save_pretrained, itself inside the training checkpoint's save

@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 
 from minispeechseq import GenerationConfig, SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 from minispeechseq.generation import loop
 from minispeechseq.training import train
 from minispeechseq.training.digits import DIGIT_WORDS, build_digits_tokenizer
@@ -141,7 +141,7 @@ def test_an_unexpected_exception_is_one_line_that_says_internal_error(model_dir,
         raise KeyError("boom")
 
     if command == "inspect":
-        monkeypatch.setattr("minispeechseq.cli._load", bug)
+        monkeypatch.setattr("minispeechseq.tools.cli._load", bug)
         argv = ["inspect", str(model_dir)]
     else:
         monkeypatch.setattr(train, "train", bug)
@@ -313,7 +313,7 @@ def test_a_huge_num_beams_is_refused_before_the_encoder_runs(model, monkeypatch)
 def test_the_beam_estimate_follows_the_available_memory(model, monkeypatch):
     # 200 beams need ~5 MB of cache here: fine with the machine's memory, refused with 1 MB left.
     model.generate(torch.zeros(1, 8000), num_beams=200, max_new_tokens=2)
-    monkeypatch.setattr("minispeechseq.memory.host_available_bytes", lambda: 10**6)
+    monkeypatch.setattr("minispeechseq.files.memory.host_available_bytes", lambda: 10**6)
     with pytest.raises(ValueError, match="num_beams=200"):
         model.generate(torch.zeros(1, 8000), num_beams=200, max_new_tokens=2)
 

@@ -44,7 +44,7 @@ from minispeechseq import (
     Wav2Vec2Model,
     Wav2Vec2Processor,
 )
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 
 huggingface_hub = pytest.importorskip("huggingface_hub", reason="hub ids need huggingface_hub, which is not installed")
 

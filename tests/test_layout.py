@@ -21,7 +21,7 @@ PACKAGES = {"minispeechseq": "minispeechseq", "weights_convert": "minispeechseq.
 CONVERTERS = PACKAGES["weights_convert"]
 # The only modules that may import a converter: loading (modeling.py finds it by model_type), the pair (which
 # reports what a warm start loaded) and the command line's `inspect`.
-CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.cli"}
+CONVERTER_USERS = {"minispeechseq.modeling", "minispeechseq.speech_encoder_decoder", "minispeechseq.tools.cli"}
 
 
 def project_modules() -> dict[str, str]:
@@ -182,3 +182,85 @@ def test_converters_are_imported_under_one_name():
                 wrong += [f"{os.path.relpath(path, ROOT)}:{node.lineno}" for n in names
                           if n == "weights_convert" or n.startswith("weights_convert.")]
     assert not wrong, f"imports of the top-level name weights_convert: {wrong}"
+
+
+# ------------------------------------------------------------------------------------------- roles and arrows
+# The package's top level is the reading list: the path from a waveform to text and the base classes it inherits
+# from. The rest lives in folders named for their role, and the arrows between roles point one way:
+#   common/, files/  <-  the reading path  <-  recognition/  <-  training/  <-  tools/
+# (common/ and files/ serve everyone; tools/ is the top, which only the `python -m minispeechseq` entry imports).
+PACKAGE = "minispeechseq"
+TOOLS, RECOGNITION, TRAINING = f"{PACKAGE}.tools", f"{PACKAGE}.recognition", f"{PACKAGE}.training"
+ROLE_FOLDERS = {"common", "files", "recognition", "tools", "training", "weights_convert"}
+MAX_TOP_LEVEL_MODULES = 16
+
+
+def under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def reading_path(modules) -> list[str]:
+    """The top-level modules and the decoders/ and generation/ packages: everything but the role folders. Left
+    out: the package's __init__, the public surface, which re-exports `transcribe` and `quantize` from
+    recognition/ on purpose (API.md), and __main__, the command's entry (`python -m minispeechseq`)."""
+    return sorted(m for m in modules if m not in (PACKAGE, f"{PACKAGE}.__main__") and under(m, PACKAGE)
+                  and m.split(".")[1] not in ROLE_FOLDERS)
+
+
+def test_the_top_level_is_short_and_in_the_readme_reading_table():
+    names = sorted(n for n in os.listdir(os.path.join(ROOT, PACKAGE)) if n.endswith(".py"))
+    assert len(names) <= MAX_TOP_LEVEL_MODULES, f"{len(names)} top-level modules (at most {MAX_TOP_LEVEL_MODULES}): " \
+        "move what is not on the reading path into a role folder"
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("## Reading the code"):]
+    table = table[:table.index("\n## ", 1)]
+    missing = [n for n in names if n not in ("__init__.py", "__main__.py") and n not in table]
+    assert not missing, f"top-level modules the README's reading table does not list: {missing}"
+
+
+def test_the_role_folders_exist():
+    folders = {n for n in os.listdir(os.path.join(ROOT, PACKAGE)) if os.path.isfile(os.path.join(ROOT, PACKAGE, n,
+                                                                                                "__init__.py"))}
+    assert {"common", "files", "recognition", "tools", "training"} <= folders, sorted(folders)
+
+
+def test_nothing_imports_the_tools():
+    graph = import_graph()
+    offenders = sorted(f"{m} -> {t}" for m, targets in graph.items()
+                       if not under(m, TOOLS) and m != f"{PACKAGE}.__main__" for t in targets if under(t, TOOLS))
+    assert not offenders, f"only tools/ itself and __main__ may import tools/: {offenders}"
+
+
+def test_the_reading_path_imports_neither_recognition_nor_training():
+    graph = import_graph()
+    path = reading_path(graph)
+    assert {f"{PACKAGE}.wav2vec2", f"{PACKAGE}.modeling", f"{PACKAGE}.generation.loop"} <= set(path)
+    offenders = sorted(f"{m} -> {t}" for m in path for t in graph[m]
+                       if any(under(t, p) for p in (RECOGNITION, TRAINING, TOOLS)))
+    assert not offenders, f"the reading path imports an application, training or a tool: {offenders}"
+
+
+def test_training_imports_no_command_line_module():
+    graph = import_graph()
+    offenders = sorted(f"{m} -> {t}" for m, targets in graph.items() if under(m, TRAINING)
+                       for t in targets if under(t, TOOLS))
+    assert not offenders, f"training/ imports a tool (its programs share common/arguments.py instead): {offenders}"
+
+
+def test_the_model_base_imports_no_application():
+    """modeling.py is every model's base class: int8 reaches it through the QUANTIZERS table it defines, which
+    recognition/quantize.py fills, not through an import."""
+    graph = import_graph()
+    base = f"{PACKAGE}.modeling"
+    applications = sorted(t for t in graph[base] if any(under(t, p) for p in (RECOGNITION, TRAINING, TOOLS)))
+    assert not applications, f"modeling.py imports {applications}"
+    from minispeechseq.modeling import QUANTIZERS
+    assert set(QUANTIZERS) == {"int8", "int8-all"}, "recognition/quantize.py registers the int8 modes"
+
+
+def test_the_arrow_checks_can_fail():
+    """The prefix test is not fooled by a shared start of a name, and the reading path excludes the roles."""
+    assert under(f"{TOOLS}.cli", TOOLS) and under(TOOLS, TOOLS) and not under(f"{PACKAGE}.toolsmith", TOOLS)
+    path = reading_path([PACKAGE, f"{PACKAGE}.__main__", f"{PACKAGE}.audio", f"{TOOLS}.cli", f"{PACKAGE}.generation.loop",
+                         f"{PACKAGE}.weights_convert.core"])
+    assert path == [f"{PACKAGE}.audio", f"{PACKAGE}.generation.loop"]

@@ -54,7 +54,7 @@ import contextlib, io, json, resource, sys
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads(1)
-from minispeechseq.cli import main
+from minispeechseq.tools.cli import main
 for argv in {commands!r}:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -37,7 +37,7 @@ def test_character_error_rate_by_hand():
 
 def test_without_jiwer_the_training_commands_say_what_to_install():
     # sys.modules[name] = None makes `import jiwer` fail as if it were not installed.
-    code = ("import sys; sys.modules['jiwer'] = None; from minispeechseq.cli import main; "
+    code = ("import sys; sys.modules['jiwer'] = None; from minispeechseq.tools.cli import main; "
             "sys.exit(main(['evaluate', 'some-model']))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

@@ -94,7 +94,7 @@ def test_rows_that_do_not_share_encoder_rows_evenly_are_an_error():
 
 def test_bench_pair_runs_in_bfloat16(tmp_path):
     """`bench --dtype bfloat16`: both libraries load the pair in bf16 and run every workload (no timing asserted)."""
-    from minispeechseq.bench import bench_pair
+    from minispeechseq.tools.bench import bench_pair
 
     results = bench_pair("gpt2", "tiny", 1, True, str(tmp_path / "gpt2"), torch.bfloat16)
     assert {"greedy", "beam", "sampling", "training"} <= {w for r in results for w in r["workload"].split()}

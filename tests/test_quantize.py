@@ -1,4 +1,4 @@
-"""The int8 mode (minispeechseq/quantize.py): close to fp32, the same transcripts, its three API forms, its errors,
+"""The int8 mode (minispeechseq/recognition/quantize.py): close to fp32, the same transcripts, its three API forms, its errors,
 and what saving a quantized model does. References are computed here by hand (the dequantized weights, torch's
 F.linear, the fp32 model), never by the code under test.
 
@@ -21,10 +21,10 @@ from torch import nn
 
 import minispeechseq
 from minispeechseq import SpeechEncoderDecoderModel, Wav2Vec2Model
-from minispeechseq.bench import build_checkpoint
-from minispeechseq.cli import bundled_model_dir
-from minispeechseq.cli import main as cli_main
-from minispeechseq.quantize import Int8Linear, quantize_rows
+from minispeechseq.tools.bench import build_checkpoint
+from minispeechseq.tools.cli import bundled_model_dir
+from minispeechseq.tools.cli import main as cli_main
+from minispeechseq.recognition.quantize import Int8Linear, quantize_rows
 
 LAYER_TOL = 0.04  # one layer, share of max |y|
 MODEL_TOL = 0.06  # a whole model's logits, share of max |logits|
@@ -156,7 +156,7 @@ def test_cli_quantize_flag(capsys):
     for mode in ("int8", "int8-all"):
         assert cli_main(["transcribe", wav, "--quantize", mode]) == 0
         assert capsys.readouterr().out == fp32
-    assert cli_main(["transcribe", wav, "--quantize", "int4"]) == 2  # a usage error (cli_args.run_command)
+    assert cli_main(["transcribe", wav, "--quantize", "int4"]) == 2  # a usage error (common/arguments.run_command)
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "invalid choice: 'int4'" in err, err
     assert cli_main(["transcribe", wav, "--quantize", "int8", "--dtype", "bfloat16"]) == 1

@@ -1,4 +1,4 @@
-"""Batched transcription (`minispeechseq.recognizer`), on the bundled digits model and its shipped samples.
+"""Batched transcription (`minispeechseq.recognition.recognizer`), on the bundled digits model and its shipped samples.
 
 Batching pads the shorter waveforms of a batch; with the attention mask the feature extractor asks for, that
 padding must change no transcript. The references are the recipe's transcripts (transcripts.tsv).
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
-from minispeechseq.cli import bundled_model_dir
-from minispeechseq.recognizer import decode, generate_batch, transcribe_batch
+from minispeechseq.tools.cli import bundled_model_dir
+from minispeechseq.recognition.recognizer import decode, generate_batch, transcribe_batch
 
 MODEL = bundled_model_dir()
 SAMPLES = os.path.join(os.path.dirname(MODEL), "samples")

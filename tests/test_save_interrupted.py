@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import minispeechseq.checkpoint as ckpt
+import minispeechseq.files.checkpoint as ckpt
 import minispeechseq.config as config_module
 from minispeechseq import (
     BertConfig,
@@ -142,7 +142,7 @@ KILL_BETWEEN_RENAMES = textwrap.dedent("""
     import os, sys
     import torch
     sys.path.insert(0, {root!r})
-    import minispeechseq.checkpoint as ckpt
+    import minispeechseq.files.checkpoint as ckpt
     from tests.test_save_interrupted import tiny_model
     real, n = os.rename, [0]
     def rename(src, dst):

@@ -23,10 +23,10 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, transcribe
-from minispeechseq.cli import main as cli_main
-from minispeechseq.longform import plan_chunks, stitch
-from minispeechseq.recognizer import subtitles
-from minispeechseq.timestamps import (
+from minispeechseq.tools.cli import main as cli_main
+from minispeechseq.recognition.longform import plan_chunks, stitch
+from minispeechseq.recognition.recognizer import subtitles
+from minispeechseq.recognition.timestamps import (
     Word,
     choose_alignment_heads,
     dtw,
@@ -216,7 +216,7 @@ def test_memory_is_flat_in_the_recordings_length(tmp_path):
         recording, _ = long_recording(seconds, seed=40 + seconds)
         path = tmp_path / f"{seconds}.wav"
         soundfile.write(path, recording.audio, 16000)
-        code = ("import resource, sys; from minispeechseq.cli import main; rc = main(['transcribe', sys.argv[1]]); "
+        code = ("import resource, sys; from minispeechseq.tools.cli import main; rc = main(['transcribe', sys.argv[1]]); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
         done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]

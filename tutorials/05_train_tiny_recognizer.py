@@ -51,8 +51,8 @@ from minispeechseq import (
     SpeechEncoderDecoderModel,
     Tokenizer,
     Wav2Vec2FeatureExtractor,
-    cli,
 )
+from minispeechseq.tools import cli
 from minispeechseq.training import train
 from minispeechseq.training.data import (
     SAMPLING_RATE,

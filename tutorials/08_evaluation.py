@@ -27,8 +27,9 @@ import soundfile
 import torch
 
 import minispeechseq
-from minispeechseq import Processor, SpeechEncoderDecoderModel, cli
-from minispeechseq.recognizer import transcribe_batch
+from minispeechseq import Processor, SpeechEncoderDecoderModel
+from minispeechseq.tools import cli
+from minispeechseq.recognition.recognizer import transcribe_batch
 from minispeechseq.training.digits import recipe_utterances
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 

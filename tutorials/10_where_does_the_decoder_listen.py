@@ -6,7 +6,7 @@ Run it:  pip install -e ".[tutorials]" && python tutorials/10_where_does_the_dec
 When the decoder writes a word it attends to the encoder frames it needs, and in a trained model some
 cross-attention heads look exactly where that word is being said. Read those "alignment heads", find the best
 monotonic path from tokens to frames (dynamic time warping), and every word gets a start and an end. Whisper does
-this for itself (openai/whisper, timing.py); `minispeechseq.timestamps` does it for any SpeechEncoderDecoderModel.
+this for itself (openai/whisper, timing.py); `minispeechseq.recognition.timestamps` does it for any SpeechEncoderDecoderModel.
 Then a recording far longer than the model ever heard is cut at its pauses and stitched back by those times.
 
 We use the bundled digits model on audio built word by word with espeak-ng, so the true boundaries are known.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, transcribe
-from minispeechseq.longform import plan_chunks
-from minispeechseq.timestamps import cross_attention_maps, dtw_path, head_scores
+from minispeechseq.recognition.longform import plan_chunks
+from minispeechseq.recognition.timestamps import cross_attention_maps, dtw_path, head_scores
 from minispeechseq.training.digits import long_recording, timed_digit_strings
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")

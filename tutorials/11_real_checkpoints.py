@@ -29,7 +29,8 @@ import torch
 from minispeechseq.weights_convert import bert as bert_table
 from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
 
-from minispeechseq import SpeechEncoderDecoderModel, cli
+from minispeechseq import SpeechEncoderDecoderModel
+from minispeechseq.tools import cli
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)

@@ -3,6 +3,7 @@
 - `logits_process.py`: pure logit processors (repetition penalty, n-gram blocking, forced tokens, top-k...);
 - `search.py`: the token selectors (greedy, sampling) and the beam bookkeeping;
 - `loop.py`: one short loop, `generate(model, input_values, ...)`, that ties them to a model;
+- `settings.py`: one call's settings resolved and checked (prompt, lengths, token ids, memory) before the loop;
 - `outputs.py`: what `return_dict_in_generate` returns, and `compute_transition_scores`.
 
 `config.py` holds `GenerationConfig`, every knob with transformers' name and default.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import COUNT, SIZE, ConfigMixin, extra_field, optional, rules
-from ..resolve import CONFIG_FILES, resolve_folder
+from ..files.resolve import CONFIG_FILES, resolve_folder
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -68,7 +68,7 @@ class GenerationConfig(ConfigMixin):
     pad_token_id: int | None = None  # fills finished rows; defaults to the first EOS id
     # ---------------------------------------------------------------------------- timestamps
     # The cross-attention heads whose maps follow the audio, [[layer, head], ...] (as Whisper's generation
-    # config); word timestamps read them. None: chosen per utterance (minispeechseq/timestamps.py).
+    # config); word timestamps read them. None: chosen per utterance (minispeechseq/recognition/timestamps.py).
     alignment_heads: list[list[int]] | None = None
     # ------------------------------------------------------------------------------- outputs
     use_cache: bool = True  # False re-runs the whole prefix every step (slow; a check of the cache)
@@ -104,7 +104,7 @@ class GenerationConfig(ConfigMixin):
                         revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                         local_files_only: bool = False, **overrides: Any) -> GenerationConfig:
         """Read `folder/generation_config.json` (or that file's path); a hub id is found through huggingface_hub
-        (`revision`, `cache_dir`, `local_files_only` as in transformers; see resolve.py).
+        (`revision`, `cache_dir`, `local_files_only` as in transformers; see files/resolve.py).
 
         `config_file_name` reads another file of the folder, as transformers' argument of that name (several
         generation setups saved side by side: `save_pretrained(folder, config_file_name="beam.json")`)."""

@@ -33,7 +33,7 @@ import soxr
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
-from ..cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, run_command, split_debug
+from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, run_command, split_debug
 from .data import SAMPLING_RATE, ManifestDataset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -18,10 +18,10 @@ import numpy as np
 from collections.abc import Sequence
 from typing import Any
 
-from ..cli_args import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
+from ..common.arguments import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
 from ..processor import Processor
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-from ..recognizer import transcribe_batch
+from ..recognition.recognizer import transcribe_batch
 from .data import ManifestDataset
 from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
@@ -78,7 +78,7 @@ def noisy_manifest(dataset: ManifestDataset, folder: str, kind: str, snr_db: flo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    """Exit status 0 on success; any error is one line on stderr (common/arguments.run_command), --debug for the traceback."""
     argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
     return run_command("minispeechseq evaluate", lambda: _evaluate(argv), debug)
 

@@ -40,8 +40,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
-from ..checkpoint import atomic_save, torch_load
-from ..cli_args import DEBUG_FLAG, DEBUG_HELP, Parser, run_command, split_debug
+from ..files.checkpoint import atomic_save, torch_load
+from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, Parser, run_command, split_debug
 from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import (
     SpeechEncoderDecoderConfig,
@@ -715,7 +715,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit status 0 on success; any error is one line on stderr (cli_args.run_command), --debug for the traceback."""
+    """Exit status 0 on success; any error is one line on stderr (common/arguments.run_command), --debug for the traceback."""
     argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:

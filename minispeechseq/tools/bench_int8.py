@@ -1,8 +1,8 @@
 """The int8 mode measured: its speed against transformers, the kernels it was chosen from, and its quality.
 
-    python -m minispeechseq.bench                  # the full table holds int8 rows (CPU, float32 runs)
-    python -m minispeechseq.bench --int8-kernels   # the candidate int8 kernels, per shape and per greedy step
-    python -m minispeechseq.bench --int8-quality   # WER and token agreement of the bundled model, fp32 vs int8
+    python -m minispeechseq.tools.bench                  # the full table holds int8 rows (CPU, float32 runs)
+    python -m minispeechseq.tools.bench --int8-kernels   # the candidate int8 kernels, per shape and per greedy step
+    python -m minispeechseq.tools.bench --int8-quality   # WER and token agreement of the bundled model, fp32 vs int8
 
 Speed rows (`int8_rows`): greedy decoding of our model in fp32, "int8" and "int8-all" and of transformers in fp32
 and with torch's `quantize_dynamic` on its decoder (the same fbgemm kernel as ours, reached through torch's
@@ -29,10 +29,10 @@ from torch.ao.quantization import quantize_dynamic
 from .bench_bounds import step_reads
 from .bench_timing import Row, _time, alternate
 from .cli import bundled_model_dir
-from .processor import Processor
-from .quantize import Int8Linear, quantize, quantize_rows, replace_linears
-from .recognizer import decode, generate_batch
-from .speech_encoder_decoder import SpeechEncoderDecoderModel
+from ..processor import Processor
+from ..recognition.quantize import Int8Linear, quantize, quantize_rows, replace_linears
+from ..recognition.recognizer import decode, generate_batch
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 
 # One row through the Linear shapes of a base-size decoder and the two LM heads: (out, in).
 KERNEL_SHAPES = ((768, 768), (3072, 768), (768, 3072), (30522, 768), (50257, 768))
@@ -240,8 +240,8 @@ def token_agreement(reference: torch.Tensor, ids: torch.Tensor, pad_id: int) -> 
 def int8_quality(count: int = 400, batch_size: int = 32) -> dict:
     """The bundled digits model on the first `count` utterances of its test split (rendered with espeak-ng as the
     corpus renders them): WER of fp32, int8 and int8-all, and their greedy token agreement with fp32."""
-    from .training.digits import recipe_utterances  # start-up: the corpus recipe (soundfile, soxr), this mode only
-    from .training.metrics import word_error_rate  # optional: needs jiwer (the train / test extras)
+    from ..training.digits import recipe_utterances  # start-up: the corpus recipe (soundfile, soxr), this mode only
+    from ..training.metrics import word_error_rate  # optional: needs jiwer (the train / test extras)
 
     started = time.perf_counter()
     waves, texts = recipe_utterances("test", count)

@@ -3,7 +3,7 @@
 The policy (README, API.md): any failure reaches the user as ONE line on stderr and a non-zero exit status;
 `--debug` (anywhere on the command line) prints the traceback as well. Errors we expect (a bad argument, a missing
 file, a config that does not fit) are sentences raised as ValueError / OSError / CLIError; anything else is a bug
-of ours and says so ("internal error"), still in one line. Each command (cli.py, and the programs `train`,
+of ours and says so ("internal error"), still in one line. Each command (tools/cli.py, and the programs `train`,
 `evaluate`, `data` that also run as `python -m ...`) goes through `run_command`, so the policy lives here only.
 
 Argument types: `--lr inf` or `--max-grad-norm -1` must fail when the command line is read, with argparse's own

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .bench_timing import _time
-from .quantize import Int8Linear
+from ..recognition.quantize import Int8Linear
 
 
 def copy_bandwidth(mbytes: int = 256, repeats: int = 5, device: torch.device | str = "cpu") -> float:

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audiofile import load_audio, probe_audio
-from .generation.loop import decoder_prompt
+from ..files.audiofile import load_audio, probe_audio
+from ..generation.settings import decoder_prompt
 from .longform import plan_chunks, stitch
-from .processor import Processor
-from .resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder
-from .speech_encoder_decoder import SpeechEncoderDecoderModel
+from ..processor import Processor
+from ..files.resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from .timestamps import Word, word_timestamps
 
 # When a model's generation_config.json does not say how long a chunk it handles (`chunk_length_s`, a key we

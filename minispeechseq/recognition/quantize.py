@@ -15,22 +15,19 @@ What an Int8Linear computes (dynamic quantization, as in torch's `quantize_dynam
 - activations: quantized to 8 bits at each call from their own range, multiplied in integers with int32
   accumulation, and scaled back to fp32, where the bias is added. fbgemm's x86 kernels (AVX2 and AVX-512) do
   this through `torch.ops.quantized.linear_dynamic`.
-- `reduce_range`: activations use 7 of their 8 bits. On CPUs without VNNI (AVX2, like the AMD EPYC this was
-  measured on) the int8 dot product sums pairs into int16, which can saturate; with 8-bit activations the error
-  of a 3072 x 768 layer's output measured 0.08 of its largest value instead of 0.017. torch's quantize_dynamic makes
-  the same choice.
+- `reduce_range`: activations use 7 of their 8 bits. On CPUs without VNNI (AVX2) the int8 dot product sums pairs
+  into int16, which can saturate; 7-bit activations keep a large layer's output error several times smaller.
+  torch's quantize_dynamic makes the same choice.
 
-Why this kernel, by measurement (README, "Performance"; `python -m minispeechseq.bench --int8-kernels`): on one
-row, fbgemm's dynamic int8 product ran GPT-2's 50257 x 768 LM head 6-8x faster than fp32 here (AVX2), and 4x on
-an AVX-512 Xeon (issue 14: 5.96 -> 1.50 ms); a whole greedy step of a base-size decoder 2.4-2.7x. torchao 0.18's int8 configurations (weight-only, and dynamic
-activations) and `torch._weight_int8pack_mm` were slower than fp32 on this CPU (torchao also compiled, in a one-off
-check); the latter was slower on the Xeon too. torch marks its `torch.ao.quantization` Python flow deprecated (we do not use it) and the
-creation of qint8 tensors too (we make one per layer, only to hand it to fbgemm's packing): that one warning is
-silenced where it is raised; if a later torch removes these ops, `quantize` says so in one line.
+Why this kernel: on one row of activations, fbgemm's dynamic int8 product beat fp32 on the LM head and on a whole
+greedy step, where torchao's int8 configurations and `torch._weight_int8pack_mm` did not (the figures, per CPU,
+are in the README's "Performance" section; `python -m minispeechseq.tools.bench --int8-kernels` measures them
+again). torch marks its `torch.ao.quantization` Python flow deprecated (we do not use it) and the creation of
+qint8 tensors too (we make one per layer, only to hand it to fbgemm's packing): that one warning is silenced
+where it is raised; if a later torch removes these ops, `quantize` says so in one line.
 
 The encoder's convolutions (the feature encoder and the positional convolution) stay fp32: torch has no dynamic
-int8 convolution (static int8 would need calibration data), and the feature encoder is 28 % of a base encoder's
-time on 10 s of audio (README): int8-all's gain is in the Linear layers.
+int8 convolution (static int8 would need calibration data); int8-all's gain is in the Linear layers.
 
 Tied LM heads (GPT-2, BERT, BART: the head *is* the token embedding matrix): the head gets its own int8 copy and the
 embedding keeps the fp32 matrix, so looking up a token stays exact; the tie is not used after quantization
@@ -49,15 +46,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..modeling import QUANTIZERS, check_quantization
+
 QUANTIZATIONS = ("int8", "int8-all")
-
-
-def check_quantization(quantization: str | None) -> str | None:
-    """The name, or a one-line error for an unknown one (None: no quantization)."""
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZATIONS))} (or None), "
-                         f"got {quantization!r}.")
-    return quantization
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,8 +121,9 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
 
     "int8": the decoder's (`model.decoder`) Linear layers and LM head; "int8-all": every Linear layer of the model.
     The model must be float32 on the CPU. Quantizing twice is harmless (an Int8Linear is no longer an nn.Linear)."""
-    if check_quantization(quantization) is None:
+    if quantization is None:
         raise ValueError(f"quantization must be one of {', '.join(map(repr, QUANTIZATIONS))}, got None.")
+    check_quantization(quantization)
     params = list(model.parameters())
     if any(p.device.type != "cpu" for p in params) or any(p.dtype != torch.float32 for p in params if p.is_floating_point()):
         where = {f"{p.dtype} on {p.device}" for p in params} - {"torch.float32 on cpu"}
@@ -147,3 +139,7 @@ def quantize(model: nn.Module, quantization: str = "int8") -> nn.Module:
     # What the model now is, for a reader (and the bench): "int8-all" stays so after a later "int8".
     model.quantization = "int8-all" if "int8-all" in (quantization, getattr(model, "quantization", None)) else "int8"
     return model
+
+
+for _name in QUANTIZATIONS:  # what from_pretrained(quantization=...) applies (modeling.py's table)
+    QUANTIZERS[_name] = quantize

@@ -16,15 +16,15 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .audio import load_audio
-from .cli_args import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
-from .ctc import HubertForCTC, Wav2Vec2ForCTC
-from .processor import Processor
-from .generation.loop import check_settings
-from .quantize import QUANTIZATIONS
-from .recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
-from .resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
-from .speech_encoder_decoder import (
+from ..audio import load_audio
+from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
+from ..ctc import HubertForCTC, Wav2Vec2ForCTC
+from ..processor import Processor
+from ..generation.settings import check_settings
+from ..recognition.quantize import QUANTIZATIONS
+from ..recognition.recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
+from ..files.resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
+from ..speech_encoder_decoder import (
     DECODERS,
     ENCODERS,
     SpeechEncoderDecoderModel,
@@ -38,7 +38,7 @@ SUBPROGRAMS = {
     "train": "minispeechseq.training.train",
     "data": "minispeechseq.training.digits",
     "evaluate": "minispeechseq.training.evaluate",
-    "bench": "minispeechseq.bench",
+    "bench": "minispeechseq.tools.bench",
 }
 
 # Hub ids are looked up in huggingface_hub's cache (HF_HOME, HF_HUB_CACHE; HF_HUB_OFFLINE=1 never downloads).
@@ -49,7 +49,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".c
 
 def bundled_model_dir() -> str:
     """The small spoken-digits model that ships inside the package (see its MODEL_CARD.md)."""
-    return os.path.join(os.path.dirname(__file__), "bundled", "digits")
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "bundled", "digits")
 
 
 def _fail(message: str) -> None:

@@ -27,13 +27,13 @@ attention. Ours runs SDPA too, except on a GPU in bfloat16, where it runs its fl
 take only fp16/bf16): `--device cuda --dtype bfloat16` is the flash-vs-SDPA comparison. The table header says
 which backend each side ran.
 
-    python -m minispeechseq.bench                 # the full table (several minutes on a 2-core CPU)
-    python -m minispeechseq.bench --size tiny     # a seconds-long smoke run
-    python -m minispeechseq.bench --dtype bfloat16  # both libraries with bf16 weights and inputs (CPU: fast only
+    python -m minispeechseq.tools.bench                 # the full table (several minutes on a 2-core CPU)
+    python -m minispeechseq.tools.bench --size tiny     # a seconds-long smoke run
+    python -m minispeechseq.tools.bench --dtype bfloat16  # both libraries with bf16 weights and inputs (CPU: fast only
                                                     # where the CPU has bf16 dot products, AVX512_BF16 / AMX)
-    python -m minispeechseq.bench --device cuda --dtype bfloat16  # on a GPU: our flash path vs transformers' SDPA
-    python -m minispeechseq.bench --int8-kernels  # the int8 kernels the int8 mode was chosen from (bench_int8.py)
-    python -m minispeechseq.bench --int8-quality  # the bundled model's WER and token agreement, fp32 vs int8
+    python -m minispeechseq.tools.bench --device cuda --dtype bfloat16  # on a GPU: our flash path vs transformers' SDPA
+    python -m minispeechseq.tools.bench --int8-kernels  # the int8 kernels the int8 mode was chosen from (bench_int8.py)
+    python -m minispeechseq.tools.bench --int8-quality  # the bundled model's WER and token agreement, fp32 vs int8
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cli_args import Parser, UsageError, run_command, split_debug
+from ..common.arguments import Parser, UsageError, run_command, split_debug
 from .bench_bounds import copy_bandwidth, decoder_stream_bytes, format_budget, step_budget, step_reads
 from .bench_int8 import (
     KERNEL_SHAPES,
@@ -63,11 +63,11 @@ from .bench_int8 import (
     step_rows,
 )
 from .bench_timing import Row, _time, alternate
-from .decoders.bert import BertConfig
-from .decoders.gpt2 import GPT2Config
-from .speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
-from .wav2vec2 import Wav2Vec2Model
-from .wav2vec2_config import Wav2Vec2Config
+from ..decoders.bert import BertConfig
+from ..decoders.gpt2 import GPT2Config
+from ..speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
+from ..wav2vec2 import Wav2Vec2Model
+from ..wav2vec2_config import Wav2Vec2Config
 
 SAMPLE_RATE = 16000
 NEW_TOKENS = 32
