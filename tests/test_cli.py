@@ -120,17 +120,17 @@ def test_inspect_and_convert_a_legacy_checkpoint(model_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["train", "data", "evaluate"])
 def test_training_commands_reach_their_modules(command, capsys):
-    # `minispeechseq train|data|evaluate` hand their options to minispeechseq.training.<module>.main.
+    # `minispeechseq train|data|evaluate` hand their options to their programs' main (cli.SUBPROGRAMS).
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: minispeechseq {command} ")
 
 
-@pytest.mark.parametrize("module", ["train", "digits", "evaluate"])
-def test_training_modules_run_with_python_m(module):
+@pytest.mark.parametrize("module", ["training.train", "tools.data", "training.evaluate"])
+def test_training_programs_run_with_python_m(module):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, not an installed copy
-    done = subprocess.run([sys.executable, "-m", f"minispeechseq.training.{module}", "--help"], cwd=repo,
+    done = subprocess.run([sys.executable, "-m", f"minispeechseq.{module}", "--help"], cwd=repo,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: minispeechseq "), done.stdout[:200]

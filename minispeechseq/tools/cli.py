@@ -36,7 +36,7 @@ from ..speech_encoder_decoder import (
 # Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
 SUBPROGRAMS = {
     "train": "minispeechseq.training.train",
-    "data": "minispeechseq.training.digits",
+    "data": "minispeechseq.tools.data",
     "evaluate": "minispeechseq.training.evaluate",
     "bench": "minispeechseq.tools.bench",
 }

@@ -35,7 +35,7 @@ NOISE_TYPES = ("white", "pink", "brown", "babble")
 def _scipy_signal():
     # Imported on use: scipy is the `train` extra, and the library itself (transcribing) never needs it.
     try:
-        from scipy import signal
+        from scipy import signal  # optional: the `train` extra
     except ImportError as e:
         raise ImportError("This augmentation needs scipy: pip install 'minispeechseq[train]'.") from e
     return signal
@@ -121,7 +121,7 @@ def room_impulse_response(rng: np.random.Generator, rt60_s: tuple[float, float] 
     Room 3-10 x 3-8 x 2.5-4 m, reverberation time (RT60) in `rt60_s`, talker and microphone at least 0.5 m from
     the walls. Normalised so the direct path has amplitude 1."""
     try:
-        import pyroomacoustics as pra  # the `train` extra; imported on use, like scipy
+        import pyroomacoustics as pra  # optional: the `train` extra, imported on use like scipy
     except ImportError as e:
         raise ImportError("Reverberation needs pyroomacoustics: pip install 'minispeechseq[train]'.") from e
     size = np.array([rng.uniform(3, 10), rng.uniform(3, 8), rng.uniform(2.5, 4)])

@@ -1,6 +1,6 @@
 """The spoken-digits corpus: English digit strings said by espeak-ng's synthetic voices, and its tokenizer.
 
-`make_digits_corpus(folder, recipe)` (or `minispeechseq data DIR`, `python -m minispeechseq.training.digits DIR`):
+`make_digits_corpus(folder, recipe)` (or `minispeechseq data DIR`, whose command line is tools/data.py):
 1. `plan_digits_corpus` draws every utterance from the recipe's seed alone: a random digit string ("four two
    seven"), its split (train / valid / test, by string), an espeak-ng English voice and variant, speed, pitch and
    word gap. No audio yet, so the plan can be checked and remade cheaply.
@@ -21,9 +21,7 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -33,8 +31,7 @@ import soxr
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
-from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, run_command, split_debug
-from .data import SAMPLING_RATE, ManifestDataset
+from .data import SAMPLING_RATE
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "valid", "test")
@@ -311,48 +308,6 @@ def build_digits_tokenizer(folder: str | os.PathLike, max_length: int = 32) -> N
     for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             json.dump(content, f, indent=2)
-
-
-# ================================================================================================ command line
-def main(argv: Sequence[str] | None = None) -> int:
-    """`minispeechseq data DIR [--utterances 4000] [--seed 0] [--fsdd PATH]`: make the spoken-digits corpus
-    (with --fsdd, also its real-voice part from a Free Spoken Digit Dataset folder, and the mixed manifests)."""
-    argv, debug = split_debug(sys.argv[1:] if argv is None else argv)
-    return run_command("minispeechseq data", lambda: _make_corpus(argv), debug)
-
-
-def _make_corpus(argv: list[str]) -> int:
-    from .fsdd import RealCorpusRecipe, write_mixed_manifests, write_real_corpus  # fsdd imports this module
-    parser = Parser(prog="minispeechseq data", description=main.__doc__)
-    parser.add_argument("folder", help="where to write wavs/, train.tsv, valid.tsv, test.tsv and tokenizer/")
-    parser.add_argument("--utterances", type=POSITIVE_INT, default=DigitsRecipe.num_utterances)
-    parser.add_argument("--seed", type=int, default=DigitsRecipe.seed)
-    parser.add_argument("--workers", type=POSITIVE_INT, default=None,
-                        help="concurrent espeak-ng processes (default: CPUs)")
-    parser.add_argument("--fsdd", help="a Free Spoken Digit Dataset folder (its recordings/ or the clone's root): "
-                                       "adds real/, mixed/train.tsv and folds/SPEAKER/ (leave-one-speaker-out)")
-    parser.add_argument("--joined-per-speaker", type=POSITIVE_INT, default=RealCorpusRecipe.joined_per_speaker,
-                        help="joined digit strings made from each real speaker's recordings")
-    parser.add_argument("--real-weight", type=POSITIVE_INT, default=1,
-                        help="how many times each real row is listed in the training manifests")
-    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
-    args = parser.parse_args(argv)
-    if os.path.exists(args.folder) and not os.path.isdir(args.folder):
-        raise ValueError(f"{args.folder} is a file; the corpus needs a folder (new, or one made with the same recipe).")
-    start = time.time()
-    manifests = make_digits_corpus(args.folder, DigitsRecipe(num_utterances=args.utterances, seed=args.seed),
-                                   workers=args.workers)
-    if args.fsdd:
-        write_real_corpus(args.fsdd, args.folder, RealCorpusRecipe(seed=args.seed,
-                                                                   joined_per_speaker=args.joined_per_speaker))
-        manifests.update(write_mixed_manifests(args.folder, real_weight=args.real_weight))
-    counts = {split: len(ManifestDataset(path)) for split, path in manifests.items()}
-    print(f"{args.folder}: {counts} utterances in {time.time() - start:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def recipe_utterances(split: str, count: int, recipe: DigitsRecipe | None = None) -> tuple[list[np.ndarray], list[str]]:

@@ -13,16 +13,27 @@ import os
 import sys
 import tempfile
 import time
-
-import numpy as np
 from collections.abc import Sequence
 from typing import Any
 
-from ..common.arguments import COUNT, DEBUG_FLAG, DEBUG_HELP, POSITIVE_INT, Parser, UsageError, run_command, split_debug
+import numpy as np
+import soundfile
+
+from ..common.arguments import (
+    COUNT,
+    DEBUG_FLAG,
+    DEBUG_HELP,
+    POSITIVE_INT,
+    Parser,
+    UsageError,
+    run_command,
+    split_debug,
+)
 from ..processor import Processor
-from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..recognition.recognizer import transcribe_batch
-from .data import ManifestDataset
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
+from .augment import add_noise, babble, coloured_noise
+from .data import SAMPLING_RATE, ManifestDataset
 from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
 
@@ -52,11 +63,6 @@ def noisy_manifest(dataset: ManifestDataset, folder: str, kind: str, snr_db: flo
     """Every utterance of `dataset` with `kind` noise (white, pink, brown, or babble made from the other
     utterances) added at `snr_db`, written under `folder`; returns the new manifest's path. Seeded, so the same
     arguments make the same audio."""
-    import soundfile
-
-    from .augment import add_noise, babble, coloured_noise
-    from .data import SAMPLING_RATE
-
     os.makedirs(os.path.join(folder, "noisy"), exist_ok=True)
     rng = np.random.default_rng(seed)
     lines = []
