@@ -15,7 +15,8 @@ Padding. A batch of waveforms of different lengths comes with a sample-level `at
 reduced to frames with the conv output-length formula (`frame_attention_mask`); padded frames are zeroed
 before the positional conv and never attended to, so they cannot reach valid frames. Rows padded on the left
 are first moved right (`padding_to_the_right`), since everything downstream counts a row's frames from its
-start (as transformers does, which misreads left padding). One exception is
+start (as transformers does, which misreads left padding). Any other mask, 0s between 1s included, is read as
+transformers reads it: the row's length is its count of ones, its real samples first. One exception is
 inherited from the checkpoints themselves: "group" feature encoders (wav2vec2-base) normalise the first conv
 layer over the whole waveform, padding included, so their padded outputs differ slightly from unpadded ones;
 facebook recommends not padding them at all (transformers' Wav2Vec2FeatureExtractor docs). We match
@@ -536,7 +537,10 @@ def check_inputs(
 
 
 def binary_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?"."""
+    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?".
+
+    transformers does not check: it sums the mask as given, so a 2 counts as two samples and a row of halves as
+    half its length, a silent misreading we would rather name. Bool masks and float 0.0/1.0 are fine."""
     values = attention_mask.unique()
     if not ((values == 0) | (values == 1)).all():
         odd = [v for v in values.tolist() if v not in (0, 1)]
@@ -550,19 +554,20 @@ def padding_to_the_right(input_values: torch.Tensor, attention_mask: torch.Tenso
     Everything after this reads a row's length as the count of its mask's ones, and its frames as the first
     ones (as transformers does, which therefore misreads left padding: the real frames at the end are masked
     and the padding attended to). Shifting the samples rather than the frame mask also keeps the conv frame grid
-    where it is for the unpadded waveform, so a left-padded row gives the same frames as alone. A mask whose ones
-    are not one run (padding inside the audio) is refused. The encoder's output is right-padded either way.
+    where it is for the unpadded waveform, so a left-padded row gives the same frames as alone. Any other row,
+    holes between its 1s included, is left as it is and read as transformers reads it. The encoder's output is
+    right-padded either way.
     """
     B, L = attention_mask.shape
     first = attention_mask.argmax(-1)  # (B,) the first real sample (every row has some: checked before)
     count = attention_mask.sum(-1)  # (B,)
     positions = torch.arange(L, device=attention_mask.device)[None, :]  # (1, L)
     one_run = (attention_mask == ((positions >= first[:, None]) & (positions < (first + count)[:, None]))).all(-1)
-    if not one_run.all():
-        b = int((~one_run).nonzero()[0])
-        raise ValueError(f"attention_mask row {b} has 0s between its 1s; expected one run of real samples with "
-                         "padding on one side.")
-    if not first.any():
-        return input_values, attention_mask  # right-padded already: no copy
-    index = (positions + first[:, None]) % L  # (B, L): row b starts reading at its first real sample
+    # The two readings: a row that opens with 0s and whose 1s are one unbroken run is padding around the audio
+    # (left padding), moved here; every other row (opening with a 1, or with 0s between its 1s, as transformers'
+    # random test masks have) keeps transformers' reading: count the 1s, real samples first, nothing moved.
+    shift = torch.where(one_run, first, torch.zeros_like(first))  # (B,)
+    if not shift.any():
+        return input_values, attention_mask  # nothing padded on the left: no copy
+    index = (positions + shift[:, None]) % L  # (B, L): row b starts reading at its first real sample
     return input_values.gather(1, index), attention_mask.gather(1, index)
