@@ -13,12 +13,16 @@ header can lie, so the work is in three steps:
      <= file size), a generous bound for compressed data (MAX_FRAMES_PER_BYTE, above FLAC's densest frame);
      a FLAC header may declare up to 2^36 samples, 256 GiB as float32;
    - more than `max_duration_s` seconds (MAX_DURATION_S, 4 hours, unless the environment variable
-     MINISPEECHSEQ_MAX_AUDIO_S says otherwise): 4 hours at 16 kHz are 0.86 GiB of float32 output.
+     MINISPEECHSEQ_MAX_AUDIO_S says otherwise): 4 hours at 16 kHz are 0.86 GiB of float32 output;
+   - a WAV whose data chunk declares more bytes than the file holds (a copy or recording cut short): libsndfile
+     reads what is there without a word, and part of a recording would be transcribed as if it were all of it.
 2. The samples are read in blocks of BLOCK_FRAMES, each downmixed and resampled (a streaming soxr resampler, whose
    output equals the one-shot one) into one output array allocated once from the header's length. Peak memory
    is that output plus a few blocks, whatever the file's rate, channel count or length.
 3. Samples that are NaN or infinite (a crashed recorder, a bad export) are refused naming the file, rather than
-   later by the feature extractor, where a batch no longer knows which file it came from.
+   later by the feature extractor, where a batch no longer knows which file it came from. So are frames that do
+   not decode (a damaged FLAC or Ogg page), whether libsndfile says so or just stops early: every such failure
+   is a ValueError naming the file, so that one damaged file among many is that file's error only.
 
 File names are handed to libsndfile as bytes (`os.fsencode`), so a name that is not valid UTF-8 (Python keeps
 its bytes as surrogate escapes) still opens.
@@ -48,6 +52,11 @@ BLOCK_FRAMES = 1 << 18  # 5.5 s at 48 kHz: 2 MiB per channel as float32
 PCM_CONTAINERS = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "CAF", "RAW", "IRCAM", "NIST"}
 PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
              "ULAW": 1, "ALAW": 1}
+# A data chunk size this large is a placeholder, not a length: writers on a pipe cannot seek back to fill it in
+# and leave the 32-bit limit there (ffmpeg 0xFFFFFFFF, arecord 0x7FFFFFFF rounded down to whole frames).
+UNKNOWN_DATA_SIZE = 0x7FFF0000
+# MP3 headers may only estimate the length (libsndfile takes it from mpg123), so a short read there is no damage.
+ESTIMATED_LENGTH_FORMATS = {"MPEG"}
 
 
 def max_duration_s() -> float:
@@ -104,6 +113,26 @@ def check_declared_length(info: AudioInfo, file_bytes: int, limit_s: float) -> N
                          f"or raise the limit (max_duration_s=, or {MAX_DURATION_ENV}).")
 
 
+def check_wav_data_chunk(path: str | os.PathLike, file_bytes: int) -> None:
+    """A RIFF WAVE file cut inside its data chunk, refused: its header says how many bytes of samples follow."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return  # RF64 / Wave64 keep their sizes elsewhere; libsndfile's own checks stand for those
+        while True:  # chunks: 4-byte id, 4-byte little-endian size, the data padded to an even length
+            head = f.read(8)
+            if len(head) < 8:
+                return  # no data chunk: libsndfile says what is wrong when it opens the file
+            size = int.from_bytes(head[4:], "little")
+            if head[:4] == b"data":
+                break
+            f.seek(size + size % 2, os.SEEK_CUR)
+        start = f.tell()
+    if file_bytes - start < size < UNKNOWN_DATA_SIZE:
+        raise ValueError(f"{path} is truncated: its data chunk declares {size} bytes of samples but only "
+                         f"{file_bytes - start} follow; the copy or recording was cut short (copy or export it again).")
+
+
 def _open(path: str | os.PathLike) -> soundfile.SoundFile:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No audio file at {path}.")
@@ -119,6 +148,8 @@ def _info(f: soundfile.SoundFile, path: str | os.PathLike, limit_s: float | None
         raise ValueError(f"{path} holds no audio samples (0 frames); expected a non-empty recording.")
     check_rate(info.samplerate, f"{path}'s sample rate")
     check_declared_length(info, os.path.getsize(path), max_duration_s() if limit_s is None else limit_s)
+    if info.format in ("WAV", "WAVEX"):
+        check_wav_data_chunk(path, os.path.getsize(path))
     return info
 
 
@@ -146,7 +177,12 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000, *,
         filled, read = 0, 0
         while True:
             # dtype="float32": libsndfile scales integer PCM to [-1, 1] itself (int16 / 32768...).
-            block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (n, C)
+            try:
+                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (n, C)
+            except soundfile.SoundFileError as e:  # e.g. a FLAC frame that fails its checksum: "lost sync"
+                reason = str(e).removeprefix("Error : ").strip().rstrip(".")
+                raise ValueError(f"{path} could not be decoded (libsndfile: {reason}); the file is damaged (export "
+                                 "or copy it again).") from None
             last = len(block) < BLOCK_FRAMES
             if not np.isfinite(block).all():
                 first = read + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
@@ -167,6 +203,9 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000, *,
                 break
     if read == 0:
         raise ValueError(f"{path} holds no audio samples (0 frames); expected a non-empty recording.")
+    if read < info.frames and info.format not in ESTIMATED_LENGTH_FORMATS:  # a damaged Ogg page ends a stream early
+        raise ValueError(f"{path} could not be decoded after {read / info.samplerate:.2f} s of the "
+                         f"{info.duration_s:.2f} s its header declares; the file is damaged (export or copy it again).")
     out = out[:filled]  # a prefix: contiguous, no copy
     if not np.isfinite(out).all():  # finite input overflowing the resampler's float32 (|x| near 3e38)
         raise ValueError(f"{path} has samples too large to resample in float32 (near its maximum, 3.4e38); "

@@ -222,7 +222,7 @@ def short_batch(model: SpeechEncoderDecoderModel, processor: Processor, batch: l
         try:
             waves.append(read_input(item, rate))
             loaded.append(item)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RuntimeError) as e:  # as transcribe_inputs does for long ones: this input only
             yield item.index, e
     if not loaded:
         return
