@@ -7,6 +7,7 @@ padding must change no transcript. The references are the recipe's transcripts (
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 
 import pytest
@@ -14,7 +15,10 @@ import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
 from minispeechseq.tools.cli import bundled_model_dir
+from minispeechseq.generation.settings import generation_prompt
+from minispeechseq.recognition import recognizer
 from minispeechseq.recognition.recognizer import decode, generate_batch, transcribe_batch
+from minispeechseq.recognition.timestamps import word_timestamps
 
 MODEL = bundled_model_dir()
 SAMPLES = os.path.join(os.path.dirname(MODEL), "samples")
@@ -86,3 +90,48 @@ def test_a_bfloat16_model_gets_bfloat16_audio(processor, samples):
 def test_batch_size_must_be_positive(model, processor, samples):
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         transcribe_batch(model, processor, [samples[0][0]], batch_size=0)
+
+
+# ------------------------------------------------------------------------------------------------ the prompt
+# generate() starts every sequence with a prompt (the start token, else bos_token_id as transformers falls back
+# to, then any decoder_input_ids) and returns it in front of the text; the word timestamps must skip exactly that
+# prompt. The bundled model's start token is <s> = 1; 3 (<unk>) stands for another bos; 11 is "seven", the first
+# word of the first sample, forced as a one-token prompt.
+PROMPT_CASES = {
+    "decoder_start_token_id only": ({"decoder_start_token_id": 1, "bos_token_id": None}, {}, [1]),
+    "bos_token_id only": ({"decoder_start_token_id": None, "bos_token_id": 1}, {}, [1]),
+    "both": ({"decoder_start_token_id": 1, "bos_token_id": 3}, {}, [1]),
+    "decoder_input_ids, bos_token_id only": ({"decoder_start_token_id": None, "bos_token_id": 1},
+                                             {"decoder_input_ids": [11]}, [1, 11]),
+    "decoder_input_ids with the start token, both": ({"decoder_start_token_id": 1, "bos_token_id": 3},
+                                                     {"decoder_input_ids": [1, 11]}, [1, 11]),
+    "decoder_start_token_id passed to the call": ({"decoder_start_token_id": None, "bos_token_id": 3},
+                                                  {"decoder_start_token_id": 1}, [1]),
+    "the call's start token, then decoder_input_ids": ({"decoder_start_token_id": 3, "bos_token_id": None},
+                                                       {"decoder_start_token_id": 1, "decoder_input_ids": [1, 11]},
+                                                       [1, 11]),
+}
+
+
+@pytest.mark.parametrize("case", list(PROMPT_CASES))
+def test_the_word_timestamps_skip_the_prompt_generate_used(model, processor, samples, monkeypatch, case):
+    fields, kwargs, prompt = PROMPT_CASES[case]
+    monkeypatch.setattr(model, "generation_config", dataclasses.replace(model.generation_config, **fields))
+    seen = []
+
+    def spy(*args, prompt_length, **kw):  # the prompt length the recognizer works out
+        seen.append(prompt_length)
+        return word_timestamps(*args, prompt_length=prompt_length, **kw)
+
+    monkeypatch.setattr(recognizer, "word_timestamps", spy)
+    wave, text = samples[0]
+    assert text.startswith("seven "), f"the cases force 'seven' (11), the first sample's first word: {text!r}"
+    ids = generate_batch(model, processor, [wave], **kwargs)
+    assert ids[0, : len(prompt)].tolist() == prompt, f"{case}: generate started with {ids[0].tolist()}"
+    assert generation_prompt(model, 1, ids.device, **kwargs).tolist() == [prompt]
+    texts, words = recognizer.timed_batch(model, processor, [wave], **kwargs)
+    assert seen == [len(prompt)], f"{case}: the recognizer skipped {seen} tokens; generate's prompt is {prompt}"
+    assert texts == [text]
+    # The words are what was generated after the prompt: a forced "seven" is prompt, not heard.
+    heard = text.split()[len(prompt) - 1 :]
+    assert [w.word for w in words[0]] == heard, f"{case}: words {[w.word for w in words[0]]}, expected {heard}"

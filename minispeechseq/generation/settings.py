@@ -2,6 +2,8 @@
 
 - `resolve_config`: the model's generation config, overridden by the caller's config, then by keyword arguments;
   the prompt and the lengths resolved as transformers does; every bad value refused with its name.
+- `generation_prompt`: the prompt a call starts every sequence with, decided here only (`prompt_of`), so that
+  a caller who must tell the prompt from the text (the recognizer's word timestamps) asks instead of guessing.
 - `check_token_ids`: every id the caller can set exists in the decoder's vocabulary.
 - `decoding_bytes` / `check_decoding_memory`: what decoding would hold at its peak, refused before the encoder
   runs when it cannot fit.
@@ -40,18 +42,10 @@ def resolve_config(model: Any, generation_config: GenerationConfig | None, kwarg
                    batch: int, decoder_input_ids: torch.Tensor | None, device: torch.device) -> _Settings:
     """Defaults (model.generation_config, else the model config's ids) overridden by generation_config, then by
     kwargs; the prompt and lengths resolved as transformers does; every bad value is a ValueError naming it."""
-    base = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
-    if generation_config is not None:
-        # Fields the caller's config leaves at None fall back to the model's (transformers' "defaults_only").
-        base = base.update(**{k: v for k, v in dataclasses.asdict(generation_config).items() if k != "extra" and v is not None})
-    config = base.update(**kwargs)
-
-    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
-    if start is None:
-        raise ValueError("decoder_start_token_id is not set (neither in the config nor passed); the decoder needs a first token.")
+    config = merged_config(model, generation_config, kwargs)
     eos = [config.eos_token_id] if isinstance(config.eos_token_id, int) else list(config.eos_token_id or [])
     pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else None)
-    prompt = decoder_prompt(decoder_input_ids, start, batch, device)
+    prompt = prompt_of(config, decoder_input_ids, batch, device)
     P = prompt.shape[1]
 
     positions = getattr(model, "max_target_positions", None)
@@ -93,6 +87,35 @@ def resolve_config(model: Any, generation_config: GenerationConfig | None, kwarg
         raise ValueError(f"length_penalty must be a number, got {config.length_penalty!r}.")
     check_token_ids(config, prompt, pad, model.config.decoder.vocab_size)
     return _Settings(config, prompt, eos, pad, max_length, min_length)
+
+
+def merged_config(model: Any, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> GenerationConfig:
+    """The model's generation config (else its config's token ids), then the caller's config, then kwargs."""
+    base = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
+    if generation_config is not None:
+        # Fields the caller's config leaves at None fall back to the model's (transformers' "defaults_only").
+        base = base.update(**{k: v for k, v in dataclasses.asdict(generation_config).items() if k != "extra" and v is not None})
+    return base.update(**kwargs)
+
+
+def generation_prompt(model: Any, batch: int, device: torch.device, generation_config: GenerationConfig | None = None,
+                      decoder_input_ids: torch.Tensor | None = None, **generate_kwargs: Any) -> torch.Tensor:
+    """(B, P) the tokens `generate(model, ..., generation_config, decoder_input_ids=..., **generate_kwargs)` starts
+    every sequence with, and returns in front of what it generated. The arguments are generate's; those that are
+    no generation setting (generator, encoder_outputs...) do not change the prompt and are passed over."""
+    fields = GenerationConfig.field_names()
+    settings = {k: v for k, v in generate_kwargs.items() if k in fields}
+    return prompt_of(merged_config(model, generation_config, settings), decoder_input_ids, batch, device)
+
+
+def prompt_of(config: GenerationConfig, decoder_input_ids: torch.Tensor | None, batch: int,
+              device: torch.device) -> torch.Tensor:
+    """The one place that decides the prompt: the start token (decoder_start_token_id, else bos_token_id, as
+    transformers falls back), then the caller's decoder_input_ids if any."""
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    if start is None:
+        raise ValueError("decoder_start_token_id is not set (neither in the config nor passed); the decoder needs a first token.")
+    return decoder_prompt(decoder_input_ids, start, batch, device)
 
 
 def decoder_prompt(decoder_input_ids: torch.Tensor | None, start: int, batch: int, device: torch.device) -> torch.Tensor:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..files.audiofile import load_audio, probe_audio
-from ..generation.settings import decoder_prompt
+from ..generation.settings import generation_prompt
 from .longform import plan_chunks, stitch
 from ..processor import Processor
 from ..files.resolve import PREPROCESSING_FILES, MODEL_FILES, resolve_folder
@@ -101,8 +101,7 @@ def timed_batch(model: SpeechEncoderDecoderModel, processor: Processor, waveform
     encoded = model.get_encoder()(input_values, attention_mask=mask)  # reused by the attention maps
     ids = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs)
     ids = ids[:: ids.shape[0] // len(waveforms)]  # (B, S): each waveform's best sequence
-    start = model.generation_config.decoder_start_token_id
-    prompt = decoder_prompt(generate_kwargs.get("decoder_input_ids"), start, len(waveforms), ids.device).shape[1]
+    prompt = generation_prompt(model, len(waveforms), ids.device, **generate_kwargs).shape[1]  # what generate used
     words = word_timestamps(model, processor.tokenizer, encoded, mask, ids, prompt_length=prompt,
                             sampling_rate=processor.feature_extractor.sampling_rate,
                             audio=[np.asarray(w, dtype=np.float32) for w in waveforms])
