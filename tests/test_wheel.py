@@ -3,14 +3,17 @@ and use it from a folder outside the repository.
 
 CI otherwise tests only the editable install, where every file of the checkout is importable; here a file missing
 from the package data (the bundled model, its samples) or a package missing from setup.cfg fails. The virtual
-environment sees the test environment's packages (`--system-site-packages`: torch and the other dependencies are
-reused, nothing is downloaded); its own site-packages come first, so `minispeechseq` is the wheel's.
+environment sees the test environment's packages, however the tests were started (system Python, venv, conda:
+tests/fresh_venv.py), so torch and the other dependencies are reused and nothing is downloaded; its own
+site-packages come first, so `minispeechseq` is the wheel's. The wheel is built offline, with this environment's
+setuptools (`pip wheel --no-build-isolation`); the test extra lists what that needs.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -20,12 +23,20 @@ import zipfile
 
 import pytest
 
+from tests.fresh_venv import make_venv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("setuptools") is None,
-    reason="building the wheel offline needs setuptools installed (pip wheel --no-build-isolation)",
-)
+
+def missing_build_tools() -> list[str]:
+    """What `pip wheel --no-build-isolation` needs here and this environment lacks: setuptools (pyproject.toml's
+    build backend) and, for setuptools before 70.1 (which brought its own bdist_wheel), the wheel package."""
+    if importlib.util.find_spec("setuptools") is None:
+        return ["setuptools", "wheel"]
+    major, minor = (int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
+    if (major, minor) < (70, 1) and importlib.util.find_spec("wheel") is None:
+        return ["wheel"]
+    return []
 
 
 def run(cmd: list[str], cwd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -37,22 +48,49 @@ def run(cmd: list[str], cwd: str, env: dict[str, str] | None = None) -> subproce
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(the wheel's path, the venv's python, a working folder outside the repository)."""
+    missing = missing_build_tools()
+    if missing:
+        pytest.fail(f"Building the wheel offline needs {' and '.join(missing)} in the test environment "
+                    f"({sys.executable}): pip install {' '.join(missing)} (the test extra lists "
+                    "them: pip install -e '.[test]').", pytrace=False)
     tmp = tmp_path_factory.mktemp("wheel")
     dist = tmp / "dist"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), ROOT],
         cwd=str(tmp))
     wheels = glob.glob(str(dist / "minispeechseq-*.whl"))
     assert len(wheels) == 1, f"expected one minispeechseq wheel, found {wheels}"
-    venv = tmp / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], cwd=str(tmp))
-    python = str(venv / "bin" / "python")
+    python = make_venv(str(tmp / "venv"))
     # The test environment's pip installs into the venv (--python), so the venv needs no pip of its own;
-    # --force-reinstall: an editable minispeechseq of the same version is visible through the system packages.
+    # --force-reinstall: an editable minispeechseq of the same version is visible through the test environment's
+    # site folders.
     run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
          "--force-reinstall", wheels[0]], cwd=str(tmp))
     work = tmp / "elsewhere"
     work.mkdir()
     return wheels[0], python, str(work)
+
+
+def purelib(python: str) -> str:
+    """Where `python` installs pure-Python packages: its site-packages."""
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    return run([python, "-c", code], cwd=os.path.dirname(python)).stdout.strip()
+
+
+def test_the_wheel_venv_sees_the_packages_of_the_venv_the_tests_run_in(tmp_path):
+    """The README's way: the tests run in a venv of their own (no system packages) that holds torch and the rest.
+    A stand-in module installed in such a venv only must import in the venv made from it for the wheel."""
+    outer = str(tmp_path / "outer")
+    run([sys.executable, "-m", "venv", "--without-pip", outer], cwd=str(tmp_path))
+    outer_python = os.path.join(outer, "bin", "python")
+    with open(os.path.join(purelib(outer_python), "only_in_the_test_venv.py"), "w", encoding="utf-8") as f:
+        f.write("WHERE = 'the test venv'\n")
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from tests.fresh_venv import make_venv; "
+            f"print(make_venv({str(tmp_path / 'inner')!r}))")
+    inner_python = run([outer_python, "-c", code], cwd=str(tmp_path)).stdout.strip()
+    done = subprocess.run([inner_python, "-c", "import only_in_the_test_venv as m; print(m.WHERE)"],
+                          cwd=str(tmp_path), capture_output=True, text=True, env=venv_env(inner_python))
+    assert done.returncode == 0 and done.stdout.strip() == "the test venv", (
+        f"the wheel's venv does not see the test venv's packages:\n{done.stderr[-1500:]}")
 
 
 def venv_env(python: str) -> dict[str, str]:
