@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,12 @@ from tests.utils import ATOL_FP32, write_tone_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8
+# torchrun's rendezvous (its TCP store, on a port from the OS): about a second on an idle machine. Past 60 s torch
+# fails with "Timed out after 60 seconds waiting for clients" instead of waiting its default 600 s.
+RENDEZVOUS_TIMEOUT_S = 60
+# The whole two-process run on a loaded 2-core machine. It also bounds the workers' own process-group set-up
+# (in train.py, with torch's default timeout of 30 minutes); its failure names the run and the rendezvous limit.
+DDP_RUN_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +49,23 @@ def _env():
     return env
 
 
-def _run(cmd, timeout=120):
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout,
-                            check=False)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}"
+def _run(cmd, timeout=120, what=None):
+    what = what or " ".join(cmd)
+    try:
+        result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout,
+                                check=False)
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"{what} did not finish within {timeout} s; its stderr ends:\n{stderr[-3000:]}", pytrace=False)
+    assert result.returncode == 0, f"{what} failed:\n{result.stderr[-3000:]}"
+
+
+def _free_port() -> int:
+    """A TCP port the OS has just handed out as free (a bind to port 0). A fixed port collides with whatever
+    else holds it: a second test suite on the machine, another job."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _losses(out):
@@ -83,8 +103,18 @@ def test_ddp_two_processes_equal_one_process(corpus, tmp_path):
     # Same global batch (4 = 2 x 2), no dropout or SpecAugment (each process draws its own masks).
     flags = ("--dropout", "0", "--no-spec-augment")
     _run(_command(corpus, tmp_path / "one", *flags))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    _run(torchrun + _command(corpus, tmp_path / "two", *flags)[1:], timeout=180)
+    port = _free_port()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port), "--rdzv-conf", f"timeout={RENDEZVOUS_TIMEOUT_S}"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        # The port this test used to take (29517) held, as another run beside this one would hold it.
+        try:
+            other.bind(("127.0.0.1", 29517))
+            other.listen()
+        except OSError:
+            pass  # something else holds it already: the same situation
+        _run(torchrun + _command(corpus, tmp_path / "two", *flags)[1:], timeout=DDP_RUN_TIMEOUT_S,
+             what=f"torchrun with 2 processes (rendezvous on 127.0.0.1:{port}, limited to {RENDEZVOUS_TIMEOUT_S} s)")
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(two) == list(range(1, STEPS + 1))
     diff = max(abs(one[s] - two[s]) for s in one)
