@@ -280,9 +280,9 @@ def test_damaged_files_in_a_folder_leave_the_good_ones_transcribed(tmp_path, cap
 
 
 def test_a_wav_whose_length_was_never_written_is_read_to_its_end(tmp_path):
-    """Writers on a pipe cannot seek back to fill in the data chunk's size and leave a size near the 32-bit
-    limit there (ffmpeg 0xFFFFFFFF, arecord 0x7FFFFFFF rounded down to whole frames): that is no truncation, and
-    the file is read to its end, as libsndfile reads it."""
+    """A writer on a pipe cannot seek back to fill in the data chunk's size and leaves a value at the 32-bit limit
+    there (0xFFFFFFFF, or 0x7FFFFFFF rounded down to whole frames): that is no truncation, and the file is read to
+    its end, as libsndfile reads it."""
     wave = sample("000660.wav")
     path = tmp_path / "piped.wav"
     sf.write(path, wave, 16000, subtype="PCM_16")

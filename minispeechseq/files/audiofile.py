@@ -52,8 +52,8 @@ BLOCK_FRAMES = 1 << 18  # 5.5 s at 48 kHz: 2 MiB per channel as float32
 PCM_CONTAINERS = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "CAF", "RAW", "IRCAM", "NIST"}
 PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
              "ULAW": 1, "ALAW": 1}
-# A data chunk size this large is a placeholder, not a length: writers on a pipe cannot seek back to fill it in
-# and leave the 32-bit limit there (ffmpeg 0xFFFFFFFF, arecord 0x7FFFFFFF rounded down to whole frames).
+# A data chunk size this large is a placeholder, not a length: a writer on a pipe cannot seek back to fill it in
+# and leaves a value at the 32-bit limit there (0xFFFFFFFF, or 0x7FFFFFFF rounded down to whole frames).
 UNKNOWN_DATA_SIZE = 0x7FFF0000
 # MP3 headers may only estimate the length (libsndfile takes it from mpg123), so a short read there is no damage.
 ESTIMATED_LENGTH_FORMATS = {"MPEG"}
