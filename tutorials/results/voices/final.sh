@@ -11,4 +11,4 @@ python "$here/run_arm.py" final "$runs" "$runs/final.jsonl" --test "valid=$corpu
   --init "$init" --data "$corpus" --train-manifest "$corpus/mixed/train.tsv" --steps "$steps" \
   --batch-size 16 --lr 1e-3 --warmup-steps 100 --eval-every 500 --save-every 250 --log-every 20 \
   --workers 1 --seed 0 --quiet "${recipe[@]}" > "$runs/final.log" 2>&1
-python "$here/evaluate_model.py" "$runs/final/final" "$corpus" final "$runs/models.jsonl" >> "$runs/final.log" 2>&1
+python "$here/evaluate_model.py" "$runs/final/final/final" "$corpus" final "$runs/models.jsonl" >> "$runs/final.log" 2>&1

@@ -1,6 +1,9 @@
 """The package's real samples: three digit strings joined from FSDD recordings that no training manifest holds
 (fsdd.SAMPLE_TAKES), written into minispeechseq/bundled/samples/ with their transcripts and credit.
 
+A joined string is digitally silent between its words, which no microphone is: a pink-noise floor 40 dB below the
+speech (a quiet room) is added over the whole file.
+
     python tutorials/results/voices/make_samples.py FSDD_FOLDER
 """
 
@@ -8,9 +11,11 @@ import os
 import random
 import sys
 
+import numpy as np
 import soundfile
 
 from minispeechseq import load_audio
+from minispeechseq.training.augment import add_noise, coloured_noise
 from minispeechseq.training.data import SAMPLING_RATE
 from minispeechseq.training.fsdd import FSDD_CREDIT, SAMPLE_TAKES, joined_string, read_fsdd
 
@@ -24,12 +29,16 @@ def main() -> int:
         r = recordings[take]
         by_speaker.setdefault(r.speaker, []).append(r)
     rng = random.Random(0)
+    noise_rng = np.random.default_rng(0)
     rows = []
     for speaker, takes in by_speaker.items():
         utterance = joined_string([(r.word, load_audio(r.path, SAMPLING_RATE)) for r in takes], rng,
                                   pause_s=(0.15, 0.35), edge_s=(0.2, 0.3))
         name = f"fsdd_{speaker}.wav"
-        soundfile.write(os.path.join(SAMPLES, name), utterance.audio, SAMPLING_RATE, subtype="PCM_16")
+        speech = np.concatenate([load_audio(r.path, SAMPLING_RATE) for r in takes])
+        floor = coloured_noise(len(utterance.audio), "pink", noise_rng)
+        audio = add_noise(utterance.audio, floor, 40.0, speech_power=float(np.mean(speech.astype(np.float64) ** 2)))
+        soundfile.write(os.path.join(SAMPLES, name), audio, SAMPLING_RATE, subtype="PCM_16")
         rows.append(f"{name}\t{utterance.text}\n")
         print(name, utterance.text, f"{len(utterance.audio) / SAMPLING_RATE:.2f} s", [os.path.basename(r.path) for r in takes])
     path = os.path.join(SAMPLES, "transcripts.tsv")
