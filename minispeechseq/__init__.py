@@ -26,3 +26,9 @@ from .speech_encoder_decoder import (  # noqa: F401
 from .tokenizer import AutoTokenizer, Tokenizer, Wav2Vec2CTCTokenizer  # noqa: F401
 from .wav2vec2 import HubertModel, Wav2Vec2Model  # noqa: F401
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config  # noqa: F401
+from .wav2vec2_pretraining import (  # noqa: F401
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2ForPreTrainingOutput,
+    compute_mask_indices,
+    sample_negative_indices,
+)

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import bart, bert, gpt2, speech2text2, wav2vec2
 from .ctc import CTCConverter
+from .pretraining import PreTrainingConverter
 from .speech_encoder_decoder import PairConverter
 
 # model_type (config.json) -> its converter.
@@ -31,7 +32,7 @@ CONVERTERS["speech-encoder-decoder"] = PairConverter(CONVERTERS)  # each half th
 
 # A task head on top of an architecture (the model class says which: its `checkpoint_head`) -> the converter
 # that wraps the architecture's.
-HEADS: dict[str, Any] = {"ctc": CTCConverter}
+HEADS: dict[str, Any] = {"ctc": CTCConverter, "pretraining": PreTrainingConverter}
 
 
 def converter_for(model_type: str | None, head: str | None = None) -> Any:
