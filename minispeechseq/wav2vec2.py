@@ -423,7 +423,8 @@ class _SpeechEncoder(PreTrainedModel):
 
 class Wav2Vec2Model(_SpeechEncoder):
     """wav2vec 2.0 / XLS-R encoder. `Wav2Vec2Model.from_pretrained(folder)` reads transformers checkpoints of
-    Wav2Vec2Model, Wav2Vec2ForCTC and Wav2Vec2ForPreTraining (their heads are skipped, and logged)."""
+    Wav2Vec2Model, Wav2Vec2ForCTC and Wav2Vec2ForPreTraining (their heads are skipped, and logged; the
+    pre-training head loads in Wav2Vec2ForPreTraining, wav2vec2_pretraining.py)."""
 
     config_class = Wav2Vec2Config
 

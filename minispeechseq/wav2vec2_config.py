@@ -132,15 +132,15 @@ class Wav2Vec2Config(_SpeechEncoderConfig):
 
     model_type: ClassVar[str] = "wav2vec2"
 
-    feat_quantizer_dropout: float = 0.0
-    # The quantizer and contrastive loss of pre-training (Wav2Vec2ForPreTraining; not built here).
-    num_codevectors_per_group: int = 320
-    num_codevector_groups: int = 2
-    contrastive_logits_temperature: float = 0.1
-    num_negatives: int = 100
-    codevector_dim: int = 256
-    proj_codevector_dim: int = 256
-    diversity_loss_weight: float = 0.1
+    # The quantizer and the losses of pre-training (Wav2Vec2ForPreTraining, wav2vec2_pretraining.py).
+    feat_quantizer_dropout: float = 0.0  # on the conv features before they are quantized
+    num_codevectors_per_group: int = 320  # V: codewords to choose from in each group
+    num_codevector_groups: int = 2  # G: one codeword per group, concatenated (V^G possible targets)
+    contrastive_logits_temperature: float = 0.1  # kappa: cosine similarities are divided by it
+    num_negatives: int = 100  # K: distractors per masked frame, from masked frames of the same utterance
+    codevector_dim: int = 256  # d: width of a quantized vector (G slices of d / G)
+    proj_codevector_dim: int = 256  # P: the space where context and quantized vectors are compared
+    diversity_loss_weight: float = 0.1  # alpha in loss = contrastive + alpha * diversity
     # The x-vector speaker head (Wav2Vec2ForXVector; not built here).
     tdnn_dim: tuple[int, ...] = (512, 512, 512, 512, 1500)
     tdnn_kernel: tuple[int, ...] = (5, 3, 3, 1, 1)
