@@ -22,6 +22,7 @@ import transformers
 from transformers.models.wav2vec2 import modeling_wav2vec2 as hf_modeling
 
 from minispeechseq import Wav2Vec2Config, Wav2Vec2ForPreTraining, compute_mask_indices, sample_negative_indices
+from minispeechseq.tools.cli import main
 from tests.utils import ATOL_FP32, assert_close
 
 # Tolerances, in one place. States and the perplexity: absolute, fp32 (ATOL_FP32 = 1e-5). The losses are sums over
@@ -274,3 +275,17 @@ def test_impossible_arguments_are_sentences(pair):
     unmasked = Wav2Vec2ForPreTraining(Wav2Vec2Config(**{**TINY, "mask_time_prob": 0.0}))
     with pytest.raises(ValueError, match="no masked_spec_embed"):
         unmasked(x, mask_time_indices=mask)
+
+
+def test_inspect_and_convert_keep_the_head(pair, tmp_path, capsys):
+    """`minispeechseq inspect` reads a pre-training checkpoint as Wav2Vec2ForPreTraining (its `architectures`), so
+    nothing is skipped; `convert` writes it whole."""
+    name, hf, _, folder = pair
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Wav2Vec2ForPreTraining") and "skipped (0): none" in out, out[-500:]
+    assert "quantizer.codevectors -> quantizer.codevectors [2, 4, 4]" in out
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 0
+    back, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert torch.equal(back.quantizer.codevectors, hf.quantizer.codevectors)

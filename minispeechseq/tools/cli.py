@@ -19,6 +19,7 @@ import torch
 from ..audio import load_audio
 from ..common.arguments import DEBUG_FLAG, DEBUG_HELP, POSITIVE, POSITIVE_INT, CLIError, Parser, run_command, split_debug
 from ..ctc import HubertForCTC, Wav2Vec2ForCTC
+from ..wav2vec2_pretraining import Wav2Vec2ForPreTraining
 from ..processor import Processor
 from ..generation.settings import check_settings
 from ..recognition.quantize import QUANTIZATIONS
@@ -257,7 +258,8 @@ def write_subtitles(path: str, text: str, fmt: str, output_dir: str | None) -> N
 
 # ------------------------------------------------------------------------------------ inspect / convert
 # Task models whose config.json shares its model_type with the bare encoder: `architectures` tells them apart.
-CTC_MODELS = {"Wav2Vec2ForCTC": Wav2Vec2ForCTC, "HubertForCTC": HubertForCTC}
+TASK_MODELS = {"Wav2Vec2ForCTC": Wav2Vec2ForCTC, "HubertForCTC": HubertForCTC,
+               "Wav2Vec2ForPreTraining": Wav2Vec2ForPreTraining}
 
 
 def _model_class(folder: str):
@@ -265,9 +267,9 @@ def _model_class(folder: str):
     model_type = config.get("model_type")
     if model_type == "speech-encoder-decoder":
         return SpeechEncoderDecoderModel
-    ctc = [CTC_MODELS[a] for a in config.get("architectures") or [] if a in CTC_MODELS]
-    if model_type in ENCODERS and ctc:
-        return ctc[0]
+    task = [TASK_MODELS[a] for a in config.get("architectures") or [] if a in TASK_MODELS]
+    if model_type in ENCODERS and task:
+        return task[0]
     if model_type in ENCODERS:
         return encoder_classes(model_type)[1]
     if model_type in DECODERS:
