@@ -177,7 +177,7 @@ class Wav2Vec2ForPreTraining(PreTrainedModel):
             B, T, P = targets.shape
             K = sampled_negative_indices.shape[-1]
             # Gather the distractors from the flattened batch: (B T, P)[(B T K)] -> (B, T, K, P) -> (K, B, T, P).
-            negatives = targets.reshape(B * T, P)[sampled_negative_indices.long().reshape(-1)]
+            negatives = targets.reshape(B * T, P)[sampled_negative_indices.to(targets.device).long().reshape(-1)]
             negatives = negatives.view(B, T, K, P).permute(2, 0, 1, 3)
             logits = self.compute_contrastive_logits(targets[None], negatives, predicted,
                                                      self.config.contrastive_logits_temperature)  # (1 + K, B, T)

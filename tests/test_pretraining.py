@@ -166,6 +166,27 @@ def test_the_noise_patch_is_torchs_formula():
     assert torch.equal(gumbel_softmax_with(noise)(logits, tau=0.7, hard=True), real)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_the_quantizer_alone_matches_transformers(pair, monkeypatch, training):
+    """Stage by stage: the quantizer on the same conv features, hard (eval) and with the same noise (training)."""
+    name, hf, ours, _ = pair
+    g = torch.Generator().manual_seed(6)
+    features = torch.randn(2, 30, TINY["conv_dim"][-1], generator=g)
+    mask = torch.rand(2, 30, generator=g) < 0.5
+    noise = -torch.empty(2 * 30 * 2, 4).exponential_(generator=g).log()
+    monkeypatch.setattr(hf_modeling.nn.functional, "gumbel_softmax", gumbel_softmax_with(noise))
+    monkeypatch.setattr(ours.quantizer, "gumbel_noise", lambda shape, device: noise.view(shape))
+    try:
+        hf.quantizer.train(training), ours.quantizer.train(training)
+        with torch.no_grad():
+            for m in (None, mask):
+                got, ref = ours.quantizer(features, m), hf.quantizer(features, m)
+                assert_close(got[0], ref[0], ATOL_FP32, f"{name} quantized vectors (training={training})")
+                assert_close(got[1], ref[1], ATOL_FP32, f"{name} perplexity (training={training}, mask={m is not None})")
+    finally:
+        hf.quantizer.eval(), ours.quantizer.eval()
+
+
 def test_training_gradients_match_transformers(pair, monkeypatch):
     name, hf, ours, _ = pair
     x, attention_mask, mask, negatives = batch(ours, 4)
