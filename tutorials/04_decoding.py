@@ -341,9 +341,10 @@ assert plain_text == transcripts["002476.wav"] and forced_text.split()[0] == "se
 # ## 6. Sampling: temperature, top-k, top-p
 #
 # Draw the next token from softmax(scores) instead of taking the best. Temperature divides the logits (T < 1
-# sharper, T > 1 flatter); top-k keeps the k best tokens; top-p keeps the smallest set of best tokens whose mass
-# reaches p (applied in that order, as in transformers). Top-k keeps a fixed *number* of tokens; top-p adapts to
-# the *shape*: on a peaked distribution it keeps one token, on a flat one many. Two distributions show it.
+# sharper, T > 1 flatter); top-k keeps the k best tokens; top-p (nucleus sampling, Holtzman et al. 2020) keeps the
+# smallest set of best tokens whose mass reaches p (applied in that order, as in transformers). Top-k keeps a fixed
+# *number* of tokens; top-p adapts to the *shape*: on a peaked distribution it keeps one token, on a flat one many.
+# Two distributions show it.
 
 # %%
 peaked = torch.tensor([[6.0, 2.5, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5]])
@@ -413,3 +414,23 @@ print(f"\n| decoding | WER on the 8 samples |\n|---|---|\n| greedy | {wer_greedy
 assert all(bs >= gs - 1e-5 for _, _, gs, _, bs in rows), "beam search never scores below greedy here"
 assert all(gt == bt and abs(gs - bs) < 1e-4 for _, gt, gs, bt, bs in rows), "and ties with it on every sample"
 assert wer_greedy == wer_beam, "tied transcripts, tied WER"
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Run toy 1's beam search with K = 1. Observe: it returns greedy's "a </s>": one beam is greedy decoding.
+# 2. On toy 2, try length_penalty 0.38 and 0.39. Observe: the winner flips between them, at
+#    alpha = ln(1.456 / 1.245) / ln(3 / 2) ~ 0.386, where both hypotheses' normalised scores are equal.
+# 3. In the stop-rule toy, make the first row (</s> 0.8, "a" 0.2). Observe: both rules now return the empty
+#    sentence after one step: the exact bound ln 0.2 / 4 = -0.40 cannot beat ln 0.8 = -0.22.
+# 4. Apply Temperature(2.0) before TopP(0.8) to the peaked distribution of section 6. Observe: top-p keeps more
+#    tokens than at temperature 1 (4 instead of 1). Flattening moves mass to the tail, so more tokens are needed to
+#    reach p; top-k keeps its 3 whatever the temperature.
+#
+# ## References
+#
+# - Holtzman, Buys, Du, Forbes, Choi (2020). The Curious Case of Neural Text Degeneration. ICLR 2020
+#   (nucleus, i.e. top-p, sampling; why maximising likelihood with beam search makes bland, repetitive text)
+# - Vaswani et al. (2017). Attention Is All You Need. NeurIPS 2017. arXiv:1706.03762

@@ -6,8 +6,9 @@ Run it:  pip install -e ".[tutorials]" && python tutorials/10_where_does_the_dec
 When the decoder writes a word it attends to the encoder frames it needs, and in a trained model some
 cross-attention heads look exactly where that word is being said. Read those "alignment heads", find the best
 monotonic path from tokens to frames (dynamic time warping), and every word gets a start and an end. Whisper does
-this for itself (openai/whisper, timing.py); `minispeechseq.recognition.timestamps` does it for any SpeechEncoderDecoderModel.
-Then a recording far longer than the model ever heard is cut at its pauses and stitched back by those times.
+this for itself (Radford et al. 2023; openai/whisper, timing.py); `minispeechseq.recognition.timestamps` does it for
+any SpeechEncoderDecoderModel. Then a recording far longer than the model ever heard is cut at its pauses and
+stitched back by those times.
 
 We use the bundled digits model on audio built word by word with espeak-ng, so the true boundaries are known.
 
@@ -208,3 +209,25 @@ ax.set_yticks([])
 fig.savefig(os.path.join(OUT, "10_chunks.png"), dpi=120, bbox_inches="tight")
 plt.close(fig)
 print("pictures in", OUT)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Call `dtw_path` with layer 0's heads (`[[0, 0], [0, 1], [0, 2], [0, 3]]`) instead of the stored alignment
+#    heads. Observe: the path no longer follows the words; the starts move far from the dotted lines.
+# 2. In `dtw_by_hand`, forbid vertical moves (drop "from above"). Observe: every token must now take at least one
+#    frame of its own; compare with the path above, where a token may share its frame with the next.
+# 3. Turn the DTW path's starts (the first frame of each token's row) into seconds with the formula of section 2,
+#    and compare them with the true starts. Observe: they come early, in the pause before each word (the first word
+#    always at frame 0, where the path must begin); that is what section 3's move into the pauses corrects.
+# 4. Transcribe the long recording with `chunk_length_s` halved (on a copy of the generation config). Observe:
+#    more chunks, and whether any word is cut at a chunk edge.
+#
+# ## References
+#
+# - Sakoe, Chiba (1978). Dynamic programming algorithm optimization for spoken word recognition. IEEE
+#   Transactions on Acoustics, Speech, and Signal Processing 26(1) (dynamic time warping)
+# - Radford, Kim, Xu, Brockman, McLeavey, Sutskever (2023). Robust Speech Recognition via Large-Scale Weak
+#   Supervision. ICML 2023. arXiv:2212.04356 (Whisper; its word timestamps use cross-attention heads and DTW)
