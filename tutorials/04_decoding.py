@@ -212,13 +212,14 @@ print("picture:", path)
 # %% [markdown]
 # ### When may beam search stop? The heuristic and the exact rule
 #
-# Toy 1 stopped after step 2: both finished slots were full, and the best running beam, "a a" with summed log p
-# -1.62, would score -1.62 / 2 = -0.81 if it ended now, below the worst finished -0.795. That "if it ended now" is
+# Toy 1 stopped after step 2: both finished slots were full, and the best running beam ("a b" and "a a" tie at
+# summed log p -1.62) would score -1.62 / 2 = -0.81 if it ended now, below the worst finished -0.795. That "if it ended now" is
 # the library's rule (transformers' `early_stopping=False`, `BeamSearch._update_may_improve`). It is exact when
 # alpha <= 0: every further token lowers the sum and does not shrink the divisor. With alpha > 0 it is a guess:
 # a longer hypothesis divides by a larger length^alpha, so confident extra tokens can *raise* its score. The exact
-# rule bounds the best running beam by its sum / (max_length)^alpha (the sum can only fall, the length is at most
-# max_length); that is `early_stopping="never"`, which keeps searching until the bound says stop.
+# rule bounds the best running beam by its sum / L^alpha, with L the most tokens it may still reach (max_length
+# minus the prompt): its sum can only fall, and its length cannot exceed L. That is `early_stopping="never"`,
+# which keeps searching until the bound says stop.
 #
 # A tiny case where they differ (K = 1, alpha = 1): after <s>, </s> has p 0.7 and "a" 0.3; after "a", "b" then
 # "c" then </s> are each almost sure (0.99). At step 1 the empty sentence finishes with ln 0.7 / 1 = -0.357 and "a"

@@ -189,9 +189,9 @@ for name, table in (("wav2vec2", wav2vec2_table.TABLE), ("bert", bert_table.TABL
 # The bundled digits model's decoder is a GPT-2, and GPT-2 checkpoints store their projections the other way round.
 # OpenAI wrote GPT-2's (Radford et al. 2019) linear layers as a `Conv1D` (a convolution of kernel 1) whose weight is
 # (in, out) and which computes x · W + b; `nn.Linear` stores (out, in) and computes x · Wᵀ + b. transformers kept
-# OpenAI's layout so the original files load unchanged, so every such weight must be transposed on the way in
-# (nanoGPT's `from_pretrained` keeps the same list). And q, k, v are one fused `c_attn` of width 3·D, split in q, k,
-# v order. weights_convert/gpt2.py does both; here we do them by hand on a file transformers wrote.
+# OpenAI's layout, so that the original files load unchanged; we use `nn.Linear`, so every such weight is transposed
+# on the way in (nanoGPT's `from_pretrained` keeps the same list). And q, k, v are one fused `c_attn` of width 3·D,
+# split in q, k, v order. weights_convert/gpt2.py does both; here we do them by hand on a file transformers wrote.
 
 # %%
 if transformers is not None:
