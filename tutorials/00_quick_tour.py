@@ -170,8 +170,9 @@ assert os.path.getsize(path) > 0
 # Each says what to change and what you should see; run the file again after each change.
 #
 # 1. Transcribe the three real voices shipped beside the samples (`fsdd_*.wav` in bundled/samples; their words are
-#    in transcripts.tsv) exactly as in section 4, and compute their WER. Observe: far above the synthetic samples'
-#    WER. The model only ever heard espeak-ng's voices; people are another domain (the real-voices tutorial, 12).
+#    in transcripts.tsv) exactly as in section 4, and compare their WER with the synthetic samples'. Observe the
+#    domain gap: the model card says which voices the model heard in training, and people speak otherwise
+#    (tutorial 12, from synthetic voices to real people, is about closing that gap).
 # 2. In section 5, draw layer 1 alone (`weights[1].mean(0)`) instead of the mean over both layers. Observe: the
 #    faint columns disappear and the diagonal sharpens. Layer 0's heads look at a few fixed frames whatever the
 #    word (tutorial 10 measures it), and averaging them in blurs the picture.

@@ -26,7 +26,12 @@ import torch
 from minispeechseq import Processor, SpeechEncoderDecoderModel, transcribe
 from minispeechseq.recognition.longform import plan_chunks
 from minispeechseq.recognition.timestamps import (
-    MEDIAN_FILTER_WIDTH, cross_attention_maps, dtw, dtw_path, head_scores, median_filter,
+    MEDIAN_FILTER_WIDTH,
+    cross_attention_maps,
+    dtw,
+    dtw_path,
+    head_scores,
+    median_filter,
 )
 from minispeechseq.training.digits import long_recording, timed_digit_strings
 

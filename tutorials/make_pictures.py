@@ -11,6 +11,7 @@ runs it; the runtimes printed at the end are the ones tutorials/README.md quotes
 """
 
 import glob
+import itertools
 import os
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ def draw_architecture(path: str = ARCHITECTURE) -> None:
             ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.1, text, ha="center", va="bottom", fontsize=7.5)
 
     for row in (("audio", "conv", "proj", "enc", "bridge"), ("tokens", "embed", "dec", "head", "gen")):
-        for left, right in zip(row, row[1:]):
+        for left, right in itertools.pairwise(row):
             (x0, y0), (x1, _) = BOXES[left][:2], BOXES[right][:2]
             arrow((x0 + width / 2 + 0.02, y0 + 0.12), (x1 - width / 2 - 0.02, y0 + 0.12))
     # The memory feeds every decoder layer's cross-attention: keys and values, computed once per utterance.
