@@ -3,15 +3,16 @@
 Run it:  pip install -e ".[tutorials]" && python tutorials/00_quick_tour.py
          (pictures go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing)
 
-The package ships one trained model, `minispeechseq/bundled/digits`: a wav2vec2-style encoder and a GPT-2 decoder
-(1.8 M parameters) that knows English digit words said by espeak-ng's voices, and 8 test recordings with their
-transcripts. Everything below is what transformers' documentation does with a real checkpoint:
+The package ships one trained model, `minispeechseq/bundled/digits`: a wav2vec2-style encoder (Baevski et al. 2020)
+and a GPT-2 decoder (Radford et al. 2019), 1.8 M parameters, that knows English digit words said by espeak-ng's
+voices, and 8 test recordings with their transcripts (beside 3 recordings of real people, for tutorial 12).
+Everything below is what transformers' documentation does with a real checkpoint:
 
     load_audio(path) -> waveform (L,) -> processor -> input_values (B, L) -> model.generate -> ids (B, S) -> text
 
 and then the two things that tell you whether it works: the word error rate, and where the decoder listened.
 The later tutorials open each box: 01 the encoder, 02 attention and the cache, 03 how the pair is assembled,
-04 decoding, 05 training, ...
+04 decoding, 05 training, ... The map of those boxes is the next cell's picture.
 
 Shape legend: B batch, L audio samples (16 kHz), T encoder frames (one per 40 ms here), S tokens, V vocabulary,
 H attention heads.
@@ -37,6 +38,16 @@ MODEL = os.path.join(PACKAGE, "bundled", "digits")
 SAMPLES = os.path.join(PACKAGE, "bundled", "samples")
 
 # %% [markdown]
+# ## 0. The map
+#
+# ![The whole model: waveform, conv feature encoder, transformer encoder, cross-attention, decoder, tokens; each box
+# names its file](pictures/model_architecture.png)
+#
+# `tutorials/pictures/model_architecture.png` (drawn by `tutorials/make_pictures.py model`): the top row is the
+# speech encoder (wav2vec2.py), run once per utterance; the bottom row is the text decoder (decoders/*.py) and the
+# generation loop (generation/), run once per token. They meet in one place: every decoder layer's cross-attention
+# reads the encoder's frames (attention.py serves both kinds of attention). Each box names the file to open.
+#
 # ## 1. A sound file -> a waveform
 #
 # `load_audio` reads any file libsndfile knows (wav, flac, ogg...), mixes it to mono and resamples it to 16 kHz
@@ -90,7 +101,7 @@ assert greedy_text == transcripts[name] and beam_text == transcripts[name]
 # model which samples are real (tutorial 09).
 
 # %%
-names = sorted(transcripts)
+names = sorted(n for n in transcripts if not n.startswith("fsdd_"))  # the real voices (fsdd_*) are tutorial 12's
 batch = processor([load_audio(os.path.join(SAMPLES, n)) for n in names], sampling_rate=16000, padding=True,
                   return_tensors="pt")
 results = {}
@@ -104,7 +115,8 @@ for n, ref, hyp in zip(names, references, results[1]):
 wer = {beams: word_error_rate(references, hyps) for beams, hyps in results.items()}
 print(f"WER on the {len(names)} samples ({sum(len(r.split()) for r in references)} words): "
       f"greedy {wer[1]:.1%}, beam search {wer[4]:.1%}")
-assert wer[1] == 0.0 and wer[4] == 0.0  # 8 samples are a smoke test; the model card's 1.93 % is over 400
+# 8 samples are a smoke test (the model card measures the WER over 400): a trained model gets nearly all right.
+assert max(wer.values()) <= 0.1, f"WER {wer} on 8 samples of its own domain"
 
 # %% [markdown]
 # ## 5. Where did the decoder listen? The cross-attention of a trained model
@@ -151,3 +163,29 @@ fig.savefig(path, dpi=120)
 plt.close(fig)
 print("picture:", path)
 assert os.path.getsize(path) > 0
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Transcribe the three real voices shipped beside the samples (`fsdd_*.wav` in bundled/samples; their words are
+#    in transcripts.tsv) exactly as in section 4, and compare their WER with the synthetic samples'. Observe the
+#    domain gap: the model card says which voices the model heard in training, and people speak otherwise
+#    (tutorial 12, from synthetic voices to real people, is about closing that gap).
+# 2. In section 5, draw layer 1 alone (`weights[1].mean(0)`) instead of the mean over both layers. Observe: the
+#    faint columns disappear and the diagonal sharpens. Layer 0's heads look at a few fixed frames whatever the
+#    word (tutorial 10 measures it), and averaging them in blurs the picture.
+# 3. Call `model.generate(..., max_new_tokens=2)` on a sample of five digits. Observe: two words and no </s>; the
+#    decoder was cut off, it did not decide to stop (a transcript can lose words this way; tutorial 07 compares
+#    how CTC and a decoder end).
+#
+# ## References
+#
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477
+# - Radford, Wu, Child, Luan, Amodei, Sutskever (2019). Language Models are Unsupervised Multitask Learners.
+#   OpenAI report (GPT-2)
+# - Wang, Wu, Pino, Baevski, Auli, Conneau (2021). Large-Scale Self- and Semi-Supervised Learning for Speech
+#   Translation. Interspeech 2021 (the warm-started wav2vec2 encoder + decoder that transformers' documentation cites)
+# - Vaswani et al. (2017). Attention Is All You Need. NeurIPS 2017. arXiv:1706.03762

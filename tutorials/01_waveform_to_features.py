@@ -3,7 +3,10 @@
 Run it:  pip install -e ".[tutorials]" && python tutorials/01_waveform_to_features.py
          (the picture goes to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing)
 
-wav2vec 2.0 (and HuBERT, the same network) turns raw 16 kHz samples into one feature vector every 20 ms:
+wav2vec 2.0 (Baevski et al. 2020) turns raw 16 kHz samples into one feature vector every 20 ms. It learns its own
+front end from unlabelled audio: spans of frames are masked, and the model must pick the true (quantised) frame
+among distractors. HuBERT (Hsu et al. 2021) is the same network trained with another objective: predict
+k-means cluster ids of the masked frames. Either way the encoder arrives knowing speech before it sees a transcript.
 
     file -> load_audio -> feature extractor -> samples (B, L) -> conv frames (B, T, C) -> projection (B, T, D)
          -> + positional conv -> transformer (B, T, D)
@@ -185,3 +188,27 @@ fig.savefig(picture, dpi=120)
 plt.close(fig)
 print(f"picture: {picture}")
 assert os.path.getsize(picture) > 0
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. With the tiny model of section 2, ask `model.output_lengths` for 399, 400, 719 and 720 samples. Observe 0, 1,
+#    1 and 2 frames: the first frame needs the whole receptive field (400 samples), each next one 320 more (the hop).
+# 2. Multiply the waveform by 10 before the feature extractor. Observe: `input_values` is the same to ~1e-5. The
+#    normalisation divides out the recording's loudness, so the encoder never sees it.
+# 3. Put 3,200 samples (0.2 s) of silence in front of the recording and rerun section 7. Observe: exactly 5 more
+#    trained frames (3,200 / 640), and a block of mutually similar frames at the start of the similarity picture.
+# 4. (Reading) wav2vec 2.0 learned its conv front end by masking frames and picking the true quantised frame among
+#    distractors (a contrastive loss); HuBERT, the same network, predicts k-means cluster ids of masked frames
+#    instead. Which of the two needs a first model (or MFCCs) before it can start? (HuBERT: its first targets are
+#    clusters of MFCC features.)
+#
+# ## References
+#
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477
+# - Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov, Mohamed (2021). HuBERT: Self-Supervised Speech Representation
+#   Learning by Masked Prediction of Hidden Units. IEEE/ACM TASLP. arXiv:2106.07447
+# - Ba, Kiros, Hinton (2016). Layer Normalization. arXiv:1607.06450

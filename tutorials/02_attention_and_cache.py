@@ -86,6 +86,51 @@ for name, out in [("attend eager", out_eager), ("attend sdpa", out_sdpa), ("torc
 assert torch.allclose(weights_eager, weights, atol=1e-6)
 
 # %% [markdown]
+# ### Why divide by sqrt(hd)?
+#
+# A score is a dot product of two hd-long vectors. If their entries are independent with mean 0 and variance 1,
+# each of the hd products has variance 1, so the sum has variance hd (Vaswani et al. 2017, "Attention Is All You
+# Need", footnote 4). With hd = 64 the scores spread over about ±8 to ±16, softmax puts nearly all the weight on
+# one key (it saturates) and its gradient almost vanishes. Dividing by sqrt(hd) brings the variance back to ~1.
+
+# %%
+q_rand, k_rand = torch.randn(10_000, 64), torch.randn(10_000, 64)  # 10,000 (query, key) pairs, hd = 64
+dots = (q_rand * k_rand).sum(-1)  # (10000,)
+print(f"variance of q·k with hd = 64: {dots.var():.1f}; after / sqrt(64): {(dots / 8).var():.2f}")
+assert 55 < dots.var() < 73 and 0.85 < (dots / 8).var() < 1.15
+score_rows = (torch.randn(1000, 8, 64) @ torch.randn(1000, 64, 1)).squeeze(-1)  # 8 keys · 1 query, 1000 times
+top_raw = torch.softmax(score_rows, -1).max(-1).values.mean()
+top_scaled = torch.softmax(score_rows / 8, -1).max(-1).values.mean()
+print(f"mean largest weight over 8 keys: unscaled {top_raw:.2f}, scaled {top_scaled:.2f}")
+assert top_raw > 0.8 and top_scaled < 0.6, "unscaled softmax nearly picks one key; scaled keeps a spread"
+
+# %% [markdown]
+# ### Merging the heads and the output projection
+#
+# Each head returned (B, H, S, hd). The heads are put side by side again, (B, S, H·hd) = (B, S, D), and one more
+# D x D matrix W_o mixes what the heads found. That is the whole attention layer:
+#
+#     y = concat(head_1, ..., head_H) · W_o
+#
+# The library's `Attention` module holds W_q, W_k, W_v, W_o as four `nn.Linear` layers (`q_proj`, `k_proj`,
+# `v_proj`, `out_proj`). `nn.Linear` computes x · weightᵀ, so our matrices go in transposed.
+
+# %%
+W_o = torch.randn(D, D) / math.sqrt(D)
+merged = out_by_hand.transpose(1, 2).reshape(B, S, H * hd)  # (B, H, S, hd) -> (B, S, H, hd) -> (B, S, D)
+y_by_hand = merged @ W_o  # (B, S, D)
+
+full = Attention(D, H, bias=False)
+with torch.no_grad():
+    for linear, W in [(full.q_proj, W_q), (full.k_proj, W_k), (full.v_proj, W_v), (full.out_proj, W_o)]:
+        linear.weight.copy_(W.T)  # nn.Linear stores (out, in)
+y_library, _ = full(x, causal=True)  # (B, S, D)
+print(f"Attention module vs by hand (heads merged, out_proj applied): "
+      f"max |diff| = {(y_library - y_by_hand).abs().max():.1e}")
+assert y_library.shape == (B, S, D)
+assert torch.allclose(y_library, y_by_hand, atol=1e-5)
+
+# %% [markdown]
 # ## 2. What the masks look like
 #
 # A batch holds sentences of different lengths, padded to the longest. The padding mask says which keys are
@@ -95,7 +140,7 @@ assert torch.allclose(weights_eager, weights, atol=1e-6)
 # %%
 x2 = torch.randn(2, S, D)
 padding_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])  # (B, S), 1 = real token
-layer = Attention(D, H)  # q_proj, k_proj, v_proj, out_proj: the same projections as above, with biases
+layer = Attention(D, H)  # q_proj, k_proj, v_proj, out_proj as above, now random and with biases
 layer.impl = "eager"  # the only backend that returns the weights
 _, w = layer(x2, key_padding_mask=padding_mask, causal=True, output_attentions=True)  # w (B, H, S, S)
 
@@ -339,3 +384,21 @@ print(f"BertForCausalLM, 8 cached steps vs one full pass: max |logits diff| = "
       f"{(step_logits - full_logits).abs().max():.1e}")
 assert cache.seq_len == 8
 assert torch.allclose(step_logits, full_logits, atol=1e-4)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Merge the heads without the transpose: `out_by_hand.reshape(B, S, D)`. Observe: the shapes fit and nothing
+#    complains, but the check against the `Attention` module fails. The reshape interleaves positions with heads;
+#    only an equality test catches that kind of bug.
+# 2. In the 1/sqrt(hd) cell, use hd = 256 and 16 keys. Observe: the unscaled variance is ~256 and the largest
+#    unscaled weight is even closer to 1 (one key takes everything), while the scaled variance stays ~1.
+# 3. In section 4, generate 64 tokens instead of 32. Observe: the multiply-add ratio between no cache and cache
+#    grows (without a cache step t redoes all t tokens, so the work grows like N^2; with one, like N), while the
+#    clock ratio moves far less: on a model this small each step's fixed overhead dominates.
+#
+# ## References
+#
+# - Vaswani et al. (2017). Attention Is All You Need. NeurIPS 2017. arXiv:1706.03762

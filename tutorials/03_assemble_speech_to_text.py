@@ -8,7 +8,8 @@ pretrained speech encoders (wav2vec2, HuBERT: they turn audio into contextual fr
 Those text models were trained on different games: BERT is a *masked* language model (it fills in hidden words
 from the words on both sides, and never had to write left to right); GPT-2 is a causal one (it predicts the next
 word from the words before it). Neither has heard audio. SpeechEncoderDecoderModel glues one encoder and one text
-model together and teaches the text model to write what the encoder heard:
+model together and teaches the text model to write what the encoder heard (warm-starting: Wang et al. 2021 and
+Li et al. 2021 for speech, Rothe et al. 2020 for text to text):
 
     waveform (B, N) --wav2vec2--> frames (B, T, D_enc) --enc_to_dec_proj--> memory (B, T, D_dec)
     text so far (B, S) --BERT with causal self-attention + NEW cross-attention to memory--> next-token logits (B, S, V)
@@ -321,3 +322,32 @@ if transformers is not None:
     diff = (logits - ref_logits).abs().max().item()
     print(f"\ntransformers' SpeechEncoderDecoderModel on the same folder: max |logits difference| = {diff:.2e}")
     assert diff <= 1e-5, f"our logits and transformers' differ by {diff:.2e} (> 1e-5)"
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Make the decoder as wide as the encoder (hidden_size=32 in section 1). Observe: `enc_to_dec_proj` is gone
+#    (the loader no longer reports it), and the new parameters are the cross-attention blocks alone.
+# 2. Keep width 24 but set `cross_attention_hidden_size=32` in the decoder config. Observe: no projection either;
+#    each cross-attention's k_proj / v_proj weight is (24, 32), reading the encoder's width directly.
+# 3. Pass the whole `ids` (with [CLS]) as labels, as transformers' documentation does. Observe: the loss now has
+#    one more target per sentence ([CLS] after [CLS]), learned quickly and useless when generating.
+# 4. Count, in the real pair of section 5, what share of the parameters is new. Observe: a small share, all of it
+#    cross-attention: warm-starting reuses nearly everything (Wang et al. 2021; Rothe et al. 2020 for text).
+#
+# ## References
+#
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477
+# - Devlin, Chang, Lee, Toutanova (2019). BERT: Pre-training of Deep Bidirectional Transformers for Language
+#   Understanding. NAACL 2019. arXiv:1810.04805
+# - Radford, Wu, Child, Luan, Amodei, Sutskever (2019). Language Models are Unsupervised Multitask Learners.
+#   OpenAI report (GPT-2)
+# - Wang, Wu, Pino, Baevski, Auli, Conneau (2021). Large-Scale Self- and Semi-Supervised Learning for Speech
+#   Translation. Interspeech 2021 (the warm-started wav2vec2 encoder + decoder that transformers' documentation cites)
+# - Li et al. (2021). Multilingual Speech Translation with Efficient Finetuning of Pretrained Models. ACL 2021
+#   (a pretrained wav2vec2 encoder joined to a pretrained text decoder, fine-tuning only a few parts)
+# - Rothe, Narayan, Severyn (2020). Leveraging Pre-trained Checkpoints for Sequence Generation Tasks. TACL
+#   (warm-starting encoder-decoders from BERT / GPT-2 checkpoints, text to text)

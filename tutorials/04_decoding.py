@@ -90,7 +90,9 @@ assert sentence_log_prob(best) > sentence_log_prob(greedy_tokens)  # 0.4*0.95 = 
 # 2. the best C = 2K of them are the *candidates* (2K, so that even if K of them end now, K can go on);
 # 3. candidates ending in </s> among the first K become *finished hypotheses*, ranked by the normalised score
 #    sum log p / length^alpha (section 3); the best K candidates that did not end become the new running beams;
-# 4. it stops when no running beam can beat the worst finished hypothesis any more.
+# 4. it stops when the best running beam, *scored as if it ended now* (its sum / its current length^alpha),
+#    cannot beat the worst of the K finished hypotheses (transformers' default heuristic, `early_stopping=False`;
+#    section 3 shows when that is not exact).
 #
 # We drive it by hand, recompute each step's candidates ourselves (and check them against what it kept), and
 # draw the tree: grey = a candidate dropped, blue = kept running, green = finished (with its normalised score).
@@ -208,6 +210,58 @@ plt.close(fig)
 print("picture:", path)
 
 # %% [markdown]
+# ### When may beam search stop? The heuristic and the exact rule
+#
+# Toy 1 stopped after step 2: both finished slots were full, and the best running beam ("a b" and "a a" tie at
+# summed log p -1.62) would score -1.62 / 2 = -0.81 if it ended now, below the worst finished -0.795. That "if it ended now" is
+# the library's rule (transformers' `early_stopping=False`, `BeamSearch._update_may_improve`). It is exact when
+# alpha <= 0: every further token lowers the sum and does not shrink the divisor. With alpha > 0 it is a guess:
+# a longer hypothesis divides by a larger length^alpha, so confident extra tokens can *raise* its score. The exact
+# rule bounds the best running beam by its sum / L^alpha, with L the most tokens it may still reach (max_length
+# minus the prompt): its sum can only fall, and its length cannot exceed L. That is `early_stopping="never"`,
+# which keeps searching until the bound says stop.
+#
+# A tiny case where they differ (K = 1, alpha = 1): after <s>, </s> has p 0.7 and "a" 0.3; after "a", "b" then
+# "c" then </s> are each almost sure (0.99). At step 1 the empty sentence finishes with ln 0.7 / 1 = -0.357 and "a"
+# runs with ln 0.3 = -1.204; ended now, it would score -1.204 < -0.357, so the heuristic stops. But "a b c </s>"
+# scores (ln 0.3 + 3 ln 0.99) / 4 = -0.309, better; the exact rule's bound -1.204 / 4 = -0.301 > -0.357 finds it.
+
+# %%
+TABLE3 = torch.tensor(
+    [
+        [0.0, 0.7, 0.3, 0.0, 0.0],  # after <s>: end now, or "a"
+        [0.0, 1.0, 0.0, 0.0, 0.0],  # after </s>
+        [0.0, 0.01, 0.0, 0.99, 0.0],  # after "a": "b"
+        [0.0, 0.01, 0.0, 0.0, 0.99],  # after "b": "c"
+        [0.0, 0.99, 0.01, 0.0, 0.0],  # after "c": </s>
+    ]
+)
+
+
+def beam_winner(table: torch.Tensor, early_stopping: bool | str) -> tuple[list[int], float, int]:
+    """The best finished hypothesis of a K = 1, alpha = 1 beam search, its score, and the steps it ran."""
+    beams = BeamSearch(torch.tensor([BOS]), num_beams=1, max_length=5, eos_token_id=[EOS], pad_token_id=EOS,
+                       length_penalty=1.0, early_stopping=early_stopping)
+    n_steps = 0
+    while not beams.done:
+        beams.step(toy_log_probs(beams.running_ids(), table))
+        n_steps += 1
+    seqs, scores = beams.finalize(num_return_sequences=1)
+    seq = seqs[0].tolist()
+    return seq[: seq.index(EOS) + 1], float(scores[0]), n_steps
+
+
+for rule in (False, "never"):
+    seq, score, n_steps = beam_winner(TABLE3, rule)
+    print(f"early_stopping={rule!r:8}: stopped after {n_steps} step(s), winner {' '.join(NAMES[t] for t in seq[1:])!r}"
+          f" score {score:.3f}")
+heuristic, exact = beam_winner(TABLE3, False), beam_winner(TABLE3, "never")
+assert heuristic[0] == [BOS, EOS] and heuristic[2] == 1, "ended now, 'a' looks hopeless: stop after one step"
+assert exact[0] == [BOS, A, B, C, EOS] and exact[1] > heuristic[1], "the exact rule finds the better, longer one"
+assert abs(exact[1] - sentence_log_prob([BOS, A, B, C, EOS], TABLE3) / 4) < 1e-6
+assert abs(heuristic[1] - math.log(0.7)) < 1e-6
+
+# %% [markdown]
 # ## 4. `parents`: how the KV cache follows the beams, on the trained model
 #
 # With a real decoder, each running beam has its keys and values in the cache (tutorial 02). After a step, new beam k
@@ -288,9 +342,10 @@ assert plain_text == transcripts["002476.wav"] and forced_text.split()[0] == "se
 # ## 6. Sampling: temperature, top-k, top-p
 #
 # Draw the next token from softmax(scores) instead of taking the best. Temperature divides the logits (T < 1
-# sharper, T > 1 flatter); top-k keeps the k best tokens; top-p keeps the smallest set of best tokens whose mass
-# reaches p (applied in that order, as in transformers). Top-k keeps a fixed *number* of tokens; top-p adapts to
-# the *shape*: on a peaked distribution it keeps one token, on a flat one many. Two distributions show it.
+# sharper, T > 1 flatter); top-k keeps the k best tokens; top-p (nucleus sampling, Holtzman et al. 2020) keeps the
+# smallest set of best tokens whose mass reaches p (applied in that order, as in transformers). Top-k keeps a fixed
+# *number* of tokens; top-p adapts to the *shape*: on a peaked distribution it keeps one token, on a flat one many.
+# Two distributions show it.
 
 # %%
 peaked = torch.tensor([[6.0, 2.5, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -1.5]])
@@ -339,7 +394,8 @@ print("picture:", path)
 # (1.93 % WER greedy, 1.99 % with 4 beams: here, beams did not help).
 
 # %%
-names = sorted(transcripts)
+names = sorted(n for n in transcripts if not n.startswith("fsdd_"))  # the real voices (fsdd_*) are tutorial 12's
+assert len(names) == 8
 rows = []
 with torch.no_grad():
     for name in names:
@@ -358,4 +414,24 @@ wer_greedy, wer_beam = word_error_rate(refs, [r[1] for r in rows]), word_error_r
 print(f"\n| decoding | WER on the 8 samples |\n|---|---|\n| greedy | {wer_greedy:.1%} |\n| beam, 4 | {wer_beam:.1%} |")
 assert all(bs >= gs - 1e-5 for _, _, gs, _, bs in rows), "beam search never scores below greedy here"
 assert all(gt == bt and abs(gs - bs) < 1e-4 for _, gt, gs, bt, bs in rows), "and ties with it on every sample"
-assert wer_greedy == wer_beam == 0.0
+assert wer_greedy == wer_beam, "tied transcripts, tied WER"
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Run toy 1's beam search with K = 1. Observe: it returns greedy's "a </s>": one beam is greedy decoding.
+# 2. On toy 2, try length_penalty 0.38 and 0.39. Observe: the winner flips between them, at
+#    alpha = ln(1.456 / 1.245) / ln(3 / 2) ~ 0.386, where both hypotheses' normalised scores are equal.
+# 3. In the stop-rule toy, make the first row (</s> 0.8, "a" 0.2). Observe: both rules now return the empty
+#    sentence after one step: the exact bound ln 0.2 / 4 = -0.40 cannot beat ln 0.8 = -0.22.
+# 4. Apply Temperature(2.0) before TopP(0.8) to the peaked distribution of section 6. Observe: top-p keeps more
+#    tokens than at temperature 1 (4 instead of 1). Flattening moves mass to the tail, so more tokens are needed to
+#    reach p; top-k keeps its 3 whatever the temperature.
+#
+# ## References
+#
+# - Holtzman, Buys, Du, Forbes, Choi (2020). The Curious Case of Neural Text Degeneration. ICLR 2020
+#   (nucleus, i.e. top-p, sampling; why maximising likelihood with beam search makes bland, repetitive text)
+# - Vaswani et al. (2017). Attention Is All You Need. NeurIPS 2017. arXiv:1706.03762

@@ -3,12 +3,14 @@
 Run it:  pip install -e ".[tutorials]" && python tutorials/06_warm_start_finetuning.py
          (checkpoints go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing)
 
-This is what a user does on a GPU with real checkpoints; it mirrors the "Training" example of transformers'
-SpeechEncoderDecoderModel documentation, which joins `facebook/wav2vec2-base-960h` (an acoustic encoder) and
-`google-bert/bert-base-uncased` (a text model) and computes a loss on one LibriSpeech utterance. We go on from there:
-a few optimizer steps on a handful of (audio, text) pairs, save, reload, generate. The same code runs on this CPU
-with tiny stand-ins for the two checkpoints, written to folders of the same names (no model hub here). On a GPU,
-two lines change what runs: bf16 autocast and gradient checkpointing, shown where they go.
+Warm-starting a speech encoder-decoder from two pretrained halves is how Wang et al. (2021) and Li et al. (2021)
+built their speech translation models. This is what a user does on a GPU with real checkpoints; it mirrors the
+"Training" example of transformers' SpeechEncoderDecoderModel documentation, which joins
+`facebook/wav2vec2-base-960h` (an acoustic encoder) and `google-bert/bert-base-uncased` (a text model) and computes
+a loss on one LibriSpeech utterance. We go on from there: a few optimizer steps on a handful of (audio, text) pairs,
+save, reload, generate. The same code runs on this CPU with tiny stand-ins for the two checkpoints, written to
+folders of the same names (no model hub here). On a GPU, two lines change what runs: bf16 autocast and gradient
+checkpointing, shown where they go.
 
 With the real checkpoints (~95 M + 110 M parameters, the cross-attention new), a real run needs thousands of steps
 over hours of transcribed speech; `minispeechseq train --encoder DIR --decoder DIR --data DIR` is that loop.
@@ -240,3 +242,27 @@ for said, heard in zip(SENTENCES, transcripts):
     print(f"  said {said!r:24} transcribed {heard!r}")
 assert bool((generated_ids[:, 0] == tokenizer.cls_token_id).all())  # every transcript starts from [CLS]
 assert transcripts == SENTENCES, f"the model should reproduce the sentences it was fine-tuned on: {transcripts}"
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Comment out `model.freeze_feature_encoder()`. Observe: the trainable parameter count rises by exactly the
+#    conv front end's parameters (sum the `numel` of `model.encoder.feature_encoder` to check).
+# 2. Print `scheduler.get_last_lr()` every 5 steps. Observe the learning rate climb linearly to 1e-2 over the 5
+#    warmup steps, then fall along half a cosine to 0 at step 60 (`warmup_cosine`; warmup as in Vaswani et al.
+#    2017, section 5.3).
+#
+# ## References
+#
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477
+# - Devlin, Chang, Lee, Toutanova (2019). BERT: Pre-training of Deep Bidirectional Transformers for Language
+#   Understanding. NAACL 2019. arXiv:1810.04805
+# - Wang, Wu, Pino, Baevski, Auli, Conneau (2021). Large-Scale Self- and Semi-Supervised Learning for Speech
+#   Translation. Interspeech 2021 (the warm-started wav2vec2 encoder + decoder that transformers' documentation cites)
+# - Li et al. (2021). Multilingual Speech Translation with Efficient Finetuning of Pretrained Models. ACL 2021
+#   (a pretrained wav2vec2 encoder joined to a pretrained text decoder, fine-tuning only a few parts)
+# - Rothe, Narayan, Severyn (2020). Leveraging Pre-trained Checkpoints for Sequence Generation Tasks. TACL
+#   (warm-starting encoder-decoders from BERT / GPT-2 checkpoints, text to text)

@@ -131,7 +131,7 @@ assert torch.allclose(library_loss, ours, atol=1e-4)
 SAMPLES = os.path.join(PACKAGE, "bundled", "samples")
 with open(os.path.join(SAMPLES, "transcripts.tsv"), encoding="utf-8") as f:
     transcripts = dict(csv.reader(f, delimiter="\t"))
-names = sorted(transcripts)
+names = sorted(n for n in transcripts if not n.startswith("fsdd_"))  # the real voices (fsdd_*) are tutorial 12's
 test = processor([load_audio(os.path.join(SAMPLES, n)) for n in names], sampling_rate=16000, padding=True,
                  return_tensors="pt")
 
@@ -238,3 +238,23 @@ assert blank_share > 0.5
 frames_per_second = 16000 / 640
 print(f"CTC can emit at most {n} tokens for this {n / frames_per_second:.2f} s utterance (one per frame); "
       f"the seq2seq decoder stops where it writes </s> (or at max_new_tokens).")
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Decode the CTC head greedily but skip the blank removal (keep only the merge of repeats). Observe: the blank
+#    symbol fills the text between words. Then skip the merge instead: every word appears once per frame it spans.
+# 2. Find a transcript with a doubled digit ("one one") and look at its per-frame argmax. Observe: a blank frame
+#    separates the two runs of "one"; without it the merge would make them one word. That is what the blank is for.
+# 3. Give `F.ctc_loss` labels longer than the frames (repeat one utterance's labels 20 times). Observe an infinite
+#    loss: no alignment of S labels to fewer than S frames exists (`zero_infinity=True` is how training survives
+#    such a sample).
+#
+# ## References
+#
+# - Graves, Fernández, Gomez, Schmidhuber (2006). Connectionist Temporal Classification: Labelling
+#   Unsegmented Sequence Data with Recurrent Neural Networks. ICML 2006
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477

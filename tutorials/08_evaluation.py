@@ -40,9 +40,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # %% [markdown]
 # ## 1. The edit distance, with its backtrace
 #
-# d[i][j] = the fewest edits turning the first i reference words into the first j hypothesis words. Each cell
-# comes from its left (an insertion), its top (a deletion) or its diagonal (a match, or a substitution). Walking
-# back from the corner says which edits were made.
+# (Levenshtein 1966's edit distance, over words.) d[i][j] = the fewest edits turning the first i reference words
+# into the first j hypothesis words. Each cell comes from its left (an insertion), its top (a deletion) or its
+# diagonal (a match, or a substitution). Walking back from the corner says which edits were made.
 
 
 # %%
@@ -237,3 +237,23 @@ assert status == 0
 # The files are int16 (PCM_16) while the waves above were float: the same audio up to rounding, so WER may differ
 # by a word at most.
 assert abs(cli_wer - table[1]["WER"]) <= 1.5 / table[1]["N"]
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. By hand, then with `align`: reference "eight nine zero", hypothesis "eight nine". Observe one deletion and a
+#    WER of 1/3.
+# 2. Reference "one", hypothesis "nine". Observe: 1 word error (WER 100 %) but 2 character edits in 3 characters
+#    (CER 2/3): CER gives partial credit to a near miss.
+# 3. Compare "Eight, nine!" with "eight nine" with and without the normaliser of section 3. Observe 100 % WER
+#    before, 0 % after: punctuation and case are not recognition errors.
+# 4. Write out the table d for "eight nine zero" -> "nine zero zero" (4 x 4) and trace every cheapest path back
+#    from the corner. Observe two of cost 2: two substitutions, or a deletion then an insertion; `align` takes the
+#    first because it prefers the diagonal.
+#
+# ## References
+#
+# - Levenshtein (1966). Binary codes capable of correcting deletions, insertions, and reversals. Soviet
+#   Physics Doklady 10(8) (the edit distance)

@@ -129,12 +129,13 @@ assert rows["group"]["padded, with mask"] > 1e-2, "group norm: the mask does not
 #
 # ## 4. SpecAugment
 #
-# In training, wav2vec2 hides random spans of frames (replaced by a learned vector, `masked_spec_embed`) and, if
-# configured, random spans of channels (set to 0), on the projected features before the transformer. The model
-# must then fill in from context, which makes it robust. The bundled model trained with `mask_time_prob=0.05`,
-# spans of 2 frames (80 ms, less than one digit); wav2vec2's fine-tuning recipes use larger values. We draw masks
-# for one utterance with the bundled settings and with heavier ones (time p = 0.3, spans of 5 frames; channel
-# p = 0.2, spans of 16 channels), and check that the encoder does what the picture shows.
+# SpecAugment (Park et al. 2019) masks spans of time and frequency. In training, wav2vec2 hides random spans of
+# frames (replaced by a learned vector, `masked_spec_embed`) and, if configured, random spans of channels (set to
+# 0), on the projected features before the transformer. The model must then fill in from context, which makes it
+# robust. The bundled model trained with `mask_time_prob=0.05`, spans of 2 frames (80 ms, less than one digit);
+# wav2vec2's fine-tuning recipes use larger values. We draw masks for one utterance with the bundled settings and
+# with heavier ones (time p = 0.3, spans of 5 frames; channel p = 0.2, spans of 16 channels), and check that the
+# encoder does what the picture shows.
 
 # %%
 one = processor(long_, sampling_rate=16000, return_tensors="pt")
@@ -178,3 +179,25 @@ fig.savefig(path, dpi=120)
 plt.close(fig)
 print("picture:", path)
 assert np.isfinite(scale)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Pad the short utterance with twice as much silence (append zeros before calling the processor). Observe: the
+#    layer-norm encoder with its mask still agrees with the utterance alone to rounding, while the group-norm
+#    difference changes with the amount of padding: its statistics include every padded step.
+# 2. Run the layer-norm encoder on the padded batch without the mask, and generate. Observe: the frames differ
+#    (printed in section 2); see whether the transcript survives. A less confident model would change words.
+# 3. In section 4, set heavy time masking to p = 0.6, spans of 5. Observe: well under p x T frames masked (about
+#    45 % of them): `sample_span_starts` draws p x T / 5 span starts, and spans overlap.
+#
+# ## References
+#
+# - Ba, Kiros, Hinton (2016). Layer Normalization. arXiv:1607.06450
+# - Wu, He (2018). Group Normalization. ECCV 2018. arXiv:1803.08494
+# - Park et al. (2019). SpecAugment: A Simple Data Augmentation Method for Automatic Speech Recognition.
+#   Interspeech 2019. arXiv:1904.08779
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477

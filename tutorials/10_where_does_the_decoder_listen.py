@@ -6,8 +6,9 @@ Run it:  pip install -e ".[tutorials]" && python tutorials/10_where_does_the_dec
 When the decoder writes a word it attends to the encoder frames it needs, and in a trained model some
 cross-attention heads look exactly where that word is being said. Read those "alignment heads", find the best
 monotonic path from tokens to frames (dynamic time warping), and every word gets a start and an end. Whisper does
-this for itself (openai/whisper, timing.py); `minispeechseq.recognition.timestamps` does it for any SpeechEncoderDecoderModel.
-Then a recording far longer than the model ever heard is cut at its pauses and stitched back by those times.
+this for itself (Radford et al. 2023; openai/whisper, timing.py); `minispeechseq.recognition.timestamps` does it for
+any SpeechEncoderDecoderModel. Then a recording far longer than the model ever heard is cut at its pauses and
+stitched back by those times.
 
 We use the bundled digits model on audio built word by word with espeak-ng, so the true boundaries are known.
 
@@ -24,7 +25,14 @@ import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, transcribe
 from minispeechseq.recognition.longform import plan_chunks
-from minispeechseq.recognition.timestamps import cross_attention_maps, dtw_path, head_scores
+from minispeechseq.recognition.timestamps import (
+    MEDIAN_FILTER_WIDTH,
+    cross_attention_maps,
+    dtw,
+    dtw_path,
+    head_scores,
+    median_filter,
+)
 from minispeechseq.training.digits import long_recording, timed_digit_strings
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -79,27 +87,66 @@ plt.close(fig)
 #
 # ## 2. DTW: the best monotonic path from tokens to frames
 #
-# The chosen heads' maps are normalised per frame over the tokens (so a frame every token looks at does not
-# win), median-filtered over 7 frames, and averaged. DTW then finds the path from the first token and frame to
-# the last, moving only forwards, that collects the most attention. Where the path enters a token's row is that
-# token's start; frame j is heard at (j x 640 + 680 / 2) / 16000 s, the centre of the samples it saw.
+# Dynamic time warping (Sakoe & Chiba 1978, first for matching spoken words) lines up two sequences that run at
+# different speeds. Here one is the tokens, the other the frames, and the cost of pairing token i with frame j is
+# minus how much the alignment heads attend there. First the matrix: the chosen heads' maps are normalised per
+# frame over the tokens (so a frame every token looks at does not win), median-filtered over 7 frames, and averaged.
 
 # %%
 heads = model.generation_config.alignment_heads
-token_idx, frame_idx = dtw_path(maps, heads, rows, T)
-assert (np.diff(token_idx) >= 0).all() and (np.diff(frame_idx) >= 0).all(), "the path only moves forwards"
+chosen = torch.stack([maps[layer, head, :rows, :T] for layer, head in heads])  # (heads, S, T)
+std, mean = torch.std_mean(chosen, dim=-2, keepdim=True, unbiased=False)  # over the tokens, per frame
+matrix = median_filter((chosen - mean) / std.clamp_min(1e-9), MEDIAN_FILTER_WIDTH).mean(0)  # (S, T)
+cost = -matrix.numpy().astype(np.float64)  # (S, T): cheap where the heads attend
 
+# %% [markdown]
+# DTW fills a table `total[i, j]`: the cheapest way to reach token i at frame j, where each step moves one frame
+# right (same token), one token down (same frame) or both. Each cell looks at its three possible predecessors and
+# remembers which one it took; walking those choices back from the last cell gives the path. Ties go to the
+# diagonal, then down, as in the library.
+
+# %%
+def dtw_by_hand(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    S, T = cost.shape
+    total = np.full((S + 1, T + 1), np.inf)  # row 0 and column 0: a border that only (0, 0) may leave
+    total[0, 0] = 0.0
+    came = {}  # (i, j) -> the predecessor taken
+    for i in range(1, S + 1):
+        for j in range(1, T + 1):
+            before = [(i - 1, j - 1), (i - 1, j), (i, j - 1)]  # diagonal, from above, from the left
+            best = min(before, key=lambda cell: total[cell])  # the first of equal ones: diagonal first
+            total[i, j] = cost[i - 1, j - 1] + total[best]
+            came[i, j] = best
+    path, cell = [], (S, T)
+    while cell[0] > 0 and cell[1] > 0:
+        path.append((cell[0] - 1, cell[1] - 1))  # back to 0-based (token, frame)
+        cell = came[cell]
+    tokens, frames = zip(*reversed(path))
+    return np.array(tokens), np.array(frames)
+
+
+token_idx, frame_idx = dtw_by_hand(cost)
+for name, (lib_tokens, lib_frames) in [("dtw", dtw(cost)), ("dtw_path", dtw_path(maps, heads, rows, T))]:
+    assert np.array_equal(lib_tokens, token_idx) and np.array_equal(lib_frames, frame_idx), name
+print(f"DTW by hand = the library's dtw and dtw_path: a path of {len(token_idx)} cells through a {rows} x {T} matrix")
+assert (np.diff(token_idx) >= 0).all() and (np.diff(frame_idx) >= 0).all(), "the path only moves forwards"
+assert (token_idx[0], frame_idx[0]) == (0, 0) and (token_idx[-1], frame_idx[-1]) == (rows - 1, T - 1)
+
+# %% [markdown]
+# The path drawn on the very matrix it was computed on. Where the path enters a token's row is that token's
+# start; frame j is heard at (j x 640 + 680 / 2) / 16000 s, the centre of the samples it saw.
+
+# %%
 frame_s = model.encoder.samples_per_frame / RATE
 fig, ax = plt.subplots(figsize=(10, 3.2))
-mean_map = torch.stack([maps[layer, head, :rows] for layer, head in heads]).mean(0)
-im = ax.imshow(mean_map.numpy(), aspect="auto", cmap="magma", interpolation="nearest")
+im = ax.imshow(matrix.numpy(), aspect="auto", cmap="magma", interpolation="nearest")
 ax.plot(frame_idx, token_idx, color="cyan", lw=1.5, label="DTW path")
 for _, start, end in utterance.words:
     ax.axvline(start / frame_s, color="white", lw=0.6, ls=":")
 ax.set_yticks(range(rows), utterance.text.split() + ["</s>"])
 ax.set_xlabel("encoder frame (40 ms); dotted: where each word really starts")
-ax.legend(loc="lower right", fontsize=8)
-fig.colorbar(im, ax=ax, label="mean attention of the alignment heads")
+ax.legend(loc="upper right", fontsize=8)
+fig.colorbar(im, ax=ax, label="alignment heads' attention\n(z-scored per frame, filtered, mean)")
 fig.savefig(os.path.join(OUT, "10_dtw.png"), dpi=120, bbox_inches="tight")
 plt.close(fig)
 
@@ -167,3 +214,25 @@ ax.set_yticks([])
 fig.savefig(os.path.join(OUT, "10_chunks.png"), dpi=120, bbox_inches="tight")
 plt.close(fig)
 print("pictures in", OUT)
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. Call `dtw_path` with layer 0's heads (`[[0, 0], [0, 1], [0, 2], [0, 3]]`) instead of the stored alignment
+#    heads. Observe: the path no longer follows the words; the starts move far from the dotted lines.
+# 2. In `dtw_by_hand`, forbid vertical moves (drop "from above"). Observe: every token must now take at least one
+#    frame of its own; compare with the path above, where a token may share its frame with the next.
+# 3. Turn the DTW path's starts (the first frame of each token's row) into seconds with the formula of section 2,
+#    and compare them with the true starts. Observe: they come early, in the pause before each word (the first word
+#    always at frame 0, where the path must begin); that is what section 3's move into the pauses corrects.
+# 4. Transcribe the long recording with `chunk_length_s` halved (on a copy of the generation config). Observe:
+#    more chunks, and whether any word is cut at a chunk edge.
+#
+# ## References
+#
+# - Sakoe, Chiba (1978). Dynamic programming algorithm optimization for spoken word recognition. IEEE
+#   Transactions on Acoustics, Speech, and Signal Processing 26(1) (dynamic time warping)
+# - Radford, Kim, Xu, Brockman, McLeavey, Sutskever (2023). Robust Speech Recognition via Large-Scale Weak
+#   Supervision. ICML 2023. arXiv:2212.04356 (Whisper; its word timestamps use cross-attention heads and DTW)

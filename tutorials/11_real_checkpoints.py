@@ -182,3 +182,77 @@ for name, table in (("wav2vec2", wav2vec2_table.TABLE), ("bert", bert_table.TABL
     for theirs, ours in [r for r in rows if "{}" in r[0]][:3] + [r for r in rows if r[1] is None][:2]:
         print(f"  {theirs!r:62} -> {ours!r}")
     assert rows and any(o is None for _, o in rows) and any("{}" in t for t, _ in rows)
+
+# %% [markdown]
+# ## 6. GPT-2's Conv1D: the transposes, on a real key
+#
+# The bundled digits model's decoder is a GPT-2, and GPT-2 checkpoints store their projections the other way round.
+# OpenAI wrote GPT-2's (Radford et al. 2019) linear layers as a `Conv1D` (a convolution of kernel 1) whose weight is
+# (in, out) and which computes x · W + b; `nn.Linear` stores (out, in) and computes x · Wᵀ + b. transformers kept
+# OpenAI's layout, so that the original files load unchanged; we use `nn.Linear`, so every such weight is transposed
+# on the way in (nanoGPT's `from_pretrained` keeps the same list). And q, k, v are one fused `c_attn` of width 3·D,
+# split in q, k, v order. weights_convert/gpt2.py does both; here we do them by hand on a file transformers wrote.
+
+# %%
+if transformers is not None:
+    from safetensors.torch import load_file
+
+    from minispeechseq.decoders.gpt2 import GPT2LMHeadModel
+
+    gpt2_config = transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+    gpt2_reference = transformers.GPT2LMHeadModel(gpt2_config).eval()
+    gpt2_folder = os.path.join(WORK, "gpt2")
+    gpt2_reference.save_pretrained(gpt2_folder)
+    in_file = load_file(os.path.join(gpt2_folder, "model.safetensors"))  # checkpoint name -> tensor
+    fc_key = next(k for k in in_file if k.endswith("h.0.mlp.c_fc.weight"))
+    W, b = in_file[fc_key], in_file[fc_key.replace(".weight", ".bias")]  # W (in, out) = (D, 4·D)
+    print(f"{fc_key}: {tuple(W.shape)} = (in, out); nn.Linear would store (out, in)")
+    assert W.shape == (32, 4 * 32)
+
+    x = torch.randn(3, 32)  # (S, D) three token vectors
+    with torch.no_grad():
+        conv1d_out = gpt2_reference.transformer.h[0].mlp.c_fc(x)  # transformers' Conv1D module, (S, 4·D)
+        linear = torch.nn.Linear(32, 4 * 32)
+        linear.weight.copy_(W.T)  # (in, out) -> (out, in): the one transpose
+        linear.bias.copy_(b)
+        assert torch.allclose(x @ W + b, conv1d_out, atol=1e-6), "Conv1D computes x · W + b"
+        assert torch.allclose(linear(x), conv1d_out, atol=1e-6), "a Linear holding Wᵀ computes the same"
+
+    ours_gpt2 = GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
+    our_state = ours_gpt2.state_dict()
+    assert torch.equal(our_state["layers.0.fc1.weight"], W.T), "the loader stored the transpose"
+
+    qkv_key = next(k for k in in_file if k.endswith("h.0.attn.c_attn.weight"))
+    fused = in_file[qkv_key]  # (D, 3·D): q, k, v side by side along the output dimension
+    for part, W_part in zip("qkv", fused.split(32, dim=-1)):  # 3 x (D, D)
+        assert torch.equal(our_state[f"layers.0.self_attn.{part}_proj.weight"], W_part.T), part
+    print(f"{qkv_key}: {tuple(fused.shape)} split into q, k, v, each transposed = "
+          "our layers.0.self_attn.{q,k,v}_proj")
+
+    tokens = torch.tensor([[5, 9, 2, 7]])  # (B, S)
+    with torch.no_grad():
+        gap = (ours_gpt2(tokens).logits - gpt2_reference(input_ids=tokens).logits).abs().max().item()
+    print(f"GPT-2 logits, ours vs transformers': max |diff| = {gap:.1e}")
+    assert gap < 1e-5
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. In section 6, copy a square Conv1D weight (`h.0.attn.c_proj.weight`, (D, D)) into `out_proj` *without* the
+#    transpose. Observe: no shape error, the model runs, and only the logits check fails. A non-square one
+#    (`c_fc`) would fail loudly on the shape; the square ones are why the transpose list must be complete.
+# 2. Split `c_attn` in k, q, v order instead of q, k, v. Observe: the equality with our `q_proj` fails, though
+#    every shape fits.
+# 3. Write the sharded folder with `max_shard_size="20KB"`. Observe: more shards, the same logits; the index
+#    maps every tensor to one file.
+#
+# ## References
+#
+# - Radford, Wu, Child, Luan, Amodei, Sutskever (2019). Language Models are Unsupervised Multitask Learners.
+#   OpenAI report (GPT-2)
+# - Baevski, Zhou, Mohamed, Auli (2020). wav2vec 2.0: A Framework for Self-Supervised Learning of Speech
+#   Representations. NeurIPS 2020. arXiv:2006.11477
+# - Devlin, Chang, Lee, Toutanova (2019). BERT: Pre-training of Deep Bidirectional Transformers for Language
+#   Understanding. NAACL 2019. arXiv:1810.04805
