@@ -316,9 +316,10 @@ assert evaluation["wer"] == wer, (evaluation["wer"], wer)
 #
 # Hearing the digits takes far more steps and data. The right panel is the full recipe (3,000 steps of 16 over
 # 3,165 training utterances, the command in this file's docstring) from its own metrics.jsonl, which ships beside
-# the bundled model as `training_metrics.jsonl`. It is a rerun of the recipe, not the run that made the bundled
-# weights: it ends at a higher validation WER than the bundled model's 2.48 % (printed below), and MODEL_CARD.md
-# gives both runs' figures. Its strings hold one to
+# the bundled model as `training_metrics.jsonl`. This recipe is the bundled model's first stage (synthetic voices;
+# tutorial 12 shows the second, real people). The file is a rerun of it, not the run that made the stage-1
+# weights: it ends at a higher validation WER than those weights' 2.48 % (printed below), and MODEL_CARD.md gives
+# both runs' figures. Its strings hold one to
 # eight digits, so its plateau is higher than this run's: the loss of a model that knows the format (digit words,
 # then </s>) but cannot hear them. It sits there for a few hundred steps, then falls, and the validation WER with it.
 

@@ -11,7 +11,11 @@ import sys
 import torch
 
 from minispeechseq import GenerationConfig, Processor, SpeechEncoderDecoderModel
-from minispeechseq.recognition.timestamps import choose_alignment_heads, cross_attention_maps, head_scores
+from minispeechseq.recognition.timestamps import (
+    choose_alignment_heads,
+    cross_attention_maps,
+    head_scores,
+)
 from minispeechseq.training.data import SAMPLING_RATE, ManifestDataset
 
 

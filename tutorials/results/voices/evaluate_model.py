@@ -26,7 +26,11 @@ import soundfile
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, load_audio
 from minispeechseq.training.data import SAMPLING_RATE, ManifestDataset
-from minispeechseq.training.evaluate import noisy_manifest, transcribe_dataset, unseen_voice_manifest
+from minispeechseq.training.evaluate import (
+    noisy_manifest,
+    transcribe_dataset,
+    unseen_voice_manifest,
+)
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 
 UNSEEN_ESPEAK = ("de", "fr", "es", "it", "pl", "hi")

@@ -17,7 +17,12 @@ import soundfile
 from minispeechseq import load_audio
 from minispeechseq.training.augment import add_noise, coloured_noise
 from minispeechseq.training.data import SAMPLING_RATE
-from minispeechseq.training.fsdd import FSDD_CREDIT, SAMPLE_TAKES, joined_string, read_fsdd
+from minispeechseq.training.fsdd import (
+    FSDD_CREDIT,
+    SAMPLE_TAKES,
+    joined_string,
+    read_fsdd,
+)
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "minispeechseq", "bundled", "samples")
 

@@ -29,9 +29,8 @@ def main() -> int:
     out = os.path.join(root, name)
     start = time.time()
     resume = ["--resume"] if os.path.isdir(out) else []
-    if not os.path.isdir(os.path.join(out, "final")):
-        if train.main([*train_args, "--out", out, *resume]) != 0:
-            return 1
+    if not os.path.isdir(os.path.join(out, "final")) and train.main([*train_args, "--out", out, *resume]) != 0:
+        return 1
     train_s = time.time() - start
     model = SpeechEncoderDecoderModel.from_pretrained(os.path.join(out, "final"))
     processor = Processor.from_pretrained(os.path.join(out, "final"))
