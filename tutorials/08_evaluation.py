@@ -152,7 +152,7 @@ assert raw > 0.5 and fixed == 0.0
 # %% [markdown]
 # ## 4. The bundled model's errors on 100 test utterances
 #
-# The shipped 8 samples are all transcribed right (tutorial 00), which says little. We render the first 100
+# The shipped 8 synthetic samples are all transcribed right (tutorial 00), which says little. We render the first 100
 # utterances of the corpus's *test split* exactly as the recipe does (espeak-ng, 8 utterances per call, same
 # voices and settings: the shipped samples are among them, equal to the sample up to int16 rounding), transcribe
 # them greedily and with 4 beams, and sort every error.
@@ -176,7 +176,7 @@ for beams, row in table.items():
           f"{row['D']} | {row['I']} | {row['wrong']} |")
 for beams, row in table.items():
     assert abs((row["S"] + row["D"] + row["I"]) / row["N"] - row["WER"]) < 1e-12
-assert table[1]["WER"] < 0.05, "the model card's figure is 1.93 % over all 400; these 100 should be near it"
+assert table[1]["WER"] < 0.05, "the model card's figure is 2.6 % over all 400; these 100 should be near it"
 
 print("\nthe greedy errors:")
 errors = [(r, h) for r, h in zip(references, results[1]) if r != h]
@@ -186,15 +186,17 @@ assert table[1]["S"] > 0 and table[1]["I"] > 0, "this model makes both kinds of 
 
 # %% [markdown]
 # What the errors say. Substitutions swap one digit for another, often for a neighbour's ("two three" -> "three
-# three"); the insertion repeats a word ("five five"), the looping a decoder can do and CTC cannot (tutorial 07).
-# There is no deletion among these 100 (the model card reports all three kinds over the 400). Every error sits in
-# a string of 3 digits or more. And 4 beams change no transcript at all: for a model this sure of itself, greedy's
-# path already is the best-scoring one (tutorial 04 shows the scores), so beam search costs time and buys nothing.
+# three"); an insertion repeats a word ("seven seven"), the looping a decoder can do and CTC cannot (tutorial 07);
+# a deletion drops words, here two in a row from an eight-digit string, the longest the corpus has. Every error
+# sits in a string of 3 digits or more. And 4 beams change almost nothing: for a model this sure of itself,
+# greedy's path is nearly always the best-scoring one (tutorial 04 shows the scores), so beam search costs time and
+# buys about one utterance in a hundred.
 
 # %%
 changed = sum(g != b for g, b in zip(results[1], results[4]))
 print(f"utterances where 4 beams and greedy disagree: {changed}")
-assert changed == 0 and table[1]["D"] == 0, "the prose above describes this run; update it if this changes"
+assert changed <= 2 and table[1]["D"] > 0, "the prose above describes this run; update it if this changes"
+assert all(len(r.split()) >= 3 for r, _ in errors), "the prose: every error in a string of 3 digits or more"
 wrong_lengths = [len(r.split()) for r, _ in errors]
 print(f"digits per wrong utterance: {sorted(wrong_lengths)}")
 assert min(wrong_lengths) >= 3

@@ -64,7 +64,8 @@ T = maps.shape[-1]
 scores = head_scores(maps, rows, T)  # (L, H): peaked x monotonic, in [0, 1]
 print("head scores (layer x head):\n", scores.numpy().round(2))
 print("the bundled model's stored alignment heads:", model.generation_config.alignment_heads)
-assert scores.shape == (2, 4) and float(scores[1].min()) > float(scores[0].max()), "layer 1 walks the diagonal"
+assert scores.shape == (2, 4) and float(scores[1].mean()) > float(scores[0, 1:].max()), "layer 1 walks the diagonal"
+assert int(scores[0].argmax()) == 0, "of layer 0's heads, head 0 is the one that follows the words"
 
 fig, axes = plt.subplots(2, 4, figsize=(13, 5), sharex=True, sharey=True)
 for (layer, head), ax in np.ndenumerate(axes):
@@ -79,11 +80,12 @@ fig.savefig(os.path.join(OUT, "10_heads.png"), dpi=120, bbox_inches="tight")
 plt.close(fig)
 
 # %% [markdown]
-# Layer 1's heads walk down the diagonal: each word looks at its own stretch of audio. The layer-0 heads look at
-# a few fixed places instead (several words on one frame), and score low: they would make bad clocks. The score is
-# measured, not assumed (`head_scores`: how peaked each row is, times how often the next word's attention moves
-# forwards); averaged over 60 held-out utterances it picked exactly layer 1's four heads, which the bundled
-# model's generation_config.json stores as `alignment_heads`.
+# Layer 1's heads walk down the diagonal: each word looks at its own stretch of audio. Most layer-0 heads look at
+# a few fixed places instead (several words on one frame), and score low: they would make bad clocks. Layer 0's
+# head 0 is the exception, partly following the words (the synthetic-voices model before the real-voices
+# fine-tuning had none such). The score is measured, not assumed (`head_scores`: how peaked each row is, times how
+# often the next word's attention moves forwards); averaged over 60 held-out utterances it picked layer 1's four
+# heads and layer 0's head 0, which the bundled model's generation_config.json stores as `alignment_heads`.
 #
 # ## 2. DTW: the best monotonic path from tokens to frames
 #
@@ -94,6 +96,7 @@ plt.close(fig)
 
 # %%
 heads = model.generation_config.alignment_heads
+assert sorted(map(tuple, heads)) == [(0, 0), (1, 0), (1, 1), (1, 2), (1, 3)], "the prose above names these heads"
 chosen = torch.stack([maps[layer, head, :rows, :T] for layer, head in heads])  # (heads, S, T)
 std, mean = torch.std_mean(chosen, dim=-2, keepdim=True, unbiased=False)  # over the tokens, per frame
 matrix = median_filter((chosen - mean) / std.clamp_min(1e-9), MEDIAN_FILTER_WIDTH).mean(0)  # (S, T)

@@ -2,7 +2,7 @@
 (fsdd.SAMPLE_TAKES), written into minispeechseq/bundled/samples/ with their transcripts and credit.
 
 A joined string is digitally silent between its words, which no microphone is: a pink-noise floor 40 dB below the
-speech (a quiet room) is added over the whole file.
+speech (a quiet room), band-limited to 4 kHz like the 8 kHz recordings it joins, is added over the whole file.
 
     python tutorials/results/voices/make_samples.py FSDD_FOLDER
 """
@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 
 from minispeechseq import load_audio
-from minispeechseq.training.augment import add_noise, coloured_noise
+from minispeechseq.training.augment import add_noise, band_limit, coloured_noise
 from minispeechseq.training.data import SAMPLING_RATE
 from minispeechseq.training.fsdd import (
     FSDD_CREDIT,
@@ -41,7 +41,7 @@ def main() -> int:
                                   pause_s=(0.15, 0.35), edge_s=(0.2, 0.3))
         name = f"fsdd_{speaker}.wav"
         speech = np.concatenate([load_audio(r.path, SAMPLING_RATE) for r in takes])
-        floor = coloured_noise(len(utterance.audio), "pink", noise_rng)
+        floor = band_limit(coloured_noise(len(utterance.audio), "pink", noise_rng), None, 3800)
         audio = add_noise(utterance.audio, floor, 40.0, speech_power=float(np.mean(speech.astype(np.float64) ** 2)))
         soundfile.write(os.path.join(SAMPLES, name), audio, SAMPLING_RATE, subtype="PCM_16")
         rows.append(f"{name}\t{utterance.text}\n")
