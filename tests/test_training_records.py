@@ -4,6 +4,7 @@
   rates follow lr 2e-3, 300 warmup steps, cosine to step 3,000; its evaluations are the ones the card quotes).
 - `tutorials/results/ablation_posconv_k16.jsonl` differs from it in the positional conv's kernel only: the preset
   differs in that one field, and the run followed the same schedule over the same steps and epochs.
+- The model card's real-voices tables quote `tutorials/results/voices/` (folds.jsonl, models.jsonl).
 - Evaluating during training does not change the training trajectory (so evaluating every 250 steps instead of
   every 500 leaves the recipe's run as it was).
 """
@@ -110,3 +111,27 @@ def test_evaluation_does_not_change_the_training_trajectory(tmp_path):
     difference = max(abs(a - b) for a, b in zip(losses[1], losses[6]))
     assert len(losses[1]) == len(losses[6]) == 6 and difference == 0.0, \
         f"evaluating every step moved the training losses by up to {difference:.2e}"
+
+
+def test_model_card_quotes_the_voices_records():
+    """The card's leave-one-speaker-out table and its synthetic-voices and noise rows are the shipped records'
+    figures (tutorials/results/voices/folds.jsonl, models.jsonl), rounded as printed."""
+    voices = os.path.join(RESULTS, "voices")
+    with open(MODEL_CARD, encoding="utf-8") as f:
+        card = f.read()
+    with open(os.path.join(voices, "folds.jsonl"), encoding="utf-8") as f:
+        folds = {r["arm"].removeprefix("fold_"): r["wer"] for r in map(json.loads, f)}
+    for speaker, wer in folds.items():
+        row = f"| {speaker} | {100 * wer[speaker + '_isolated']:.1f} % | {100 * wer[speaker + '_joined']:.1f} % |"
+        assert row in card, f"the card's fold row for {speaker} should read {row!r}"
+    mean = sum(w[s + "_isolated"] for s, w in folds.items()) / len(folds)
+    assert f"**{100 * mean:.1f} %** [≤ 10 %]" in card, f"the card's mean isolated WER should be {100 * mean:.1f} %"
+    with open(os.path.join(voices, "models.jsonl"), encoding="utf-8") as f:
+        models = {r["model"]: r["wer"] for r in map(json.loads, f)}
+    old, new = models["synthetic_voices_model"], models["final"]
+    for key in ("synthetic_test", "unseen_espeak", "flite"):
+        assert f"| {100 * old[key]:.1f} % | **{100 * new[key]:.1f} %** |" in card, key
+    for noise in ("white", "pink", "babble"):
+        cells = " | ".join(f"{100 * old[f'{noise}_{s}dB']:.1f} % → **{100 * new[f'{noise}_{s}dB']:.1f} %**"
+                           for s in (30, 20, 10, 5))
+        assert f"| {noise} | {cells} |" in card, f"the card's {noise} noise row"
