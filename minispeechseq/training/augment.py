@@ -181,6 +181,13 @@ def babble(length: int, speech: Sequence[np.ndarray], rng: np.random.Generator, 
     return (mix / np.sqrt(_power(mix))).astype(np.float32)
 
 
+def make_noise(kind: str, length: int, rng: np.random.Generator, others: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Unit-power noise of one of NOISE_TYPES; babble is made from `others` (pink noise stands in without them)."""
+    if kind == "babble":
+        return babble(length, others, rng) if others else coloured_noise(length, "pink", rng)
+    return coloured_noise(length, kind, rng)
+
+
 def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float, speech_power: float | None = None) -> np.ndarray:
     """`wave` + `noise` scaled so that speech power / noise power = snr_db.
 
@@ -200,7 +207,8 @@ class VoiceAugmentation:
     the room (reverberation), the channel (band, EQ), the noise, the level. Each stage has its probability;
     a probability of 0 switches it off (how each was measured: the model card's ablation).
 
-    With every probability at 0 it is `data.Augmentation` (silence, gain, white noise at 15-40 dB)."""
+    With every probability at 0 it draws what `data.Augmentation` draws (silence, gain, white noise at 15-40 dB),
+    from the same distributions in another order."""
 
     max_silence_s: float = 0.3  # leading and trailing silence, each uniform in [0, max]
     gain_db: tuple[float, float] = (-6.0, 6.0)
@@ -247,10 +255,7 @@ class VoiceAugmentation:
         if rng.random() < self.eq_p:
             wave = random_eq(wave, rng)
         kind = self.noise_types[int(rng.integers(len(self.noise_types)))]
-        if kind == "babble":
-            noise = babble(len(wave), others, rng) if others else coloured_noise(len(wave), "pink", rng)
-        else:
-            noise = coloured_noise(len(wave), kind, rng)
+        noise = make_noise(kind, len(wave), rng, others)
         # Noise power from the speech part only (the added silence would lower the power and raise the noise).
         wave = add_noise(wave, noise, rng.uniform(*self.snr_db), speech_power=_power(wave[speech]))
         return (wave * 10.0 ** (rng.uniform(*self.gain_db) / 20.0)).astype(np.float32)

@@ -32,7 +32,7 @@ from ..common.arguments import (
 from ..processor import Processor
 from ..recognition.recognizer import transcribe_batch
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-from .augment import add_noise, babble, coloured_noise
+from .augment import add_noise, make_noise
 from .data import SAMPLING_RATE, ManifestDataset
 from .digits import DigitsRecipe, _render_group, plan_digits_corpus
 from .metrics import character_error_rate, word_error_rate
@@ -68,11 +68,10 @@ def noisy_manifest(dataset: ManifestDataset, folder: str, kind: str, snr_db: flo
     lines = []
     for i in range(len(dataset)):
         wave = dataset[i]["audio"]
-        if kind == "babble":
+        others = []
+        if kind == "babble":  # four other utterances of the set talk in the background
             others = [dataset[int(j)]["audio"] for j in rng.choice(len(dataset), size=4) if j != i]
-            noise = babble(len(wave), others or [wave], rng)
-        else:
-            noise = coloured_noise(len(wave), kind, rng)
+        noise = make_noise(kind, len(wave), rng, others or [wave])
         name = f"noisy/{i:06d}.wav"
         soundfile.write(os.path.join(folder, name), add_noise(wave, noise, snr_db), SAMPLING_RATE, subtype="FLOAT")
         speaker = f"\t{dataset.speakers[i]}" if dataset.speakers[i] else ""
