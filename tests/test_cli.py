@@ -118,16 +118,16 @@ def test_inspect_and_convert_a_legacy_checkpoint(model_dir, tmp_path, capsys):
         assert torch.equal(converted[k], v), k
 
 
-@pytest.mark.parametrize("command", ["train", "data", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "pretrain", "data", "evaluate"])
 def test_training_commands_reach_their_modules(command, capsys):
-    # `minispeechseq train|data|evaluate` hand their options to their programs' main (cli.SUBPROGRAMS).
+    # `minispeechseq train|pretrain|data|evaluate` hand their options to their programs' main (cli.SUBPROGRAMS).
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: minispeechseq {command} ")
 
 
-@pytest.mark.parametrize("module", ["training.train", "tools.data", "training.evaluate"])
+@pytest.mark.parametrize("module", ["training.train", "training.pretrain", "tools.data", "training.evaluate"])
 def test_training_programs_run_with_python_m(module):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, not an installed copy
     done = subprocess.run([sys.executable, "-m", f"minispeechseq.{module}", "--help"], cwd=repo,

@@ -1,4 +1,4 @@
-"""The `minispeechseq` command line: transcribe, train, data, evaluate, inspect, convert, bench.
+"""The `minispeechseq` command line: transcribe, train, pretrain, data, evaluate, inspect, convert, bench.
 
 Every error reaches the user as one line on stderr and a non-zero exit code; commands over many files report
 the failing file and go on with the others.
@@ -37,6 +37,7 @@ from ..speech_encoder_decoder import (
 # Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
 SUBPROGRAMS = {
     "train": "minispeechseq.training.train",
+    "pretrain": "minispeechseq.training.pretrain",
     "data": "minispeechseq.tools.data",
     "evaluate": "minispeechseq.training.evaluate",
     "bench": "minispeechseq.tools.bench",
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a recognizer (see minispeechseq train --help)", add_help=False)
     tr.set_defaults(func=None)
+    pt = sub.add_parser("pretrain", help="pretrain a speech encoder on unlabelled audio (see minispeechseq pretrain --help)",
+                        add_help=False)
+    pt.set_defaults(func=None)
     d = sub.add_parser("data", help="make the spoken-digits corpus with espeak-ng (see minispeechseq data --help)",
                        add_help=False)
     d.set_defaults(func=None)

@@ -51,6 +51,7 @@ from ..speech_encoder_decoder import (
     read_config_json,
 )
 from ..tokenizer import Tokenizer
+from ..wav2vec2 import Wav2Vec2Model
 from ..wav2vec2_config import Wav2Vec2Config
 from .augment import NOISE_TYPES, VoiceAugmentation
 from .data import (
@@ -166,6 +167,30 @@ def preset_model(name: str, tokenizer: Tokenizer, encoder: dict[str, Any] | None
                                 eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"], **dec)
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(Wav2Vec2Config(**enc), decoder_config, **ids)
     return SpeechEncoderDecoderModel(config=config)
+
+
+# The fields that decide an encoder's tensors: a pretrained encoder fits a preset's only if all of them agree.
+_ENCODER_SHAPE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "hidden_size",
+                         "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_conv_pos_embeddings",
+                         "num_conv_pos_embedding_groups", "do_stable_layer_norm")
+
+
+def load_encoder_weights(model: SpeechEncoderDecoderModel, folder: str) -> None:
+    """Start `model`'s encoder from a pretrained Wav2Vec2Model folder (e.g. `minispeechseq pretrain`'s encoder/),
+    keeping the preset's own SpecAugment and dropout settings: only the weights come from `folder`."""
+    pretrained = Wav2Vec2Model.from_pretrained(folder)
+    def field(config: Any, name: str) -> Any:
+        value = getattr(config, name)
+        return tuple(value) if isinstance(value, list) else value  # config.json gives lists, presets tuples
+
+    differ = [f"{name} {field(pretrained.config, name)} != {field(model.config.encoder, name)}"
+              for name in _ENCODER_SHAPE_FIELDS if field(pretrained.config, name) != field(model.config.encoder, name)]
+    if differ:
+        raise ValueError(f"--encoder-init {folder}: its encoder is not the preset's shape ({'; '.join(differ)}).")
+    state = pretrained.state_dict()
+    if "masked_spec_embed" not in state:  # pretrained without masking: keep the preset's fresh mask vector
+        state["masked_spec_embed"] = model.encoder.state_dict()["masked_spec_embed"]
+    model.encoder.load_state_dict(state)
 
 
 def token_ids(tokenizer: Tokenizer) -> dict[str, int]:
@@ -453,6 +478,8 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
         if args.preset:
             feature_extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True)
             model = preset_model(args.preset, tokenizer, **config_overrides(args))
+            if args.encoder_init:
+                load_encoder_weights(model, args.encoder_init)
         elif args.init:
             # A whole trained pair as the starting point (e.g. the bundled synthetic-voices model), with a fresh
             # optimizer and schedule: fine-tuning, not --resume.
@@ -479,6 +506,9 @@ def train(args: argparse.Namespace) -> SpeechEncoderDecoderModel:
     model.train()
     if args.freeze_feature_encoder:
         model.freeze_feature_encoder()
+    if args.freeze_encoder:
+        for p in model.encoder.parameters():  # only the decoder (cross-attention included) learns
+            p.requires_grad = False
     model.to(d.device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -620,6 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--encoder", help="warm start: a wav2vec2 / HuBERT checkpoint folder (with --decoder)")
     model.add_argument("--decoder", help="warm start: a BERT / GPT-2 / BART / mBART / Speech2Text2 checkpoint folder")
     model.add_argument("--init", help="fine-tune: a whole SpeechEncoderDecoderModel folder (fresh optimizer)")
+    model.add_argument("--encoder-init", help="with --preset: start its encoder from this pretrained Wav2Vec2Model "
+                                              "folder (e.g. minispeechseq pretrain's OUT/encoder)")
     model.add_argument("--tokenizer", help="tokenizer folder (default: DATA/tokenizer, else the --decoder folder)")
     data = p.add_argument_group("data")
     data.add_argument("--data", help="corpus folder with train.tsv, valid.tsv and tokenizer/")
@@ -652,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--mask-feature-prob", type=float, default=None, help="SpecAugment: share of channels masked")
     opt.add_argument("--mask-feature-length", type=int, default=None, help="SpecAugment: channels per mask")
     opt.add_argument("--freeze-feature-encoder", action="store_true", help="no gradients into the conv front end")
+    opt.add_argument("--freeze-encoder", action="store_true", help="no gradients into the whole speech encoder")
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, help="folder for checkpoints, metrics.jsonl and final/")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -703,6 +736,8 @@ def check_args(args: argparse.Namespace) -> None:
         if not kinds or set(kinds) - set(NOISE_TYPES):
             raise ValueError(f"--noise-types {args.noise_types!r}: expected a comma-separated list of "
                              f"{', '.join(NOISE_TYPES)}.")
+    if args.encoder_init is not None and args.preset is None:
+        raise ValueError("--encoder-init starts a preset's encoder; use it with --preset NAME.")
     if warm and (args.encoder is None or args.decoder is None):
         raise ValueError("A warm start needs both --encoder DIR and --decoder DIR.")
     for names, ok, expected in OPTION_RANGES:
