@@ -127,7 +127,7 @@ def test_training_commands_reach_their_modules(command, capsys):
     assert capsys.readouterr().out.startswith(f"usage: minispeechseq {command} ")
 
 
-@pytest.mark.parametrize("module", ["training.train", "training.pretrain", "tools.data", "training.evaluate"])
+@pytest.mark.parametrize("module", ["tools.train", "tools.pretrain", "tools.data", "tools.evaluate"])
 def test_training_programs_run_with_python_m(module):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, not an installed copy
     done = subprocess.run([sys.executable, "-m", f"minispeechseq.{module}", "--help"], cwd=repo,

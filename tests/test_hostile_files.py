@@ -31,6 +31,7 @@ import minispeechseq.files.checkpoint as ckpt
 from minispeechseq import GenerationConfig, SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor
 from minispeechseq.tools.cli import bundled_model_dir, main
 from minispeechseq.config import CONFIG_MAX_BYTES, TOKENIZER_MAX_BYTES, read_json
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,14 +393,14 @@ def test_training_state_that_is_damaged_is_one_line(tmp_path, capsys, damage):
         state.write_bytes(state.read_bytes()[:3000])
     elif damage == "not a dict":
         torch.save([1, 2, 3], state)
-    assert train.main(train_args(out, tmp_path)) == 1  # an error, not a usage error (cli_args.run_command)
+    assert train_cli.main(train_args(out, tmp_path)) == 1  # an error, not a usage error (cli_args.run_command)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(state) in err[0] and "checkpoint before it" in err[0], err
 
 
 def test_training_resume_without_a_checkpoint_is_one_line(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    assert train.main(train_args(tmp_path / "run", tmp_path)) == 1
+    assert train_cli.main(train_args(tmp_path / "run", tmp_path)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no complete checkpoint" in err[0], err
 

@@ -144,7 +144,7 @@ def test_an_unexpected_exception_is_one_line_that_says_internal_error(model_dir,
         monkeypatch.setattr("minispeechseq.tools.cli._load", bug)
         argv = ["inspect", str(model_dir)]
     else:
-        monkeypatch.setattr(train, "train", bug)
+        monkeypatch.setattr("minispeechseq.tools.train.train", bug)  # the loop the command line calls
         argv = train_argv(corpus, tmp_path / "run")
     line = one_error_line(capsys, argv)
     assert "internal error: KeyError" in line and "--debug" in line, line

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from minispeechseq import SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2Model
+from minispeechseq.tools import pretrain as pt_cli
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import pretrain as pt
 from minispeechseq.training import train as tr
 from tests.utils import write_tone_corpus
@@ -40,11 +42,11 @@ def write_corpus(folder, pieces: int = 12, seed: int = 0) -> str:
 
 
 def args_for(corpus, out, *extra):
-    args = pt.build_parser().parse_args(["--corpus", corpus, "--out", str(out), "--steps", "4", "--batch-size", "4",
+    args = pt_cli.build_parser().parse_args(["--corpus", corpus, "--out", str(out), "--steps", "4", "--batch-size", "4",
                                          "--max-samples", "24000", "--log-every", "1", "--save-every", "2",
                                          "--kmeans-batches", "3", "--clusters", "8", "--negatives", "5",
                                          "--quiet", *extra])
-    pt.check_args(args)
+    pt_cli.check_args(args)
     return args
 
 
@@ -152,9 +154,9 @@ def test_pretrain_runs_saves_the_encoder_and_resumes_exactly(tmp_path, objective
 def test_pretrain_refuses_bad_arguments(tmp_path):
     for flags, message in ((["--steps", "0"], "--steps"), (["--mask-prob", "0"], "--mask-prob"),
                            (["--lr", "nan"], "--lr"), (["--max-samples", "100"], "--max-samples")):
-        args = pt.build_parser().parse_args(["--corpus", "c", "--out", str(tmp_path / "o"), *flags])
+        args = pt_cli.build_parser().parse_args(["--corpus", "c", "--out", str(tmp_path / "o"), *flags])
         with pytest.raises(ValueError, match=message):
-            pt.check_args(args)
+            pt_cli.check_args(args)
 
 
 # ---------------------------------------------------------------------------- fine-tuning from it
@@ -168,7 +170,7 @@ def tone_corpus(tmp_path_factory):
 
 def fine_tune(corpus, out, *extra) -> SpeechEncoderDecoderModel:
     torch.set_num_threads(1)
-    code = tr.main(["--preset", "tiny", "--train-manifest", str(corpus / "train.tsv"), "--tokenizer",
+    code = train_cli.main(["--preset", "tiny", "--train-manifest", str(corpus / "train.tsv"), "--tokenizer",
                     str(corpus / "tokenizer"), "--out", str(out), "--steps", "2", "--batch-size", "4",
                     "--save-every", "2", "--quiet", *extra])
     assert code == 0
@@ -197,5 +199,5 @@ def test_encoder_init_loads_every_weight_and_refuses_another_shape(tmp_path, ton
     with pytest.raises(ValueError, match="num_hidden_layers 2 != 4"):
         tr.load_encoder_weights(tr.preset_model("tiny", Tokenizer.from_pretrained(tone_corpus / "tokenizer")),
                                 str(tmp_path / "small"))
-    assert tr.main(["--encoder-init", str(tmp_path / "enc"), "--init", "x", "--out", str(tmp_path / "o"),
+    assert train_cli.main(["--encoder-init", str(tmp_path / "enc"), "--init", "x", "--out", str(tmp_path / "o"),
                     "--quiet"]) != 0, "--encoder-init without --preset must be refused"

@@ -1,6 +1,6 @@
 """The training loop: exact resume after SIGKILL, DDP (gloo, 2 processes) = one process, and the pieces.
 
-Runs are real subprocesses of `python -m minispeechseq.training.train` on a tiny synthetic corpus with the `debug`
+Runs are real subprocesses of `python -m minispeechseq.tools.train` on a tiny synthetic corpus with the `debug`
 preset (~19 k parameters), one thread each, so the whole file stays short on a 2-core machine.
 """
 
@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 from minispeechseq.training.digits import build_digits_tokenizer
 from tests.utils import ATOL_FP32, write_tone_corpus
@@ -39,7 +40,7 @@ def corpus(tmp_path_factory):
 
 
 def _command(corpus, out, *extra):
-    return [sys.executable, "-m", "minispeechseq.training.train", "--preset", "debug", "--train-manifest",
+    return [sys.executable, "-m", "minispeechseq.tools.train", "--preset", "debug", "--train-manifest",
             str(corpus / "train.tsv"), "--tokenizer", str(corpus / "tokenizer"), "--out", str(out),
             "--steps", str(STEPS), "--batch-size", "4", "--log-every", "1", "--save-every", "2", "--quiet", *extra]
 
@@ -125,22 +126,22 @@ def test_ddp_two_processes_equal_one_process(corpus, tmp_path):
 def test_out_with_checkpoints_needs_resume(corpus, tmp_path):
     os.makedirs(tmp_path / "checkpoint-2")
     (tmp_path / "checkpoint-2" / train.TRAINER_STATE).write_bytes(b"")
-    args = train.build_parser().parse_args(_command(corpus, tmp_path)[3:])
+    args = train_cli.build_parser().parse_args(_command(corpus, tmp_path)[3:])
     with pytest.raises(ValueError, match="pass --resume"):
         train.train(args)
 
 
 def test_argument_errors():
     with pytest.raises(ValueError, match="one of --preset NAME, --encoder DIR --decoder DIR, or --init DIR"):
-        train.check_args(train.build_parser().parse_args(["--out", "x"]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x"]))
     with pytest.raises(ValueError, match="one of --preset NAME"):
-        train.check_args(train.build_parser().parse_args(["--out", "x", "--preset", "tiny", "--init", "m"]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x", "--preset", "tiny", "--init", "m"]))
     with pytest.raises(ValueError, match="--dropout applies when a model is built"):
-        train.check_args(train.build_parser().parse_args(["--out", "x", "--init", "m", "--dropout", "0.1"]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x", "--init", "m", "--dropout", "0.1"]))
     with pytest.raises(ValueError, match="both --encoder DIR and --decoder DIR"):
-        train.check_args(train.build_parser().parse_args(["--out", "x", "--encoder", "e"]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x", "--encoder", "e"]))
     with pytest.raises(ValueError, match="--grad-accum must be at least 1"):
-        train.check_args(train.build_parser().parse_args(["--out", "x", "--preset", "tiny", "--grad-accum", "0"]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x", "--preset", "tiny", "--grad-accum", "0"]))
 
 
 def test_warmup_cosine_schedule():
@@ -177,14 +178,14 @@ def test_tiny_preset_shape(tmp_path):
 ])
 def test_voice_augmentation_flags_are_checked(extra, message):
     with pytest.raises(ValueError, match=message):
-        train.check_args(train.build_parser().parse_args(["--out", "x", "--preset", "tiny", *extra]))
+        train_cli.check_args(train_cli.build_parser().parse_args(["--out", "x", "--preset", "tiny", *extra]))
 
 
 def test_voice_augmentation_flags_build_the_voice_augmentation():
     from minispeechseq.training.augment import VoiceAugmentation
     from minispeechseq.training.data import Augmentation
 
-    parse = train.build_parser().parse_args
+    parse = train_cli.build_parser().parse_args
     plain = train.make_augmentation(parse(["--out", "x", "--preset", "tiny"]))
     assert type(plain) is Augmentation, "no voice flag: the plain augmentation, as before"
     assert train.make_augmentation(parse(["--out", "x", "--preset", "tiny", "--no-augment"])) is None

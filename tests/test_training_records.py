@@ -17,6 +17,7 @@ import runpy
 import shutil
 
 
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 from tests.utils import write_tone_corpus
 
@@ -103,7 +104,7 @@ def test_evaluation_does_not_change_the_training_trajectory(tmp_path):
         argv = ["--preset", "debug", "--data", str(tmp_path / "corpus"), "--out", str(out), "--steps", "6",
                 "--batch-size", "4", "--log-every", "1", "--eval-every", str(eval_every), "--save-every", "6",
                 "--max-new-tokens", "4", "--quiet"]
-        assert train.main(argv) == 0
+        assert train_cli.main(argv) == 0
         training, evaluations = _records(out / train.METRICS_FILE)
         assert len(evaluations) == 6 // eval_every
         losses[eval_every] = [r["loss"] for r in training]

@@ -131,7 +131,7 @@ def test_every_module_imports_from_the_installed_package(installed):
     out = json.loads(run([python, "-c", code], cwd=work, env=venv_env(python)).stdout)
     assert not out["root"].startswith(ROOT), f"minispeechseq came from the checkout ({out['root']}), not the wheel"
     assert "minispeechseq.weights_convert.gpt2" in out["names"]
-    assert "minispeechseq.training.train" in out["names"]
+    assert "minispeechseq.training.train" in out["names"] and "minispeechseq.tools.train" in out["names"]
     outside = [f for f in out["files"] if f.startswith(ROOT)]
     assert not outside, f"modules loaded from the checkout instead of the wheel: {outside}"
 

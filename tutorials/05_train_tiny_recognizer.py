@@ -53,6 +53,7 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
 )
 from minispeechseq.tools import cli
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 from minispeechseq.training.data import (
     SAMPLING_RATE,
@@ -278,7 +279,7 @@ print(f"validation WER after {STEPS} steps: {wer:.0%}; e.g. {references[0]!r} ->
 # %% [markdown]
 # ## 5. The same loop as `minispeechseq train`
 #
-# A written-out loop is only worth reading if it *is* the library's loop. `train.main(argv)` is
+# A written-out loop is only worth reading if it *is* the library's loop. `train_cli.main(argv)` is
 # `minispeechseq train`: the same arguments, and around the loop above it adds logging to RUN/metrics.jsonl,
 # checkpoints in transformers' layout, and `--resume`. With the same seed, data and settings, its losses must be
 # ours, step by step, and its final evaluation our WER.
@@ -289,7 +290,7 @@ argv = ["--preset", "tutorial", "--data", DATA, "--out", RUN, "--seed", str(SEED
         "--eval-every", str(STEPS), "--save-every", str(STEPS), "--max-new-tokens", str(MAX_NEW_TOKENS), "--quiet"]
 print("minispeechseq train " + " ".join(argv))
 try:
-    status = train.main(argv)
+    status = train_cli.main(argv)
 finally:
     del train.PRESETS["tutorial"]  # leave the library's table as we found it
 assert status == 0
@@ -300,8 +301,8 @@ library_losses = [r["loss"] for r in records if "loss" in r]  # one per step (--
 evaluation = [r for r in records if "wer" in r][-1]
 difference = max(abs(a - b) for a, b in zip(losses, library_losses))
 print(f"largest loss difference over {STEPS} steps: {difference:.1e}; validation WER: ours {wer:.2%}, "
-      f"train.main {evaluation['wer']:.2%}")
-# The losses are the same float32 numbers; train.main logs loss * tokens / tokens in float64, hence a tolerance.
+      f"train_cli.main {evaluation['wer']:.2%}")
+# The losses are the same float32 numbers; train_cli.main logs loss * tokens / tokens in float64, hence a tolerance.
 assert len(library_losses) == STEPS and difference <= 1e-6, f"the loops differ by {difference:.2e} nats"
 assert evaluation["wer"] == wer, (evaluation["wer"], wer)
 
@@ -444,7 +445,7 @@ assert narrow_loss > 0.9 * plateau and wide_loss < 0.5 * plateau, (plateau, narr
 # ## 8. Transcribe one utterance
 #
 # RUN/final is a complete checkpoint folder: `SpeechEncoderDecoderModel.from_pretrained` and
-# `Processor.from_pretrained` read it (transformers could too): the model `train.main` wrote in section 5.
+# `Processor.from_pretrained` read it (transformers could too): the model `train_cli.main` wrote in section 5.
 # `generate` starts from <s> and stops at </s>.
 # After 30 steps expect a digit word, often not the right one: see the plateau above. The command line does
 # the same thing: `minispeechseq transcribe FILE --model RUN/final` prints the same text.

@@ -36,10 +36,10 @@ from ..speech_encoder_decoder import (
 
 # Subcommands that are programs of their own (they parse their own options): the module whose main(argv) runs.
 SUBPROGRAMS = {
-    "train": "minispeechseq.training.train",
-    "pretrain": "minispeechseq.training.pretrain",
+    "train": "minispeechseq.tools.train",
+    "pretrain": "minispeechseq.tools.pretrain",
     "data": "minispeechseq.tools.data",
-    "evaluate": "minispeechseq.training.evaluate",
+    "evaluate": "minispeechseq.tools.evaluate",
     "bench": "minispeechseq.tools.bench",
 }
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> int:
         return 2
     kernel = int(argv[0])
     train.PRESETS[f"tiny-k{kernel}"] = posconv_preset(kernel)
-    return train.main(["--preset", f"tiny-k{kernel}", *argv[1:]])
+    return train_cli.main(["--preset", f"tiny-k{kernel}", *argv[1:]])
 
 
 if __name__ == "__main__":

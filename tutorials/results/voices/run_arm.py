@@ -15,7 +15,7 @@ import sys
 import time
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel
-from minispeechseq.training import train
+from minispeechseq.tools import train
 from minispeechseq.training.data import ManifestDataset
 from minispeechseq.training.evaluate import transcribe_dataset
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
