@@ -107,7 +107,8 @@ def test_wheel_has_one_top_level_package(installed):
     print(f"\nwheel: {os.path.basename(wheel)}, {size / 2**20:.2f} MiB, {len(names)} files")
     assert top == ["minispeechseq"], f"the wheel installs top-level names {top}; only minispeechseq is expected"
     for needed in ("minispeechseq/weights_convert/__init__.py", "minispeechseq/weights_convert/gpt2.py",
-                   "minispeechseq/bundled/digits/model.safetensors", "minispeechseq/bundled/samples/transcripts.tsv"):
+                   "minispeechseq/bundled/digits/model.safetensors", "minispeechseq/bundled/samples/transcripts.tsv",
+                   "minispeechseq/bundled/ssl_encoder/model.safetensors"):
         assert needed in names, f"{needed} is missing from the wheel"
 
 
