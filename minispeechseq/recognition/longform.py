@@ -28,6 +28,7 @@ import numpy as np
 from .pauses import sound_runs
 from .timestamps import Word
 
+MIN_SPEECH_S = 0.1  # a shorter stretch of sound alone is a click or a chance peak of the noise: no chunk of its own
 PAUSE_S = 0.3  # a silence at least this long separates two stretches of speech: a safe place to cut
 EDGE_S = 0.2  # silence kept before the first and after the last sound of a chunk (models train with some)
 MIN_CUT_PAUSE_S = 0.08  # the shortest pause a stretch of speech longer than a chunk is cut in (between words)
@@ -50,7 +51,8 @@ def speech_segments(runs: list[tuple[float, float]], samples: int, sampling_rate
             segments[-1][1] = b
         else:
             segments.append([a, b])
-    return [(int(a * sampling_rate), min(samples, int(b * sampling_rate))) for a, b in segments]
+    return [(int(a * sampling_rate), min(samples, int(b * sampling_rate))) for a, b in segments
+            if b - a >= MIN_SPEECH_S]
 
 
 def cut_in_pause(pauses: list[tuple[int, int]], lo: int, hi: int) -> int | None:

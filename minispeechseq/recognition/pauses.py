@@ -41,9 +41,10 @@ FLOOR_PERCENTILE = 10.0  # ... as this percentile of each band's level: speech l
 FLOOR_STEP_S = 0.1  # the floor is computed every 100 ms and interpolated between
 BACKGROUND_WINDOW_S = 10.0  # ... and never rises more than MAX_RISE_DB above the floor of this much audio:
 MAX_RISE_DB = 15.0  # unbroken speech longer than FLOOR_WINDOW_S is not background (a fan adds less than this)
-NOISE_SPREAD_DB = 3.0  # noise frames rise this much above their floor by chance: not counted as sound
-ON_DB = 3.0  # mean rise over the bands (after NOISE_SPREAD_DB) where a sound starts, at least
-OFF_DB = 1.0  # ... and where it ends (hysteresis), at least
+NOISE_SPREAD_DB = 3.0  # a band of noise rises this much above its floor by chance: not counted as sound
+ON_DB = 4.0  # mean rise over the bands (after NOISE_SPREAD_DB) where a sound starts, at least (noise alone: 1 % of
+# frames pass 3 dB)
+OFF_DB = 2.5  # ... and where it ends (hysteresis), at least: above what 9 frames of noise in 10 reach (2.2 dB)
 # ... and at least these fractions of the recording's loud frames' rise (its 95th percentile): a murmur of other
 # voices rises above its own floor too, and only the talker's level says how much is background.
 ON_FRACTION, OFF_FRACTION = 0.15, 0.075

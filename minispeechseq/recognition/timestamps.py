@@ -133,7 +133,7 @@ def dtw_path(maps: torch.Tensor, heads: list[list[int]], rows: int, frames: int)
 
 # ----------------------------------------------------------------------------------- sound refinement
 SNAP_SCALE_S = 0.5  # how far (seconds) a token boundary moves to reach a longer silence, per factor e of length
-MIN_SOUND_S = 0.04  # the first word starts on, and the last ends on, a sound at least this long (not a click)
+MIN_SOUND_S = 0.1  # the first word starts on, and the last ends on, a sound at least this long (not a click)
 
 
 def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -169,13 +169,13 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
         for k in range(len(bounds) - 1, -1, -1):
             chosen[k] = gaps[g]
             g = came[k, g]
-    # The ends of the utterance: where its sound begins and stops (a click or a chance peak of the noise is no word)
-    # unless that is past the first boundary / before the last one (the model heard a word the detector did not).
+    # The ends of the utterance: where its first lasting sound begins and its last one stops (a click or a chance
+    # peak of the noise is no word), unless that is past the first word's end / before the last word's start (the
+    # model heard a word the detector did not).
     lasting = [r for r in runs if r[1] - r[0] >= MIN_SOUND_S] or runs
     first_end = chosen[0][0] if n > 1 and chosen[0] else spans[0][1]
     last_start = chosen[-1][1] if n > 1 and chosen[-1] else spans[-1][0]
-    first = next((a for a, b in lasting if b > spans[0][0]), lasting[0][0])
-    last = next((b for a, b in reversed(lasting) if a < spans[-1][1]), lasting[-1][1])
+    first, last = lasting[0][0], lasting[-1][1]
     starts = [min(first, first_end)] + [c[1] if c else bounds[k] for k, c in enumerate(chosen)]
     ends = [c[0] if c else bounds[k] for k, c in enumerate(chosen)] + [max(last, last_start)]
     return list(zip(starts, ends))

@@ -24,7 +24,12 @@ import time
 import numpy as np
 
 from ..training.augment import make_noise
-from ..training.digits import SAMPLING_RATE, TimedUtterance, long_recording, timed_digit_strings
+from ..training.digits import (
+    SAMPLING_RATE,
+    TimedUtterance,
+    long_recording,
+    timed_digit_strings,
+)
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
 SNRS_DB = (40, 30, 20, 10)
@@ -83,7 +88,7 @@ def pieces_of(recording: TimedUtterance, pieces: list[TimedUtterance]) -> list[n
     out, first_word = [], 0
     for piece in pieces:
         start = recording.words[first_word][1] - piece.words[0][1]  # where this piece's audio began
-        a = int(round(start * SAMPLING_RATE))
+        a = round(start * SAMPLING_RATE)
         out.append(recording.audio[a:a + len(piece.audio)])
         first_word += len(piece.words)
     return out
