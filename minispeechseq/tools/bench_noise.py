@@ -23,13 +23,12 @@ import time
 
 import numpy as np
 
+from ..processor import Processor
+from ..recognition.recognizer import transcribe
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..training.augment import make_noise
-from ..training.digits import (
-    SAMPLING_RATE,
-    TimedUtterance,
-    long_recording,
-    timed_digit_strings,
-)
+from ..training.digits import SAMPLING_RATE, TimedUtterance, long_recording, timed_digit_strings
+from .cli import bundled_model_dir
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
 SNRS_DB = (40, 30, 20, 10)
@@ -97,9 +96,7 @@ def pieces_of(recording: TimedUtterance, pieces: list[TimedUtterance]) -> list[n
 def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, seconds: float = 60.0,
             seed: int = 5150, clean: bool = True) -> list[dict]:
     """One row per (noise kind, SNR), plus a clean row: boundary errors and WERs (see the module docstring)."""
-    import jiwer  # the test extra; imported here so the module's constants load without it
-
-    from ..recognition.recognizer import transcribe
+    import jiwer  # optional (the test extra): imported here so that the noise makers load without it
 
     utterances = timed_digit_strings(count, seed=seed)
     recording, pieces = long_recording(seconds, seed=seed + 1)
@@ -154,10 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snrs", nargs="+", type=float, default=list(SNRS_DB))
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-    from ..processor import Processor
-    from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-    from .cli import bundled_model_dir
-
     folder = bundled_model_dir()
     model, processor = SpeechEncoderDecoderModel.from_pretrained(folder), Processor.from_pretrained(folder)
     print(HEADER, file=sys.stderr)
