@@ -48,6 +48,8 @@ OFF_DB = 2.5  # ... and where it ends (hysteresis), at least: above what 9 frame
 # ... and at least these fractions of the recording's loud frames' rise (its 95th percentile): a murmur of other
 # voices rises above its own floor too, and only the talker's level says how much is background.
 ON_FRACTION, OFF_FRACTION = 0.15, 0.075
+BELOW_PEAK_DB = 40.0  # no sound starts this far below the recording's loudest frame (the detector before this one)
+SOFT_EDGE_FRAMES = 5  # ... but a sound's onset and tail may reach down there for up to 50 ms
 MIN_PAUSE_S = 0.02  # dips shorter than this do not separate two sounds
 BLOCK_FRAMES = 3000  # frames analysed at once: 30 s of audio
 SILENT_DB = -120.0  # the level of digital silence, so that log(0) never occurs
@@ -108,11 +110,14 @@ def local_floor(levels: np.ndarray) -> np.ndarray:
     return np.minimum(local, background + MAX_RISE_DB)
 
 
-def loudness(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """How far each 10 ms frame rises above the local background: the mean over bands, in dB, (N,)."""
+def loudness(samples: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """How far each 10 ms frame rises above the local background, the mean over bands in dB (N,), and whether
+    it is within BELOW_PEAK_DB of the loudest frame (N,): far below it is quiet however it varies (distant
+    voices), so no sound starts there; a sound's soft onset and tail may reach down there."""
     levels = band_levels(samples, sampling_rate)
-    rise = levels - local_floor(levels) - NOISE_SPREAD_DB  # (N, K)
-    return np.clip(rise, 0.0, None).mean(axis=1)
+    rise = np.clip(levels - local_floor(levels) - NOISE_SPREAD_DB, 0.0, None).mean(axis=1)  # (N,)
+    power = 10 * np.log10(np.sum(10 ** (levels.astype(np.float64) / 10), axis=1))  # (N,): all bands together
+    return rise, power >= (power.max() if len(power) else 0.0) - BELOW_PEAK_DB
 
 
 def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN_PAUSE_S) -> list[tuple[float, float]]:
@@ -122,21 +127,23 @@ def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN
         raise ValueError(f"sampling_rate must be a positive number of samples per second, got {sampling_rate}.")
     if np.ndim(samples) != 1:
         raise ValueError(f"sound_runs takes one channel (a 1-D waveform), got shape {np.shape(samples)}.")
-    rise = loudness(samples, sampling_rate)
+    rise, near_peak = loudness(samples, sampling_rate)
     peak = float(np.percentile(rise, 95)) if len(rise) else 0.0
     on, off = max(ON_DB, ON_FRACTION * peak), max(OFF_DB, OFF_FRACTION * peak)
     above_off = np.append(rise > off, False)
     runs: list[list[int]] = []
     i, n = 0, len(rise)
     while i < n:
-        if rise[i] <= on:
+        if rise[i] <= on or not near_peak[i]:
             i += 1
             continue
-        start = i
-        while start > 0 and above_off[start - 1]:  # the soft onset before the sound passed `on`
+        start, faint = i, 0
+        while start > 0 and above_off[start - 1] and faint < SOFT_EDGE_FRAMES:  # the soft onset before `on`
             start -= 1
-        end = i
-        while above_off[end]:  # the tail, while it stays above `off`
+            faint = 0 if near_peak[start] else faint + 1
+        end, faint = i, 0
+        while above_off[end] and faint < SOFT_EDGE_FRAMES:  # the tail, while it stays above `off`
+            faint = 0 if near_peak[end] else faint + 1
             end += 1
         if runs and start - runs[-1][1] < max(1, round(min_pause_s / HOP_S)):
             runs[-1][1] = end  # a short dip inside one sound
