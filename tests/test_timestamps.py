@@ -84,9 +84,13 @@ def test_boundaries_move_to_long_silences_not_to_closures_inside_words():
 def test_sound_runs_find_the_sounds_of_a_waveform():
     rate = 16000
     x = np.zeros(rate, dtype=np.float32)
-    x[1600:4800] = 0.5  # 0.1-0.3 s
-    x[8000:12000] = 0.5  # 0.5-0.75 s
-    assert sound_runs(x, rate) == [(0.1, 0.3), (0.5, 0.75)]
+    # Sounds, not constant offsets: the detector listens above 100 Hz (pauses.LOWEST_HZ), where a DC level is silent.
+    burst = 0.5 * np.random.default_rng(0).standard_normal(rate).astype(np.float32)
+    x[1600:4800] = burst[1600:4800]  # 0.1-0.3 s
+    x[8000:12000] = burst[8000:12000]  # 0.5-0.75 s
+    runs = sound_runs(x, rate)
+    # The detector works in 10 ms frames: an edge is known to within half a frame.
+    assert len(runs) == 2 and np.allclose(runs, [(0.1, 0.3), (0.5, 0.75)], atol=0.005), runs
 
 
 def _backend(kind: str) -> Tokenizer:
@@ -115,11 +119,14 @@ def test_tokens_merge_into_words_for_both_tokenizer_styles(kind):
 def test_chunks_are_cut_at_pauses_and_stitched_once():
     rate = 16000
     x = np.zeros(12 * rate, dtype=np.float32)
-    for a, b in [(0.5, 2.0), (3.0, 4.5), (6.0, 11.5)]:  # speech, with pauses of 1 s and 1.5 s
-        x[int(a * rate):int(b * rate)] = 0.3
+    t = np.arange(len(x)) / rate
+    sound = 0.3 * np.random.default_rng(0).standard_normal(len(x)) * (0.7 + 0.3 * np.sin(2 * np.pi * 4 * t))
+    for a, b in [(0.5, 2.0), (3.0, 4.5), (6.0, 11.5)]:  # speech (noise with a syllable rhythm), pauses of 1 and 1.5 s
+        x[int(a * rate):int(b * rate)] = sound[int(a * rate):int(b * rate)]
     plan = plan_chunks(x, rate, chunk_length_s=4.0)
     spans = [(c.start / rate, c.end / rate, c.overlap_after) for c in plan]
-    assert spans[0][:2] == (0.3, 2.2) and spans[1][:2] == (2.8, 4.7), spans  # no pause inside, 0.2 s edges kept
+    # No pause inside, 0.2 s edges kept (the pause detector's 10 ms frames: within 10 ms)
+    assert np.allclose(spans[0][:2], (0.3, 2.2), atol=0.01) and np.allclose(spans[1][:2], (2.8, 4.7), atol=0.01), spans
     assert all(c.end - c.start <= 4 * rate for c in plan)
     assert any(c.overlap_after for c in plan), "5.5 s of unbroken speech needs an overlapping window"
     # The overlap of two windows said "b" twice: kept once, from the chunk whose side of the middle it is on.

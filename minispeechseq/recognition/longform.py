@@ -1,17 +1,20 @@
 """Long recordings: cut into chunks the model can handle, transcribe the chunks in batches, stitch them by time.
 
 A model trained on short utterances (the bundled one heard at most a few seconds at a time, and its decoder has
-32 positions) cannot take an hour of audio in one pass. So the recording is cut:
+32 positions) cannot take an hour of audio in one pass. So the recording is cut, at pauses found against the
+recording's own background (pauses.py: under a fan or a murmur a pause is not silence):
 
-    1. at silences: each chunk ends in the longest quiet stretch (>= MIN_CUT_SILENCE_S) found in the last two
-       thirds of a chunk_length_s window, cut in its middle, so no word is split and nothing needs stitching;
-    2. where no silence is near, in a fixed window, and the next chunk starts OVERLAP_S earlier, so a word cut at
-       the edge is heard whole by one of the two chunks. Each chunk's words are timed (timestamps.py), and at the
-       middle of the overlap the first chunk's words stop and the second chunk's begin: what the overlap said
-       twice is kept once.
+    1. stretches of speech separated by pauses of at least PAUSE_S are grouped while a group fits chunk_length_s,
+       and each chunk is cut in the middle of the pause after its group: no word is split, nothing is stitched;
+    2. a stretch longer than a chunk is cut in the middle of its longest pause (at least MIN_CUT_PAUSE_S, the gap
+       between two words) in the last two thirds of the window: still no word is split;
+    3. only where the window holds no such pause (unbroken speech) is it cut in a fixed window, and the next
+       chunk starts OVERLAP_S earlier, so a word cut at the edge is heard whole by one of the two chunks. Each
+       chunk's words are timed (timestamps.py), and at the middle of the overlap the first chunk's words stop and
+       the second chunk's begin: what the overlap said twice is kept once.
 
 Memory is bounded by the batch of chunks, not by the recording (the waveform itself, 230 MB per hour at 16 kHz,
-is the only thing that grows).
+and the detector's 16 numbers per 10 ms are the only things that grow).
 
 Shape legend: L audio samples.
 """
@@ -22,10 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .timestamps import Word, sound_runs
+from .pauses import sound_runs
+from .timestamps import Word
 
+MIN_SPEECH_S = 0.1  # a shorter stretch of sound alone is a click or a chance peak of the noise: no chunk of its own
 PAUSE_S = 0.3  # a silence at least this long separates two stretches of speech: a safe place to cut
 EDGE_S = 0.2  # silence kept before the first and after the last sound of a chunk (models train with some)
+MIN_CUT_PAUSE_S = 0.08  # the shortest pause a stretch of speech longer than a chunk is cut in (between words)
 OVERLAP_S = 1.0  # speech cut in a fixed window is shared by the two chunks for this long (at most a fifth)
 
 
@@ -36,16 +42,23 @@ class Chunk:
     overlap_after: int = 0  # samples shared with the next chunk (0: cut at a pause)
 
 
-def speech_segments(samples: np.ndarray, sampling_rate: int) -> list[tuple[int, int]]:
-    """Stretches of speech separated by pauses of at least PAUSE_S: (first, last + 1) sample of each."""
-    runs = sound_runs(samples, sampling_rate)
+def speech_segments(runs: list[tuple[float, float]], samples: int, sampling_rate: int) -> list[tuple[int, int]]:
+    """Stretches of speech separated by pauses of at least PAUSE_S, from the detector's `runs` of sound (seconds)
+    in a recording of `samples` samples: (first, last + 1) sample of each."""
     segments: list[list[float]] = []
     for a, b in runs:
         if segments and a - segments[-1][1] < PAUSE_S:
             segments[-1][1] = b
         else:
             segments.append([a, b])
-    return [(int(a * sampling_rate), min(len(samples), int(b * sampling_rate))) for a, b in segments]
+    return [(int(a * sampling_rate), min(samples, int(b * sampling_rate))) for a, b in segments
+            if b - a >= MIN_SPEECH_S]
+
+
+def cut_in_pause(pauses: list[tuple[int, int]], lo: int, hi: int) -> int | None:
+    """The middle of the longest pause (first, last + 1 sample) whose middle lies in [lo, hi], or None."""
+    inside = [(b - a, (a + b) // 2) for a, b in pauses if lo <= (a + b) // 2 <= hi]
+    return max(inside)[1] if inside else None
 
 
 def plan_chunks(samples: np.ndarray, sampling_rate: int, chunk_length_s: float,
@@ -55,7 +68,7 @@ def plan_chunks(samples: np.ndarray, sampling_rate: int, chunk_length_s: float,
     Stretches of speech (`speech_segments`) are grouped in order while a group fits the length; a chunk spans its
     group plus EDGE_S of the surrounding silence. max_pause_s: never put a longer pause inside a chunk (a model
     that never heard one, such as the bundled digits model, whose utterances had no pause above 0.3 s). A stretch
-    longer than a chunk is cut in fixed windows that overlap by OVERLAP_S.
+    longer than a chunk is cut in its longest pause between words, else in fixed windows that overlap by OVERLAP_S.
     """
     if chunk_length_s <= 0:
         raise ValueError(f"chunk_length_s must be a positive number of seconds, got {chunk_length_s}.")
@@ -64,7 +77,10 @@ def plan_chunks(samples: np.ndarray, sampling_rate: int, chunk_length_s: float,
         return [Chunk(0, len(samples))]
     edge, overlap = int(EDGE_S * sampling_rate), min(int(OVERLAP_S * sampling_rate), size // 5)
     groups: list[list[int]] = []  # [first, last + 1] sample of the speech in each chunk
-    for a, b in speech_segments(samples, sampling_rate):
+    runs = sound_runs(samples, sampling_rate)
+    pauses = [(int(e * sampling_rate), int(a * sampling_rate)) for (_, e), (a, _) in zip(runs, runs[1:])
+              if a - e >= MIN_CUT_PAUSE_S]  # (first, last + 1) sample of each pause between words
+    for a, b in speech_segments(runs, len(samples), sampling_rate):
         joinable = groups and b - groups[-1][0] + 2 * edge <= size and (
             max_pause_s is None or a - groups[-1][1] <= max_pause_s * sampling_rate)
         if joinable:
@@ -75,9 +91,14 @@ def plan_chunks(samples: np.ndarray, sampling_rate: int, chunk_length_s: float,
     for k, (a, b) in enumerate(groups):
         lo = max(a - edge, (groups[k - 1][1] + a) // 2 if k else 0)  # never past the middle of the pause
         hi = min(b + edge, (b + groups[k + 1][0]) // 2 if k + 1 < len(groups) else len(samples))
-        while hi - lo > size:  # speech longer than a chunk: fixed windows, each overlapping the next
-            chunks.append(Chunk(lo, lo + size, overlap_after=overlap))
-            lo += size - overlap
+        while hi - lo > size:  # speech longer than a chunk: in a pause between words, else overlapping windows
+            cut = cut_in_pause(pauses, lo + size // 3, lo + size)
+            if cut is not None:
+                chunks.append(Chunk(lo, cut))
+                lo = cut
+            else:
+                chunks.append(Chunk(lo, lo + size, overlap_after=overlap))
+                lo += size - overlap
         chunks.append(Chunk(lo, hi))
     return chunks
 

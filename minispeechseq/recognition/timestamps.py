@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers.models import BPE, Unigram
 
+from .pauses import sound_runs
+
 MEDIAN_FILTER_WIDTH = 7  # frames, as whisper (an odd number)
 
 
@@ -78,6 +80,7 @@ def head_scores(maps: torch.Tensor, rows: int, frames: int) -> torch.Tensor:
 
 def choose_alignment_heads(scores: torch.Tensor, keep: float = 0.8) -> list[list[int]]:
     """The heads within `keep` of the best score (L, H): [[layer, head], ...], the best first."""
+    scores = torch.nan_to_num(scores, nan=0.0)  # a map of NaNs (a broken model) is no alignment
     best = scores.max().item()
     chosen = [(scores[i, h].item(), i, h) for i in range(scores.shape[0]) for h in range(scores.shape[1])
               if scores[i, h].item() >= keep * best]
@@ -129,36 +132,8 @@ def dtw_path(maps: torch.Tensor, heads: list[list[int]], rows: int, frames: int)
 
 
 # ----------------------------------------------------------------------------------- sound refinement
-ENERGY_WINDOW_S = 0.01  # the resolution of the refinement: 10 ms windows
-SILENCE_BELOW_PEAK_DB = 40.0  # a window more than this below the loudest one is silence
-MIN_GAP_S = 0.02  # silences shorter than this do not separate sounds
-
-
-def sound_runs(samples: np.ndarray, sampling_rate: int) -> list[tuple[float, float]]:
-    """The stretches of sound in `samples` (seconds), from 10 ms windows' energy: (start, end) per run."""
-    win = max(1, int(ENERGY_WINDOW_S * sampling_rate))
-    n = len(samples) // win
-    if n == 0:
-        return []
-    windows = np.asarray(samples[: n * win], dtype=np.float32).reshape(n, win)  # a view, no copy of the audio
-    energy = np.einsum("ij,ij->i", windows, windows) / win  # (windows,): mean square, without a squared copy
-    db = 10 * np.log10(energy + 1e-12)
-    loud = db > db.max() - SILENCE_BELOW_PEAK_DB
-    runs: list[tuple[int, int]] = []
-    start = None
-    for i, on in enumerate(np.append(loud, False)):
-        if on and start is None:
-            start = i
-        elif not on and start is not None:
-            if runs and (start - runs[-1][1]) * ENERGY_WINDOW_S < MIN_GAP_S:
-                runs[-1] = (runs[-1][0], i)  # a short dip inside one sound
-            else:
-                runs.append((start, i))
-            start = None
-    return [(a * win / sampling_rate, b * win / sampling_rate) for a, b in runs]
-
-
 SNAP_SCALE_S = 0.5  # how far (seconds) a token boundary moves to reach a longer silence, per factor e of length
+MIN_SOUND_S = 0.1  # the first word starts on, and the last ends on, a sound at least this long (not a click)
 
 
 def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -194,9 +169,28 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
         for k in range(len(bounds) - 1, -1, -1):
             chosen[k] = gaps[g]
             g = came[k, g]
-    starts = [runs[0][0]] + [c[1] if c else bounds[k] for k, c in enumerate(chosen)]
-    ends = [c[0] if c else bounds[k] for k, c in enumerate(chosen)] + [runs[-1][1]]
+    # The ends of the utterance: where its first lasting sound begins and its last one stops (a click or a chance
+    # peak of the noise is no word), unless that is past the first word's end / before the last word's start (the
+    # model heard a word the detector did not).
+    lasting = [r for r in runs if r[1] - r[0] >= MIN_SOUND_S] or runs
+    first_end = chosen[0][0] if n > 1 and chosen[0] else spans[0][1]
+    last_start = chosen[-1][1] if n > 1 and chosen[-1] else spans[-1][0]
+    first, last = lasting[0][0], lasting[-1][1]
+    starts = [min(first, first_end)] + [c[1] if c else bounds[k] for k, c in enumerate(chosen)]
+    ends = [c[0] if c else bounds[k] for k, c in enumerate(chosen)] + [max(last, last_start)]
     return list(zip(starts, ends))
+
+
+def well_formed(spans: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """The spans made valid whatever produced them: 0 <= start <= end <= duration, each word starting no earlier
+    than the one before it ends (a model that heard the audio wrongly can make DTW and the pauses disagree)."""
+    out, after = [], 0.0
+    for start, end in spans:
+        start = min(max(start, after), duration)
+        end = min(max(end, start), duration)
+        out.append((start, end))
+        after = end
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- words
@@ -262,16 +256,31 @@ def word_timestamps(model: Any, tokenizer: Any, encoder_outputs: Any, attention_
         # too: where the EOS starts is where the last word ends.
         rows = len(text_ids) + (ended is not None)
         first_row = prompt_length - 1
-        utterance = maps[:, b, :, first_row:first_row + rows]  # (L, H, rows, T)
-        chosen = heads or choose_alignment_heads(head_scores(utterance, rows, real_frames[b]))
-        token_idx, frame_idx = dtw_path(utterance, chosen, rows, real_frames[b])
-        frame_times = (np.arange(real_frames[b]) * hop + field / 2) / sampling_rate  # the centre of each frame
-        starts = frame_times[frame_idx[np.searchsorted(token_idx, np.arange(rows))]]  # where the path enters a row
-        ends = np.append(starts[1:], (real_frames[b] * hop + field / 2) / sampling_rate)
-        keep = [k for k, t in enumerate(text_ids) if t not in special]  # the EOS row only served as an end
-        words = words_of_row(tokenizer, [text_ids[k] for k in keep], [(float(starts[k]), float(ends[k])) for k in keep])
-        if audio is not None:  # word boundaries (not those inside a word) move into the waveform's silences
-            spans = refine_with_sound([(w.start, w.end) for w in words], sound_runs(audio[b], sampling_rate))
-            words = [Word(w.word, start, end) for w, (start, end) in zip(words, spans)]
-        out.append(words)
+        out.append(words_of_maps(tokenizer, maps[:, b, :, first_row:first_row + rows], text_ids, real_frames[b],
+                                 heads, hop, field, sampling_rate, None if audio is None else audio[b]))
     return out
+
+
+def words_of_maps(tokenizer: Any, maps: torch.Tensor, text_ids: list[int], frames: int,
+                  heads: list[list[int]] | None, hop: int, field: int, sampling_rate: int,
+                  audio: np.ndarray | None = None) -> list[Word]:
+    """One utterance's words from its cross-attention maps (L, H, rows, T): a row per token of `text_ids`, plus
+    the end-of-sequence token's row when generation ended (its start is the last word's end). `frames` of the T
+    are real audio, each `hop` samples apart and seeing `field` samples; `audio`, when given, refines the times.
+    Whatever the maps hold, the words come back well formed: 0 <= start <= end <= duration, in time order."""
+    special = set(tokenizer.all_special_ids)
+    rows, frames = maps.shape[2], max(1, min(int(frames), maps.shape[-1]))
+    chosen = heads or choose_alignment_heads(head_scores(maps, rows, frames))
+    token_idx, frame_idx = dtw_path(maps, chosen, rows, frames)
+    frame_times = (np.arange(frames) * hop + field / 2) / sampling_rate  # the centre of each frame
+    starts = frame_times[frame_idx[np.searchsorted(token_idx, np.arange(rows))]]  # where the path enters a row
+    ends = np.append(starts[1:], (frames * hop + field / 2) / sampling_rate)
+    keep = [k for k, t in enumerate(text_ids) if t not in special]  # the EOS row only served as an end
+    words = words_of_row(tokenizer, [text_ids[k] for k in keep], [(float(starts[k]), float(ends[k])) for k in keep])
+    spans = [(w.start, w.end) for w in words]
+    if audio is not None:  # word boundaries (not those inside a word) move into the waveform's pauses
+        spans = refine_with_sound(spans, sound_runs(audio, sampling_rate))
+        duration = len(audio) / sampling_rate
+    else:  # the samples the real frames saw
+        duration = ((frames - 1) * hop + field) / sampling_rate
+    return [Word(w.word, a, e) for w, (a, e) in zip(words, well_formed(spans, duration))]

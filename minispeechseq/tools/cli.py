@@ -24,6 +24,7 @@ from ..processor import Processor
 from ..generation.settings import check_settings
 from ..recognition.quantize import QUANTIZATIONS
 from ..recognition.recognizer import chunk_settings, generate_batch, measure_inputs, model_inputs, named, subtitles, transcribe_inputs
+from .progress import ProgressLine
 from ..files.resolve import MODEL_FILES, PREPROCESSING_FILES, resolve_folder
 from ..speech_encoder_decoder import (
     DECODERS,
@@ -203,9 +204,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     outcomes.update({where[j]: e for j, e in errors.items()})
     seconds = {item.index: item.samples / rate for item in inputs}
 
+    line = ProgressLine(sys.stderr)  # one updating line on a terminal, a line every 30 s in a log
+
     def progress(j: int, done: int, total: int) -> None:
         if seconds[j] > 60:  # a long recording: say how far it is, on stderr (stdout holds the results)
-            print(f"minispeechseq: {escape(items[where[j]][0])}: {done}/{total} chunks", file=sys.stderr, flush=True)
+            line.update(f"minispeechseq: {escape(items[where[j]][0])}: {done}/{total} chunks")
+            if done == total:
+                line.close()
 
     failures, printed = 0, 0
     chunk_s, max_pause_s = chunk_settings(model, args.chunk_length, None)

@@ -1,0 +1,169 @@
+"""Word timestamps and long recordings under background noise, measured (issue 27).
+
+The audio is made here, with exact word boundaries: espeak-ng digit strings built word by word
+(training/digits.py), with noise added at a stated signal-to-noise ratio (training/augment.py's `make_noise`):
+white, pink, brown, babble (other digit strings mixed), and "fan": pink noise whose level switches on part way
+through (12 dB quieter before, a 1 s ramp), the slowly varying level of a real room. The SNR is the power of the
+words alone (the pauses carry no speech) over the power of the noise (the fan's at its full level).
+
+    python -m minispeechseq.tools.bench_noise --count 24 --seconds 60      # the table of the README
+
+Per condition: the median and 90th percentile of |start error| and of |end error| over the words of the
+utterances transcribed correctly (a wrong transcript has no word to compare), the WER of those utterances, and
+a long recording (digit strings with 0.6-1.5 s pauses, the same noise throughout) transcribed long-form, beside
+the WER of its strings cut out of the same noisy audio and transcribed one by one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from ..processor import Processor
+from ..recognition.recognizer import transcribe
+from ..speech_encoder_decoder import SpeechEncoderDecoderModel
+from ..training.augment import make_noise
+from ..training.digits import SAMPLING_RATE, TimedUtterance, long_recording, timed_digit_strings
+from .cli import bundled_model_dir
+
+NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
+SNRS_DB = (40, 30, 20, 10)
+FAN_QUIET_DB = 12.0  # the fan's level before it switches on, below its full level
+FAN_RAMP_S = 1.0
+
+
+def speech_power(utterance: TimedUtterance) -> float:
+    """Mean square of the samples inside words (the pauses are not speech)."""
+    inside = np.concatenate([utterance.audio[int(s * SAMPLING_RATE):int(e * SAMPLING_RATE)]
+                             for _, s, e in utterance.words])
+    return float(np.mean(inside.astype(np.float64) ** 2))
+
+
+def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.ndarray]) -> np.ndarray:
+    """Unit-power noise (at its full level) of one of NOISE_KINDS, `length` samples."""
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
+    if kind != "fan":
+        return make_noise(kind, length, rng, others)
+    noise = make_noise("pink", length, rng)
+    switch = rng.uniform(0.2, 0.7) * length  # the fan switches on somewhere in the middle part
+    t = (np.arange(length) - switch) / (FAN_RAMP_S * SAMPLING_RATE)
+    quiet = 10 ** (-FAN_QUIET_DB / 20)
+    return (noise * (quiet + (1 - quiet) * np.clip(t + 0.5, 0.0, 1.0))).astype(np.float32)
+
+
+def with_noise(utterance: TimedUtterance, kind: str, snr_db: float | None, rng: np.random.Generator,
+               others: list[np.ndarray]) -> TimedUtterance:
+    """The utterance with noise at snr_db (speech power over the noise's full-level power); None: unchanged."""
+    if snr_db is None:
+        return utterance
+    noise = noise_for(kind, len(utterance.audio), rng, others)
+    scale = np.sqrt(speech_power(utterance) / 10 ** (snr_db / 10))  # the noise has unit power at full level
+    return TimedUtterance((utterance.audio + scale * noise).astype(np.float32), utterance.text, utterance.words)
+
+
+def babble_sources(seed: int, count: int = 12) -> list[np.ndarray]:
+    """Other speech for babble: digit strings of their own seed, never the ones measured."""
+    return [u.audio for u in timed_digit_strings(count, seed=seed + 7919, min_digits=4)]
+
+
+def boundary_errors(results: list[dict], utterances: list[TimedUtterance]) -> tuple[np.ndarray, np.ndarray]:
+    """Signed start errors and signed end errors (seconds, + late) of the words of correctly transcribed
+    utterances."""
+    starts, ends = [], []
+    for u, r in zip(utterances, results):
+        if r["text"] == u.text:
+            starts += [w["start"] - s for w, (_, s, _) in zip(r["words"], u.words)]
+            ends += [w["end"] - e for w, (_, _, e) in zip(r["words"], u.words)]
+    return np.array(starts), np.array(ends)
+
+
+def pieces_of(recording: TimedUtterance, pieces: list[TimedUtterance]) -> list[np.ndarray]:
+    """The noisy recording cut back into its strings (each with its own edges), for the one-by-one WER."""
+    out, first_word = [], 0
+    for piece in pieces:
+        start = recording.words[first_word][1] - piece.words[0][1]  # where this piece's audio began
+        a = round(start * SAMPLING_RATE)
+        out.append(recording.audio[a:a + len(piece.audio)])
+        first_word += len(piece.words)
+    return out
+
+
+def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, seconds: float = 60.0,
+            seed: int = 5150, clean: bool = True) -> list[dict]:
+    """One row per (noise kind, SNR), plus a clean row: boundary errors and WERs (see the module docstring)."""
+    import jiwer  # optional (the test extra): imported here so that the noise makers load without it
+
+    utterances = timed_digit_strings(count, seed=seed)
+    recording, pieces = long_recording(seconds, seed=seed + 1)
+    others = babble_sources(seed)
+    conditions = ([("clean", None)] if clean else []) + [(k, s) for k in kinds for s in snrs]
+    rows = []
+    for c, (kind, snr) in enumerate(conditions):
+        began = time.perf_counter()
+        rng = np.random.default_rng([seed, c])
+        noisy = [with_noise(u, kind, snr, rng, others) for u in utterances]
+        results = transcribe(model, [u.audio for u in noisy], processor=processor, timestamps=True)
+        starts, ends = boundary_errors(results, noisy)
+        long_noisy = with_noise(recording, kind, snr, rng, others)
+        short = transcribe(model, pieces_of(long_noisy, pieces), processor=processor)
+        long = transcribe(model, long_noisy.audio, processor=processor, timestamps=True)
+        words = long["words"]
+        rows.append({
+            "noise": kind, "snr_db": snr, "utterances": count, "words_measured": len(starts),
+            "wer": jiwer.wer([u.text for u in noisy], [r["text"] for r in results]),
+            **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
+               for name, err in (("start", starts), ("end", ends))
+               for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
+            "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
+            "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
+            "long_s": len(recording.audio) / SAMPLING_RATE,
+            "long_wer": jiwer.wer(recording.text, long["text"]),
+            "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
+            "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
+            "seconds": time.perf_counter() - began,
+        })
+        print(format_row(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+HEADER = (f"{'noise':>7s} {'SNR':>4s} {'words':>5s} {'WER':>6s} | {'start med':>9s} {'p90':>5s} {'bias':>5s} | "
+          f"{'end med':>7s} {'p90':>5s} {'bias':>5s} | {'long WER':>8s} {'1-by-1':>6s}")
+
+
+def format_row(r: dict) -> str:
+    snr = "-" if r["snr_db"] is None else f"{r['snr_db']}"
+    return (f"{r['noise']:>7s} {snr:>4s} {r['words_measured']:>5d} {r['wer']:6.1%} | {r['start_median_ms']:9.0f} "
+            f"{r['start_p90_ms']:5.0f} {r['start_bias_ms']:+5.0f} | {r['end_median_ms']:7.0f} {r['end_p90_ms']:5.0f} "
+            f"{r['end_bias_ms']:+5.0f} | {r['long_wer']:8.1%} {r['short_wer']:6.1%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minispeechseq.tools.bench_noise", description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=24, help="short utterances per condition")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each condition's long recording")
+    parser.add_argument("--seed", type=int, default=5150)
+    parser.add_argument("--kinds", nargs="+", default=list(NOISE_KINDS), choices=NOISE_KINDS)
+    parser.add_argument("--snrs", nargs="+", type=float, default=list(SNRS_DB))
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    folder = bundled_model_dir()
+    model, processor = SpeechEncoderDecoderModel.from_pretrained(folder), Processor.from_pretrained(folder)
+    print(HEADER, file=sys.stderr)
+    rows = measure(model, processor, args.kinds, [int(s) if s == int(s) else s for s in args.snrs], args.count,
+                   args.seconds, args.seed)
+    print(HEADER)
+    for r in rows:
+        print(format_row(r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

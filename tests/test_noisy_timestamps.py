@@ -1,0 +1,211 @@
+"""Word timestamps and long recordings on audio like real audio (issue 27): background noise and real voices.
+
+The audio is made by the test, with every word's true start and end known: espeak-ng digit strings built word by
+word (training/digits.py) and FSDD recordings joined one speaker at a time (training/fsdd.py), with noise added
+at a stated SNR by tools/bench_noise.py (white, pink, brown, babble; "fan": pink noise that switches on 12 dB
+louder part way through). The seeds here are not the bench's (5150), on which the detector's constants were
+chosen.
+
+Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind: median boundary
+error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends separately; long-form WER within +2 points
+of the same strings transcribed one by one (cut out of the same noisy audio), asserted at 20 dB (the suite's
+time; `python -m minispeechseq.tools.bench_noise` measures every level).
+"""
+
+import os
+import random
+import shutil
+
+import jiwer
+import numpy as np
+import pytest
+
+from minispeechseq import Processor, SpeechEncoderDecoderModel, transcribe
+from minispeechseq.recognition.longform import (
+    MIN_SPEECH_S,
+    plan_chunks,
+    speech_segments,
+)
+from minispeechseq.recognition.pauses import sound_runs
+from minispeechseq.tools.bench_noise import (
+    NOISE_KINDS,
+    babble_sources,
+    boundary_errors,
+    noise_for,
+    pieces_of,
+    with_noise,
+)
+
+BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "minispeechseq", "bundled", "digits")
+FSDD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "fsdd")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng makes the held-out audio (apt-get install espeak-ng)")
+MEDIAN_TARGET_MS, P90_TARGET_MS = 60.0, 150.0  # issue 27, starts and ends each
+LONG_WER_MARGIN = 0.02  # long-form WER may exceed one-by-one by this much
+RATE = 16000
+# A fricative's tail under 20 dB of noise is below the noise: a cut within this of a word's edge is in that tail.
+EDGE_TOLERANCE_S = 0.05
+# Babble (other voices, 30 and 20 dB below the talker) is not met: the detector judges loudness against the
+# background's floor, and a murmur of 4 voices with their own pauses rises and falls like the talker does, so
+# pauses under it are found late or not at all (issue 27's table: starts 150-200 ms off). Strict: a fix shows.
+BABBLE = pytest.mark.xfail(strict=True, reason="babble: pauses under other voices are not found (issue 27)")
+
+
+def kinds_with_babble_marked() -> list:
+    return [pytest.param(k, marks=BABBLE) if k == "babble" else k for k in NOISE_KINDS]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return SpeechEncoderDecoderModel.from_pretrained(BUNDLED), Processor.from_pretrained(BUNDLED)
+
+
+@pytest.fixture(scope="module")
+def strings():
+    from minispeechseq.training.digits import timed_digit_strings
+
+    return timed_digit_strings(16, seed=2727), babble_sources(2727)
+
+
+# ------------------------------------------------------------------------------------------- the detector
+@pytest.mark.parametrize("kind", ["white", "pink", "brown", "fan"])
+def test_noise_alone_is_no_sound(kind):
+    """10 s of noise and nothing else (the fan switching on in it): no stretch as long as the shortest speech
+    (longform.MIN_SPEECH_S, 0.1 s) is called sound, so no chunk is made of noise alone."""
+    rng = np.random.default_rng(11)
+    noise = 0.05 * noise_for(kind, 10 * RATE, rng, [])
+    runs = sound_runs(noise, RATE)
+    longest = max((b - a for a, b in runs), default=0.0)
+    assert longest < MIN_SPEECH_S, f"{kind} noise alone: a {longest * 1e3:.0f} ms stretch was called sound"
+    assert speech_segments(runs, len(noise), RATE) == []
+
+
+def test_digital_silence_is_unchanged_by_the_floor():
+    """Exact zeros between bursts: the floor is the silence, each edge found within half a 10 ms frame."""
+    x = np.zeros(2 * RATE, dtype=np.float32)
+    burst = np.random.default_rng(0).standard_normal(RATE).astype(np.float32) * 0.1
+    for a, b in [(0.2, 0.5), (0.9, 1.6)]:
+        x[int(a * RATE):int(b * RATE)] = burst[: int(b * RATE) - int(a * RATE)]
+    runs = sound_runs(x, RATE)
+    assert len(runs) == 2 and np.allclose(runs, [(0.2, 0.5), (0.9, 1.6)], atol=0.005), runs
+
+
+@needs_espeak
+@pytest.mark.parametrize("snr", [30, 20])
+def test_chunks_are_never_cut_inside_a_word(snr):
+    """Unbroken digit strings (50-250 ms between words) longer than a chunk, under pink noise: every cut falls
+    between words, none needs an overlapping window, and no chunk is longer than asked."""
+    from minispeechseq.training.digits import long_recording
+
+    recording, _ = long_recording(40, seed=2728, pause_s=(0.05, 0.2))  # no pause of PAUSE_S: cuts between words
+    noisy = with_noise(recording, "pink", snr, np.random.default_rng(3), [])
+    plan = plan_chunks(noisy.audio, RATE, chunk_length_s=5.0)
+    cuts = [c.end / RATE for c in plan[:-1]]
+    inside = [(cut, w) for cut in cuts for w in recording.words if w[1] + EDGE_TOLERANCE_S < cut < w[2] - EDGE_TOLERANCE_S]
+    assert not inside, f"{len(inside)} of {len(cuts)} cuts fall inside a word, e.g. {inside[:3]}"
+    assert not any(c.overlap_after for c in plan), "a pause between words was in every window: no overlap needed"
+    assert max(c.end - c.start for c in plan) <= 5 * RATE
+
+
+# ------------------------------------------------------------------------------ the targets, per condition
+@needs_espeak
+@pytest.mark.parametrize("snr", [30, 20])
+@pytest.mark.parametrize("kind", kinds_with_babble_marked())
+def test_word_boundaries_under_noise(bundled, strings, kind, snr):
+    model, processor = bundled
+    utterances, others = strings
+    rng = np.random.default_rng([2727, snr, NOISE_KINDS.index(kind)])
+    noisy = [with_noise(u, kind, snr, rng, others) for u in utterances]
+    results = transcribe(model, [u.audio for u in noisy], processor=processor, timestamps=True)
+    starts, ends = boundary_errors(results, noisy)
+    assert len(starts) >= 40, f"only {len(starts)} words were transcribed correctly at {kind} {snr} dB"
+    for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
+        median, p90 = float(np.median(err)), float(np.percentile(err, 90))
+        print(f"\n{kind} {snr} dB, {len(err)} {name}s: median {median:.0f} ms, p90 {p90:.0f} ms")
+        assert median <= MEDIAN_TARGET_MS and p90 <= P90_TARGET_MS, (
+            f"{kind} noise at {snr} dB: {name} errors median {median:.0f} ms (target {MEDIAN_TARGET_MS:.0f}), "
+            f"90th percentile {p90:.0f} ms (target {P90_TARGET_MS:.0f})")
+
+
+@needs_espeak
+@pytest.mark.parametrize("snr", [20])  # the harder of the two target levels; both are in bench_noise's table
+@pytest.mark.parametrize("kind", kinds_with_babble_marked())
+def test_long_recording_under_noise(bundled, strings, kind, snr):
+    from minispeechseq.training.digits import long_recording
+
+    model, processor = bundled
+    _, others = strings
+    recording, pieces = long_recording(90, seed=2729 + snr)  # ~130 words: 2 points are ~3 words
+    noisy = with_noise(recording, kind, snr, np.random.default_rng([2729, snr]), others)
+    short = transcribe(model, pieces_of(noisy, pieces), processor=processor)
+    short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
+    long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
+    long_wer = jiwer.wer(recording.text, long["text"])
+    print(f"\n{kind} {snr} dB, {len(noisy.audio) / RATE:.0f} s: long-form WER {long_wer:.1%}, one by one {short_wer:.1%}")
+    assert long_wer <= short_wer + LONG_WER_MARGIN, (
+        f"{kind} noise at {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one (margin +2 points)")
+    assert_well_formed(long["words"], len(noisy.audio) / RATE)
+
+
+def assert_well_formed(words: list[dict], duration: float) -> None:
+    # as_dict rounds to the millisecond, so the bounds hold to 0.5 ms
+    for w in words:
+        assert -5e-4 <= w["start"] <= w["end"] <= duration + 5e-4, w
+    for a, b in zip(words, words[1:]):
+        assert a["end"] <= b["start"] + 5e-4, (a, b)
+
+
+# ------------------------------------------------------------------------------------------ real voices
+needs_fsdd = pytest.mark.skipif(not os.path.isdir(FSDD), reason=f"FSDD is not at {FSDD}")
+
+
+@pytest.fixture(scope="module")
+def real_recordings():
+    """One speaker per recording (two speakers): that speaker's FSDD takes joined into digit strings
+    (fsdd.speaker_strings), the strings joined with 0.6-1.5 s pauses into ~60 s, white noise at 30 dB over all
+    of it (FSDD's joins would otherwise be exact zeros). The join points are the true word boundaries, up to the
+    room tone FSDD's trimming leaves at each take's ends."""
+    from minispeechseq.training.digits import TimedUtterance
+    from minispeechseq.training.fsdd import read_fsdd, speaker_strings
+
+    recordings = read_fsdd(FSDD)
+    rng = random.Random(2730)
+    out = {}
+    for speaker in sorted({r.speaker for r in recordings})[:2]:
+        strings = [u for _, u, _ in speaker_strings([r for r in recordings if r.speaker == speaker], 30, seed=2730)]
+        parts, words, at = [], [], 0
+        for u in strings:
+            if at >= 60 * RATE:
+                break
+            pause = np.zeros(int(rng.uniform(0.6, 1.5) * RATE), dtype=np.float32)
+            parts += [pause, u.audio]
+            words += [(w, s + (at + len(pause)) / RATE, e + (at + len(pause)) / RATE) for w, s, e in u.words]
+            at += len(pause) + len(u.audio)
+        recording = TimedUtterance(np.concatenate(parts), " ".join(w for w, _, _ in words), words)
+        out[speaker] = with_noise(recording, "white", 30, np.random.default_rng(5), [])
+    return out
+
+
+@needs_fsdd
+def test_real_voices_give_well_formed_words(bundled, real_recordings):
+    """The bundled model hears these voices poorly (issue "A recognizer that hears people"), so the WER is
+    printed, not held to a target; what must hold whatever it hears is that the words are well formed."""
+    model, processor = bundled
+    for speaker, recording in real_recordings.items():
+        long = transcribe(model, recording.audio, processor=processor, timestamps=True)
+        assert_well_formed(long["words"], len(recording.audio) / RATE)
+        print(f"\n{speaker}: {len(recording.audio) / RATE:.0f} s, long-form WER "
+              f"{jiwer.wer(recording.text, long['text']):.1%}")
+
+
+@needs_fsdd
+@pytest.mark.xfail(strict=True, reason="the final /s/ of a real 8 kHz 'six' under 30 dB white noise is below the "
+                                       "detector's threshold, and a string longer than a chunk is cut in it")
+def test_real_voices_are_not_cut_inside_words(real_recordings):
+    for speaker, recording in real_recordings.items():
+        plan = plan_chunks(recording.audio, RATE, chunk_length_s=5.0, max_pause_s=0.3)
+        # FSDD's takes keep a little room tone at their ends: a cut within EDGE_TOLERANCE_S of a take's edge is
+        # in that tone (or a fricative tail under the noise), not in the word.
+        inside = [(c.end / RATE, w) for c in plan[:-1] if not c.overlap_after for w in recording.words
+                  if w[1] + EDGE_TOLERANCE_S < c.end / RATE < w[2] - EDGE_TOLERANCE_S]
+        assert not inside, f"{speaker}: {len(inside)} cuts inside words, e.g. {inside[:3]}"
