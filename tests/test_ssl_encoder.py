@@ -64,3 +64,13 @@ def test_the_card_quotes_its_record_and_credits_its_data():
     quoted = re.search(r"loss on the hidden frames ([0-9.]+) -> ([0-9.]+)", text)
     assert quoted, "the card quotes the pretraining loss as 'loss on the hidden frames A -> B'"
     assert (float(quoted.group(1)), float(quoted.group(2))) == (round(first, 2), round(last, 2)), (quoted.groups(), first, last)
+
+
+def test_the_card_shows_the_shipped_warm_start_records():
+    """The card's table of what pretraining buys is tutorials/results/warmstart/table.py's rendering of the
+    committed grid.jsonl, so no figure was typed by hand."""
+    import runpy
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    table = runpy.run_path(os.path.join(repo, "tutorials", "results", "warmstart", "table.py"))["markdown"]()
+    assert table in card(), "MODEL_CARD.md's warm-start table is not table.py's output for grid.jsonl"

@@ -143,11 +143,13 @@ print(f"train: {len(train_audio)} utterances, {sum(map(len, train_audio)) / SAMP
 # ## 4. Fine-tune both, the same way
 #
 # The training loop's AdamW and warmup + cosine schedule; batches of 8 drawn in the same order for both models;
-# the same seed for the decoder's initial weights (only the encoder differs). Every 5 steps, the loss on the test
-# utterances in eval mode (no dropout, no SpecAugment), which is what the curve shows.
+# the same seed for the decoder's initial weights (only the encoder differs). Every 10 steps, the loss on the test
+# utterances in eval mode (no dropout, no SpecAugment), which is what the curve shows. Eighty steps of 8 is 640
+# utterances seen: the decoder barely starts to listen (both losses stay near the 2.4 of guessing among 11
+# tokens), and the from-scratch encoder starts to memorise its 64 utterances instead, so its test loss turns up.
 
 # %%
-STEPS, BATCH, LR = 40, 8, 1e-3
+STEPS, BATCH, LR = 80, 8, 1e-3
 
 
 def test_loss(model: SpeechEncoderDecoderModel) -> float:
@@ -170,7 +172,7 @@ def fine_tune(model: SpeechEncoderDecoderModel) -> list[tuple[int, float]]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
-        if step % 5 == 0:
+        if step % 10 == 0:
             curve.append((step, test_loss(model)))
     return curve
 
@@ -193,39 +195,44 @@ ax.set(xlabel="fine-tuning step", ylabel="loss on held-out voices (eval mode)",
 ax.legend()
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "06_warm_vs_scratch.png"), dpi=120)
-gap = scratch_curve[-1][1] - warm_curve[-1][1]
-print(f"after {STEPS} steps the warm start's test loss is {gap:.3f} lower")
-assert gap > 0, f"the pretrained encoder should leave a lower test loss after {STEPS} steps: {warm_curve[-1]} vs {scratch_curve[-1]}"
+# The last four evaluations, averaged: one evaluation of 32 utterances moves by ~0.1 from step to step.
+gap = np.mean([s for _, s in scratch_curve[-4:]]) - np.mean([w for _, w in warm_curve[-4:]])
+print(f"over the last 40 steps the warm start's test loss is {gap:.3f} lower on average")
+assert gap > 0.1, f"the pretrained encoder should keep the test loss lower by > 0.1 over the last 40 steps: {gap:.3f}"
 
 # %% [markdown]
 # ## 5. Longer runs: what pretraining buys, measured
 #
-# Forty steps show the direction, not the size. `tutorials/results/warmstart/grid.py` fine-tuned the same pair
-# on 50, 200 and 1,000 labelled utterances (synthetic strings and real recordings) for the same number of steps,
-# three ways: (a) from scratch, (b) from the pretrained encoder, (c) from the pretrained encoder frozen (only the
-# decoder and its cross-attention learn). Each real speaker was held out in turn (leave-one-speaker-out) and the
-# word error rate measured on that speaker's recordings. The records are committed; this reads them.
+# Eighty steps show the direction, not the size. `tutorials/results/warmstart/grid.py` fine-tuned the same pair
+# for 600 steps of 16 utterances, drawn from 50, 200 or 1,000 labelled utterances (synthetic strings and real
+# recordings), three ways: (a) from scratch, (b) from the pretrained encoder, (c) from the pretrained encoder
+# frozen (only the decoder and its cross-attention learn). Each real speaker was held out in turn
+# (leave-one-speaker-out) and the word error rate measured on that speaker's recordings, isolated digits and
+# joined strings averaged. At 200 utterances, the other pretraining objective (wav2vec 2.0's) ran too. The records
+# are committed; this reads them. `folds` says over how many held-out speakers a cell is averaged.
 
 # %%
-records = []
 with open(os.path.join(HERE, "results", "warmstart", "grid.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f if line.strip()]
 table: dict[tuple[str, int], list[float]] = {}
 for r in records:
-    arm, size, _speaker = r["arm"].rsplit("_", 2)  # e.g. "ssl_200_theo"
-    if arm in ("scratch", "ssl", "frozen"):
-        table.setdefault((arm, int(size)), []).append((r["wer"]["isolated"] + r["wer"]["joined"]) / 2)
+    arm, size, _speaker = r["arm"].rsplit("_", 2)  # e.g. "hubert-frozen_200_theo"
+    table.setdefault((arm, int(size)), []).append((r["wer"]["isolated"] + r["wer"]["joined"]) / 2)
+ARMS = ("scratch", "hubert", "hubert-frozen", "wav2vec2")
 sizes = sorted({size for _, size in table})
-print("mean WER on the held-out speaker (isolated and joined, averaged over the 4 folds)")
-print("  labelled   " + "".join(f"{arm:>10}" for arm in ("scratch", "ssl", "frozen")))
+print("WER on the held-out speaker (mean of isolated and joined; mean over folds)")
+print("  labelled " + "".join(f"{arm:>16}" for arm in ARMS))
 for size in sizes:
-    print(f"  {size:8d}   " + "".join(f"{np.mean(table[(arm, size)]):10.1%}" for arm in ("scratch", "ssl", "frozen")))
+    cells = [f"{np.mean(table[(a, size)]):7.1%} ({len(table[(a, size)])} folds)" if (a, size) in table else " " * 16
+             for a in ARMS]
+    print(f"  {size:8d} " + "".join(f"{c:>16}" for c in cells))
 
 fig, ax = plt.subplots(figsize=(6, 3.4))
-for arm, label in (("scratch", "from scratch"), ("ssl", "pretrained encoder"), ("frozen", "pretrained, frozen")):
-    ax.plot(sizes, [100 * np.mean(table[(arm, s)]) for s in sizes], "o-", label=label)
+for arm, label in (("scratch", "from scratch"), ("hubert", "pretrained encoder"), ("hubert-frozen", "pretrained, frozen")):
+    have = [s for s in sizes if (arm, s) in table]
+    ax.plot(have, [100 * np.mean(table[(arm, s)]) for s in have], "o-", label=label)
 ax.set(xscale="log", xlabel="labelled utterances", ylabel="WER on held-out speakers (%)",
-       title="same steps, same seed; mean of 4 leave-one-speaker-out folds")
+       title="600 steps of 16, seed 0; mean over the folds run")
 ax.legend()
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "06_what_pretraining_buys.png"), dpi=120)
@@ -252,12 +259,13 @@ for said, got in zip(test_texts[:4], heard):
 # %% [markdown]
 # ## Exercises
 #
-# 1. Set `STEPS = 150`. Observe: both curves keep falling and the gap narrows; with enough labelled data and steps
-#    the random encoder catches up, which is why pretraining matters most when labels are few (section 5's table).
+# 1. Set `STEPS = 300`. Observe where each curve ends, and whether the from-scratch one keeps turning up (it
+#    memorises 64 utterances) or starts to fall; then compare with section 5, where 600 steps drew from more data.
 # 2. Freeze the whole pretrained encoder (`for p in warm.encoder.parameters(): p.requires_grad = False`) before
 #    fine-tuning. Observe: the step is cheaper (no encoder gradients) and the curve is arm (c) of section 5.
 # 3. Leave `FINE_TUNE_MASKING` out of `warm_model`. Observe: `model.config.encoder.mask_time_prob` is 0.5, and half
-#    of every training utterance is hidden from the model while it fine-tunes: the warm curve falls more slowly.
+#    of every training utterance is hidden from the model while it fine-tunes; compare the warm curve with the one
+#    above.
 #
 # ## References
 #
