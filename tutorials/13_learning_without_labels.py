@@ -331,8 +331,8 @@ print("picture:", picture)
 # plain softmax over the clusters: classification, no line-up, no quantizer, no diversity loss, because the
 # targets are fixed before training and cannot collapse. The price is the offline clustering, repeated per round.
 #
-# This project's own recipe for pretraining a small encoder on unlabelled audio is the `minispeechseq pretrain`
-# command (being written; see issue 29).
+# This project's own recipe for pretraining a small encoder this way, on unlabelled audio only, is the
+# `minispeechseq pretrain` command (newer than some releases: `minispeechseq --help` lists it where it exists).
 #
 # ## Exercises
 #
