@@ -26,6 +26,7 @@ Shape legend: B batch, N audio samples, T encoder frames, S text tokens, D width
 import logging
 import os
 import shutil
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,6 +42,9 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
+import standins  # the tiny stand-in checkpoints, shared by the tutorials  # noqa: E402
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
@@ -58,28 +62,14 @@ SR = 16000
 # and no cross-attention at all. Each is written with `save_pretrained`, in transformers' layout (config.json +
 # model.safetensors), which is what `transformers.Wav2Vec2Model.save_pretrained` and
 # `BertForMaskedLM.save_pretrained` write too. BERT also needs its tokenizer: a WordPiece vocabulary (vocab.txt).
+# The few lines that write them live in tutorials/standins.py (tutorial 11 uses the same sizes): open it.
 
 # %%
-WORDS = ["hello", "world", "speech", "to", "text", "the", "a", "model", "is", "small"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
-
 encoder_dir, decoder_dir = os.path.join(WORK, "tiny-wav2vec2"), os.path.join(WORK, "tiny-bert")
-encoder_config = Wav2Vec2Config(
-    conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4),
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-)
-Wav2Vec2Model(encoder_config).save_pretrained(encoder_dir)
-Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(encoder_dir)
-
-decoder_config = BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=48, max_position_embeddings=64)  # is_decoder=False: a plain BERT
-BertForCausalLM(decoder_config).save_pretrained(decoder_dir)
-with open(os.path.join(decoder_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(VOCAB) + "\n")
-with open(os.path.join(decoder_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-    f.write('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}\n')
-
+WORDS = ["hello", "world", "speech", "to", "text", "the", "a", "model", "is", "small"]
+encoder_config = standins.write_wav2vec2(encoder_dir)  # Wav2Vec2Model(...).save_pretrained + the feature extractor
+decoder_config = standins.write_bert(decoder_dir, WORDS, hidden_size=24, subwords=True)  # + vocab.txt
+V = decoder_config.vocab_size  # the special tokens, the words, a..z and ##a..##z
 print("encoder folder:", sorted(os.listdir(encoder_dir)))
 print("decoder folder:", sorted(os.listdir(decoder_dir)))
 assert {"config.json", "model.safetensors"} <= set(os.listdir(encoder_dir)) & set(os.listdir(decoder_dir))
@@ -207,7 +197,7 @@ before = pair_loss()
 model.train()  # dropout and SpecAugment on, as in training
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 out = model(input_values, labels=labels)
-print(f"logits {tuple(out.logits.shape)}; loss {out.loss.item():.4f} (ln V = {np.log(len(VOCAB)):.4f}: a guess)")
+print(f"logits {tuple(out.logits.shape)}; loss {out.loss.item():.4f} (ln V = {np.log(V):.4f}: a guess)")
 out.loss.backward()
 # Gradients reach every part: the new cross-attention, the new projection, and both pretrained halves. (We look at
 # the encoder's input projection, not at one of its layers: wav2vec2 configs have layerdrop=0.1, which skips a
@@ -219,7 +209,7 @@ optimizer.step()
 optimizer.zero_grad()
 after = pair_loss()
 print(f"loss on the pair: {before:.4f} before the step, {after:.4f} after")
-assert out.logits.shape == (1, labels.shape[1], len(VOCAB))
+assert out.logits.shape == (1, labels.shape[1], V)
 assert after < before, f"one step on this pair should lower its loss: {before:.4f} -> {after:.4f}"
 
 # %% [markdown]

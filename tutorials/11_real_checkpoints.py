@@ -26,6 +26,7 @@ import io
 import json
 import os
 import shutil
+import sys
 
 import torch
 from minispeechseq.weights_convert import bert as bert_table
@@ -34,6 +35,9 @@ from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
 import minispeechseq
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2ForCTC, load_audio
 from minispeechseq.tools import cli
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
+import standins  # the tiny stand-in checkpoints' sizes, shared by the tutorials  # noqa: E402
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
@@ -60,13 +64,9 @@ except ImportError:
 if transformers is not None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    encoder_config = transformers.Wav2Vec2Config(
-        conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4), hidden_size=32,
-        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4)
-    decoder_config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                             intermediate_size=64, max_position_embeddings=32, is_decoder=True,
-                                             add_cross_attention=True)
+    # The sizes of tutorial 03's stand-ins (tutorials/standins.py), built by transformers' own classes this time.
+    encoder_config = transformers.Wav2Vec2Config(**standins.TINY_WAV2VEC2)
+    decoder_config = transformers.BertConfig(**standins.tiny_bert(50, is_decoder=True, add_cross_attention=True))
     config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config, decoder_config)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 0, 3
     reference = transformers.SpeechEncoderDecoderModel(config).eval()
