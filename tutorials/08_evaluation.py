@@ -92,7 +92,8 @@ print(show("two three four", "three three four"))
 print(show("seven seven five one five", "seven seven five one five five"))
 print(show("one one nine eight nine zero five", "one one nine nine zero zero five"))
 c = counts(["one one nine eight nine zero five"], ["one one nine nine zero zero five"])
-assert (c["S"], c["D"], c["I"]) == (2, 0, 0), "two substitutions cost less than a deletion + an insertion + ..."
+# Two substitutions (cost 2) tie with a deletion + an insertion (also 2); ties go to the diagonal (substitution).
+assert (c["S"], c["D"], c["I"]) == (2, 0, 0), "the tie should have gone to two substitutions"
 
 # %% [markdown]
 # The third line shows why an alignment is a *choice*: "eight nine zero" -> "nine zero zero" is two
