@@ -126,6 +126,11 @@ assert max(wer.values()) <= 0.1, f"WER {wer} on 8 samples of its own domain"
 # Each row is one output token; each column one encoder frame (40 ms); the weights in a row sum to 1. A trained
 # model reads the audio left to right: a diagonal, one bright spot per spoken digit. (`</s>` has no word to find;
 # where it looks is whatever training left there.)
+#
+# Not every head follows the audio. Most of layer 0's heads "park" on a few fixed frames whatever the token (tutorial
+# 10 draws all 8 heads); averaged in, they would add faint vertical stripes that mean nothing. So we average only
+# the heads that track the words, which the model's generation_config.json stores as `alignment_heads`
+# (layer, head) pairs (tutorial 10 measures how they were chosen; Whisper ships the same field).
 
 # %%
 backend = model.attn_implementation
@@ -136,7 +141,8 @@ with torch.no_grad():
 model.set_attn_implementation(backend)
 # out.cross_attentions: one (B, H, S, T) tensor per decoder layer
 weights = torch.stack(out.cross_attentions)[:, 0]  # (layers, H, S, T)
-mean = weights.mean(dim=(0, 1))  # (S, T): averaged over layers and heads
+heads = model.generation_config.alignment_heads  # [(layer, head), ...]
+mean = torch.stack([weights[layer, head] for layer, head in heads]).mean(dim=0)  # (S, T): over those heads
 tokens = processor.tokenizer.convert_ids_to_tokens(greedy_ids[0, 1:].tolist())  # what each row predicts
 peaks = mean.argmax(-1).tolist()
 print("frame each token looks at most:", list(zip(tokens, peaks)), f"of {mean.shape[1]} frames")
@@ -154,7 +160,7 @@ ax_wave.set_title(f"{name}: the waveform, drawn on the frame axis; transcribed {
 image = ax_attn.imshow(mean.numpy(), aspect="auto", cmap="viridis", vmin=0, interpolation="nearest")
 ax_attn.set_yticks(range(len(tokens)), tokens)
 ax_attn.set_xlabel("encoder frame (40 ms each)")
-ax_attn.set_title("cross-attention, mean over 2 layers x 4 heads", fontsize=10)
+ax_attn.set_title(f"cross-attention, mean over the {len(heads)} alignment heads (layer, head) {heads}", fontsize=10)
 for ax in (ax_wave, ax_attn):
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
 fig.colorbar(image, ax=[ax_wave, ax_attn], label="attention weight", shrink=0.6)
@@ -173,9 +179,9 @@ assert os.path.getsize(path) > 0
 #    in transcripts.tsv) exactly as in section 4, and compare their WER with the synthetic samples'. Observe the
 #    domain gap: the model card says which voices the model heard in training, and people speak otherwise
 #    (tutorial 12, from synthetic voices to real people, is about closing that gap).
-# 2. In section 5, draw layer 1 alone (`weights[1].mean(0)`) instead of the mean over both layers. Observe: the
-#    faint columns disappear and the diagonal sharpens. Layer 0's heads look at a few fixed frames whatever the
-#    word (tutorial 10 measures it), and averaging them in blurs the picture.
+# 2. In section 5, draw the mean over every head of both layers (`weights.mean(dim=(0, 1))`) instead of the
+#    alignment heads. Observe: faint vertical columns appear and the diagonal blurs. Layer 0's parked heads look
+#    at a few fixed frames whatever the word (tutorial 10 measures it).
 # 3. Call `model.generate(..., max_new_tokens=2)` on a sample of five digits. Observe: two words and no </s>; the
 #    decoder was cut off, it did not decide to stop (a transcript can lose words this way; tutorial 07 compares
 #    how CTC and a decoder end).

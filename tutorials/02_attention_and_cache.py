@@ -354,12 +354,31 @@ print(f"the cache does {macs_full / macs_cached:.0f}x fewer multiply-adds; the c
 # Why the clock shows less than the count: at this toy size a decoder step costs mostly fixed overhead (Python,
 # and dozens of tiny tensor operations whose launch costs more than their arithmetic), and the cache does not
 # remove any of that: both loops make the same number of calls. The multiply-adds, which the cache does remove,
-# are a small part of each step here. They are the whole cost in a real model (bert-base: 85 M weights read per
-# token), and the gap grows with N: without a cache step t redoes all t tokens and re-projects the audio,
-# quadratic in N instead of linear.
+# are a small part of each step here. In a real model they are most of it (bert-base as a decoder reads about
+# 123 M weights per token: counted below from its shapes), and the gap grows with N: without a cache step t redoes
+# all t tokens and re-projects the audio, quadratic in N instead of linear.
 
 # %%
 assert macs_full > 10 * macs_cached
+
+# Weights a bert-base decoder reads for each new token, with the cache: every layer's self-attention and
+# feed-forward, cross-attention's q and out projections (its k and v of the audio are computed once per utterance,
+# then cached), and the LM head (a dense layer, then the 30522 x 768 matrix tied to the token embeddings, read whole
+# to score every word). Built on the "meta" device: shapes only, no memory.
+with torch.device("meta"):
+    bert_base = BertForCausalLM(BertConfig(is_decoder=True, add_cross_attention=True))  # the defaults: bert-base
+read = {"self-attention + feed-forward": 0, "cross-attention q, out": 0, "LM head": 0}
+for name, p in bert_base.named_parameters():
+    if p.dim() != 2 or name.startswith(("embed_positions", "embed_token_types")):
+        continue  # biases and norms are small; a position or type embedding is one row per token
+    if ".cross_attn.k_proj." in name or ".cross_attn.v_proj." in name:
+        continue  # once per utterance, not per token
+    part = "cross-attention q, out" if ".cross_attn." in name else (
+        "self-attention + feed-forward" if name.startswith("layers.") else "LM head")
+    read[part] += p.numel()
+print("bert-base as a decoder, weights read per token: " + ", ".join(f"{k} {v / 1e6:.0f} M" for k, v in read.items())
+      + f"; {sum(read.values()) / 1e6:.0f} M in all")
+assert 115e6 < sum(read.values()) < 130e6
 
 # %% [markdown]
 # ## 5. The same, with a real decoder of the library

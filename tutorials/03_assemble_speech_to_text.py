@@ -26,6 +26,7 @@ Shape legend: B batch, N audio samples, T encoder frames, S text tokens, D width
 import logging
 import os
 import shutil
+import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,6 +42,9 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
+import standins  # the tiny stand-in checkpoints, shared by the tutorials  # noqa: E402
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
@@ -58,28 +62,14 @@ SR = 16000
 # and no cross-attention at all. Each is written with `save_pretrained`, in transformers' layout (config.json +
 # model.safetensors), which is what `transformers.Wav2Vec2Model.save_pretrained` and
 # `BertForMaskedLM.save_pretrained` write too. BERT also needs its tokenizer: a WordPiece vocabulary (vocab.txt).
+# The few lines that write them live in tutorials/standins.py (tutorial 11 uses the same sizes): open it.
 
 # %%
-WORDS = ["hello", "world", "speech", "to", "text", "the", "a", "model", "is", "small"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]
-
 encoder_dir, decoder_dir = os.path.join(WORK, "tiny-wav2vec2"), os.path.join(WORK, "tiny-bert")
-encoder_config = Wav2Vec2Config(
-    conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4),
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-)
-Wav2Vec2Model(encoder_config).save_pretrained(encoder_dir)
-Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(encoder_dir)
-
-decoder_config = BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=48, max_position_embeddings=64)  # is_decoder=False: a plain BERT
-BertForCausalLM(decoder_config).save_pretrained(decoder_dir)
-with open(os.path.join(decoder_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(VOCAB) + "\n")
-with open(os.path.join(decoder_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-    f.write('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}\n')
-
+WORDS = ["hello", "world", "speech", "to", "text", "the", "a", "model", "is", "small"]
+encoder_config = standins.write_wav2vec2(encoder_dir)  # Wav2Vec2Model(...).save_pretrained + the feature extractor
+decoder_config = standins.write_bert(decoder_dir, WORDS, hidden_size=24, subwords=True)  # + vocab.txt
+V = decoder_config.vocab_size  # the special tokens, the words, a..z and ##a..##z
 print("encoder folder:", sorted(os.listdir(encoder_dir)))
 print("decoder folder:", sorted(os.listdir(decoder_dir)))
 assert {"config.json", "model.safetensors"} <= set(os.listdir(encoder_dir)) & set(os.listdir(decoder_dir))
@@ -207,7 +197,7 @@ before = pair_loss()
 model.train()  # dropout and SpecAugment on, as in training
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 out = model(input_values, labels=labels)
-print(f"logits {tuple(out.logits.shape)}; loss {out.loss.item():.4f} (ln V = {np.log(len(VOCAB)):.4f}: a guess)")
+print(f"logits {tuple(out.logits.shape)}; loss {out.loss.item():.4f} (ln V = {np.log(V):.4f}: a guess)")
 out.loss.backward()
 # Gradients reach every part: the new cross-attention, the new projection, and both pretrained halves. (We look at
 # the encoder's input projection, not at one of its layers: wav2vec2 configs have layerdrop=0.1, which skips a
@@ -219,7 +209,7 @@ optimizer.step()
 optimizer.zero_grad()
 after = pair_loss()
 print(f"loss on the pair: {before:.4f} before the step, {after:.4f} after")
-assert out.logits.shape == (1, labels.shape[1], len(VOCAB))
+assert out.logits.shape == (1, labels.shape[1], V)
 assert after < before, f"one step on this pair should lower its loss: {before:.4f} -> {after:.4f}"
 
 # %% [markdown]
@@ -227,6 +217,9 @@ assert after < before, f"one step on this pair should lower its loss: {before:.4
 #
 # Parameter counts per part, for our tiny pair and, to compare, for a real one: wav2vec2-base + bert-base (both
 # 768 wide, so no projection), built on PyTorch's "meta" device, which records shapes without allocating memory.
+# The picture draws both as shares, so that 45 thousand and 232 million parameters read on one scale: the new glue
+# is about an eighth of each, cross-attention plus a small projection in the tiny pair (its widths differ),
+# cross-attention alone in the real one. Everything else, seven eighths, arrives trained.
 
 # %%
 n = {name: p.numel() for name, p in model.named_parameters()}
@@ -253,16 +246,36 @@ print(f"new in our tiny pair: {new_share:.1%}; in wav2vec2-base + bert-base: cro
       f"{'' if base_pair.enc_to_dec_proj is None else ' + a projection'}")
 assert base_pair.enc_to_dec_proj is None and 0.10 < base_cross / base_total < 0.14
 
-fig, ax = plt.subplots(figsize=(8, 2.8))
-left = 0
-for (name, count), color in zip(parts.items(), ["tab:blue", "tab:green", "tab:red", "tab:orange"]):
-    ax.barh(0, count, left=left, color=color, label=f"{name}: {count}")
-    left += count
-ax.set_yticks([])
-ax.set_xlabel("parameters")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55), ncol=2, fontsize=8)
-ax.set_title(f"a warm-started speech encoder-decoder: two checkpoints + the new glue ({new_share:.0%} new)")
-fig.tight_layout()
+base_parts = {
+    "encoder (pretrained)": sum(p.numel() for n_, p in base_pair.named_parameters() if n_.startswith("encoder.")),
+    "decoder (pretrained)": sum(p.numel() for n_, p in base_pair.named_parameters()
+                                if n_.startswith("decoder.") and ".cross_attn" not in n_),
+    "cross-attention (new)": base_cross,
+    "enc_to_dec_proj (new)": 0,  # equal widths (768): no projection
+}
+assert sum(base_parts.values()) == base_total
+
+# Two bars of shares, so that a pair of 2 M and one of 200 M parameters read on one scale.
+fig, ax = plt.subplots(figsize=(9, 2.6), layout="constrained")
+colors = ["tab:blue", "tab:green", "tab:red", "tab:orange"]
+for row, (label, counts) in enumerate((("our tiny pair", parts), ("wav2vec2-base\n+ bert-base", base_parts))):
+    total, left = sum(counts.values()), 0.0
+    for (name, count), color in zip(counts.items(), colors):
+        share = count / total
+        ax.barh(row, share, left=left, color=color, label=name if row == 0 else None)
+        if share > 0.04:
+            size = f"{count / 1e3:.1f} k" if count < 1e6 else f"{count / 1e6:.0f} M"
+            ax.text(left + share / 2, row, f"{share:.0%}\n{size}", ha="center", va="center", fontsize=8,
+                    color="white")
+        left += share
+ax.set_yticks([0, 1], ["our tiny pair", "wav2vec2-base\n+ bert-base"])
+ax.invert_yaxis()
+ax.set_xlim(0, 1)
+ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+ax.set_xlabel("share of the parameters")
+ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+ax.set_title("a warm-started speech encoder-decoder: two checkpoints + the new glue (red, orange: newly "
+             "initialised)", fontsize=9)
 picture = os.path.join(OUT, "03_pretrained_and_new.png")
 fig.savefig(picture, dpi=120)
 plt.close(fig)

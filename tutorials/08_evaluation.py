@@ -16,8 +16,6 @@ Shape legend: N reference words, M hypothesis words; the edit table is (N+1, M+1
 """
 
 # %%
-import contextlib
-import io
 import os
 import re
 
@@ -94,7 +92,8 @@ print(show("two three four", "three three four"))
 print(show("seven seven five one five", "seven seven five one five five"))
 print(show("one one nine eight nine zero five", "one one nine nine zero zero five"))
 c = counts(["one one nine eight nine zero five"], ["one one nine nine zero zero five"])
-assert (c["S"], c["D"], c["I"]) == (2, 0, 0), "two substitutions cost less than a deletion + an insertion + ..."
+# Two substitutions (cost 2) tie with a deletion + an insertion (also 2); ties go to the diagonal (substitution).
+assert (c["S"], c["D"], c["I"]) == (2, 0, 0), "the tie should have gone to two substitutions"
 
 # %% [markdown]
 # The third line shows why an alignment is a *choice*: "eight nine zero" -> "nine zero zero" is two
@@ -221,6 +220,9 @@ print("picture:", path)
 #
 # `minispeechseq evaluate MODEL --manifest FILE` reads a manifest (`audio_path<TAB>transcript` per line), transcribes
 # it in batches with the same `transcribe_batch` and prints WER and CER. We write our 100 utterances as one.
+# Its WER should be the greedy one of section 4 (the model's generation config asks for greedy search); the files
+# are int16 (PCM_16) while the waves above were float, the same audio up to rounding, so it may differ by a word.
+# tests/test_tutorial_cli_agreement.py checks that the command prints what the library computes.
 
 # %%
 folder = os.path.join(OUT, "08_test_set")
@@ -229,16 +231,10 @@ with open(os.path.join(folder, "test.tsv"), "w", encoding="utf-8") as f:
     for k, (wave, text) in enumerate(zip(waves, references)):
         soundfile.write(os.path.join(folder, "wavs", f"{k:03d}.wav"), wave, 16000, subtype="PCM_16")
         f.write(f"wavs/{k:03d}.wav\t{text}\n")
-stdout = io.StringIO()
-with contextlib.redirect_stdout(stdout):
-    status = cli.main(["evaluate", MODEL, "--manifest", os.path.join(folder, "test.tsv"), "--show-errors", "0"])
-report = stdout.getvalue().strip().splitlines()[0]
-print("minispeechseq evaluate:", report)
-cli_wer = float(re.search(r"WER ([0-9.]+)%", report).group(1)) / 100
+print(f"minispeechseq evaluate {MODEL} --manifest {os.path.join(folder, 'test.tsv')} --show-errors 0")
+status = cli.main(["evaluate", MODEL, "--manifest", os.path.join(folder, "test.tsv"), "--show-errors", "0"])
 assert status == 0
-# The files are int16 (PCM_16) while the waves above were float: the same audio up to rounding, so WER may differ
-# by a word at most.
-assert abs(cli_wer - table[1]["WER"]) <= 1.5 / table[1]["N"]
+print(f"(the library, section 4: WER {table[1]['WER']:.2%} greedy)")
 
 # %% [markdown]
 # ## Exercises

@@ -31,6 +31,7 @@ from minispeechseq import (
     Processor,
     SpeechEncoderDecoderModel,
     Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
     Wav2Vec2Model,
     load_audio,
 )
@@ -106,22 +107,55 @@ layer_encoder = Wav2Vec2Model(Wav2Vec2Config.from_dict({**group_config.to_dict()
 x_alone = torch.from_numpy((short - short.mean()) / short.std())[None]  # (1, L)
 x_padded = torch.nn.functional.pad(x_alone, (0, len(long_) - len(short)))  # (1, L_long), zeros after
 mask = (torch.arange(x_padded.shape[1]) < len(short)).long()[None]  # (1, L_long)
-rows = {}
+rows, per_frame = {}, {}
 with torch.no_grad():
     for name, enc in (("group", group_encoder), ("layer", layer_encoder)):
-        reference = enc(x_alone).last_hidden_state[0]
+        reference = enc(x_alone).last_hidden_state[0]  # (T, D)
         n = reference.shape[0]
-        rows[name] = {
-            "padded, with mask": float((enc(x_padded, attention_mask=mask).last_hidden_state[0, :n] - reference).abs().max()),
-            "padded, no mask": float((enc(x_padded).last_hidden_state[0, :n] - reference).abs().max()),
-        }
+        for how, kwargs in (("padded, with mask", {"attention_mask": mask}), ("padded, no mask", {})):
+            gap = (enc(x_padded, **kwargs).last_hidden_state[0, :n] - reference).abs().amax(-1)  # (T,) per frame
+            per_frame[name, how] = gap.numpy()
+            rows.setdefault(name, {})[how] = float(gap.max())
 print("| front end | padded + mask vs alone | padded, no mask vs alone |\n|---|---|---|")
 for name, r in rows.items():
     print(f"| {name} norm | {r['padded, with mask']:.1e} | {r['padded, no mask']:.1e} |")
 assert rows["layer"]["padded, with mask"] < 1e-4
 assert rows["group"]["padded, with mask"] > 1e-2, "group norm: the mask does not undo the padding"
 
+# The same, frame by frame: where in the utterance does padding change the output?
+fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
+styles = {("layer", "padded, with mask"): ("tab:blue", "-"), ("layer", "padded, no mask"): ("tab:blue", ":"),
+          ("group", "padded, with mask"): ("tab:red", "-"), ("group", "padded, no mask"): ("orange", "--")}
+for (name, how), gap in per_frame.items():
+    color, line = styles[name, how]
+    ax.semilogy(np.maximum(gap, 1e-9), color=color, linestyle=line, label=f"{name} norm, {how}")
+ax.axhline(1e-4, color="0.5", lw=0.6)
+ax.set_xlabel(f"frame of the short utterance (padded to {x_padded.shape[1]} samples; 1e-9 = identical)")
+ax.set_ylabel("max |padded - alone|")
+ax.set_title("padding + mask changes nothing with layer norm, everything with group norm", fontsize=10)
+ax.legend(fontsize=8, loc="center right")
+fig.savefig(os.path.join(OUT, "09_padding_rule.png"), dpi=120)
+plt.close(fig)
+
+# One more effect, before the model: the feature extractor itself. With a mask it normalises each utterance over
+# its real samples; without one (return_attention_mask=False, the group-norm checkpoints' setting) it pads first
+# and normalises the padded row, zeros included (as transformers does; minispeechseq/audio.py), so the short
+# utterance's values depend on the longest one in its batch.
+no_mask = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
+in_batch = no_mask([short, long_], sampling_rate=16000, padding=True, return_tensors="pt").input_values[0, :len(short)]
+alone_values = no_mask(short, sampling_rate=16000, return_tensors="pt").input_values[0]
+shift = float((in_batch - alone_values).abs().max())
+print(f"feature extractor without a mask: the short utterance's input_values in the batch vs alone: max |diff| "
+      f"{shift:.2f} (the padded row's mean and variance include {len(long_) - len(short)} zeros)")
+assert shift > 1e-2
+
 # %% [markdown]
+# The picture (09_padding_rule.png) shows it frame by frame. Layer norm with the mask: rounding only, everywhere.
+# Layer norm without the mask: a small change at every frame (attention gives the padding some weight) and a larger
+# one at the last few frames, whose positional conv reads the padding beside them. Group norm: the two lines (with
+# and without the mask) lie on top of each other, large at every frame, because the change happens in the first
+# conv layer, before the mask is used.
+#
 # So for group-norm checkpoints the library follows what they were trained on: their feature extractor
 # config says `return_attention_mask=False`, `transcribe` and the training collator send zero-padded batches with no
 # mask, and a transcript can differ slightly with the batch it is in. Batching similar lengths together

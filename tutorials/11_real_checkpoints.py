@@ -1,8 +1,9 @@
 """Tutorial 11: real checkpoints. The files transformers writes, and how their names become ours.
 
 Run it:  pip install -e ".[test]" && python tutorials/11_real_checkpoints.py
-         (checkpoints go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing; steps 1-4 need
-         transformers, and are skipped with a message without it)
+         (checkpoints go to $MINISPEECHSEQ_TUTORIAL_OUT, else tutorials/out/, made if missing; steps 1-4 and 6
+         need transformers, and are skipped with a message without it; step 7 runs only when a real checkpoint is
+         already in the local hub cache, and never downloads)
 
 A checkpoint on the hub is a folder: config.json, the weights, and the preprocessing files. The weights come in
 three layouts, all of which minispeechseq reads:
@@ -13,7 +14,8 @@ three layouts, all of which minispeechseq reads:
 
 No hub here: we let transformers build a tiny random wav2vec2 + BERT pair and write it, so the folders are
 exactly what transformers makes; load each with minispeechseq; compare the logits; and read, line by line, what
-`minispeechseq inspect` prints and the weights_convert/ table behind it.
+`minispeechseq inspect` prints and the weights_convert/ table behind it. Then, if this machine's hub cache holds a
+real checkpoint (section 7), the same loader on it.
 
 Shape legend: B batch, L samples, S tokens, V vocabulary, D width.
 """
@@ -24,13 +26,18 @@ import io
 import json
 import os
 import shutil
+import sys
 
 import torch
 from minispeechseq.weights_convert import bert as bert_table
 from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
 
-from minispeechseq import SpeechEncoderDecoderModel
+import minispeechseq
+from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2ForCTC, load_audio
 from minispeechseq.tools import cli
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
+import standins  # the tiny stand-in checkpoints' sizes, shared by the tutorials  # noqa: E402
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
@@ -43,7 +50,7 @@ try:
     import transformers
 except ImportError:
     transformers = None
-    print("transformers is not installed (pip install -e '.[test]'): steps 1-4 are skipped; step 5 still runs.")
+    print("transformers is not installed (pip install -e '.[test]'): steps 1-4 and 6 are skipped; 5 and 7 still run.")
 
 # %% [markdown]
 # ## 1. Three layouts, written by transformers
@@ -57,13 +64,9 @@ except ImportError:
 if transformers is not None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    encoder_config = transformers.Wav2Vec2Config(
-        conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4), hidden_size=32,
-        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4)
-    decoder_config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                             intermediate_size=64, max_position_embeddings=32, is_decoder=True,
-                                             add_cross_attention=True)
+    # The sizes of tutorial 03's stand-ins (tutorials/standins.py), built by transformers' own classes this time.
+    encoder_config = transformers.Wav2Vec2Config(**standins.TINY_WAV2VEC2)
+    decoder_config = transformers.BertConfig(**standins.tiny_bert(50, is_decoder=True, add_cross_attention=True))
     config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder_config, decoder_config)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 0, 3
     reference = transformers.SpeechEncoderDecoderModel(config).eval()
@@ -234,6 +237,67 @@ if transformers is not None:
         gap = (ours_gpt2(tokens).logits - gpt2_reference(input_ids=tokens).logits).abs().max().item()
     print(f"GPT-2 logits, ours vs transformers': max |diff| = {gap:.1e}")
     assert gap < 1e-5
+
+# %% [markdown]
+# ## 7. A real checkpoint, when this machine has one
+#
+# Everything above ran on tiny random models written here. A real checkpoint is the same kind of folder, only
+# bigger. Every `from_pretrained` here also takes a hub id (`facebook/wav2vec2-base-960h`), as transformers' does,
+# and finds it in huggingface_hub's cache (`~/.cache/huggingface/hub`, or `$HF_HUB_CACHE`; see
+# minispeechseq/files/resolve.py). With `local_files_only=True` it never asks the network: a checkpoint that is not
+# cached is one FileNotFoundError naming the cache, and this section then prints how to get one and moves on. It
+# tries, in order:
+#
+# - `facebook/wav2vec2-base-960h`: wav2vec2-base (pretrained as tutorial 13 shows) fine-tuned with a CTC head
+#   (tutorial 07) on 960 h of LibriSpeech; 94 M parameters, 360 MB. Compared with transformers' own
+#   `Wav2Vec2ForCTC` on the same file when transformers is installed.
+# - `facebook/s2t-wav2vec2-large-en-de`: a real speech encoder-decoder, wav2vec2-large + a Speech2Text2 decoder
+#   that writes German from English speech (CoVoST 2). transformers 5 removed Speech2Text2, so there is no
+#   reference to compare with in a current transformers; the section transcribes (translates) and stops there.
+#
+# On the shipped recording of espeak-ng saying "one nine", the English CTC model should write ONE NINE or close:
+# synthetic speech is far from LibriSpeech's read audiobooks (tutorial 12 measures that kind of gap).
+
+# %%
+REAL = {"facebook/wav2vec2-base-960h": Wav2Vec2ForCTC, "facebook/s2t-wav2vec2-large-en-de": SpeechEncoderDecoderModel}
+found = None
+for repo_id, model_class in REAL.items():
+    try:
+        real = model_class.from_pretrained(repo_id, local_files_only=True)  # the cache or nothing: no download
+    except FileNotFoundError:
+        continue
+    found = repo_id
+    break
+if found is None:
+    print("\nsection 7 skipped: no real checkpoint in the local hub cache. On a machine with internet, run "
+          "`hf download facebook/wav2vec2-base-960h` (`huggingface-cli download ...` before huggingface_hub 1.0), "
+          "then copy ~/.cache/huggingface/hub here.")
+else:
+    processor = Processor.from_pretrained(found, local_files_only=True)
+    report = real.load_report
+    n = real.num_parameters()
+    print(f"\n{found} ({type(real).__name__}): {n / 1e6:.1f} M parameters, {n * 4 / 2**20:.0f} MiB in fp32; "
+          f"{len(report.loaded)} tensors loaded, {len(report.skipped)} skipped {report.skipped[:3]}, "
+          f"{len(report.initialized)} newly initialised {report.initialized[:3]}")
+    samples = os.path.join(os.path.dirname(minispeechseq.__file__), "bundled", "samples")
+    speech = load_audio(os.path.join(samples, "003183.wav"))  # (L,) espeak-ng saying "one nine"
+    inputs = processor(speech, sampling_rate=16000, return_tensors="pt")  # input_values (B=1, L)
+    with torch.no_grad():
+        if isinstance(real, Wav2Vec2ForCTC):
+            logits = real(inputs.input_values).logits  # (B, T, V): one letter (or blank) per 20 ms frame
+            text = processor.batch_decode(logits.argmax(dim=-1))[0]  # greedy CTC: merge repeats, drop blanks
+        else:
+            ids = real.generate(inputs.input_values, max_new_tokens=40)  # (B, S)
+            text = processor.batch_decode(ids, skip_special_tokens=True)[0]
+    print(f"what it heard in 003183.wav (espeak-ng saying 'one nine'): {text!r}")
+    if transformers is not None and isinstance(real, Wav2Vec2ForCTC):
+        theirs = transformers.Wav2Vec2ForCTC.from_pretrained(found, local_files_only=True).eval()
+        with torch.no_grad():
+            gap = (theirs(inputs.input_values).logits - logits).abs().max().item()
+        # 12 layers of fp32 rounding, added in a different order by two implementations: 1e-4 on logits of ~10.
+        print(f"transformers' Wav2Vec2ForCTC on the same file: max |logits difference| = {gap:.1e} (tolerance 1e-4)")
+        assert gap < 1e-4, gap
+    assert report.initialized == [], "a complete checkpoint leaves nothing to initialise"
 
 # %% [markdown]
 # ## Exercises

@@ -299,3 +299,36 @@ if os.path.isdir(FSDD):
         print(f"  wrote {listen} ({len(wave) / rate:.2f} s at {rate} Hz; FSDD's {name})")
 else:
     print("(../shared/data/fsdd is not here: clone FSDD to listen to these recordings)")
+
+# %% [markdown]
+# ## Exercises
+#
+# Each says what to change and what you should see; run the file again after each change.
+#
+# 1. In section 2, use a factor of 0.85 for both `change_speed` and `warp_formants`. Observe: the slowed sample is
+#    longer (the duration assert now checks round(L / 0.85)) and its harmonics (the thin horizontal lines) sit
+#    lower and closer together; the formant-warped one keeps its length and its harmonic spacing (the pitch), while
+#    the broad bright bands (the vocal tract's resonances) move down. That is the difference between a faster talker
+#    and a longer vocal tract, which is why the recipe has both.
+# 2. In section 2, add babble at 0 dB and at -5 dB. Observe: the sample's harmonics sink into the babble's texture;
+#    the noise curve of section 5 shows what that costs the model at each SNR.
+# 3. In section 4, compute a fold's standard error, sqrt(p (1 - p) / 500) for p near 0.37 (500 isolated digits
+#    per held-out speaker): about 2 points. Observe: the folds' isolated WERs span about 8 points (33 % to 41 %),
+#    several standard errors: who speaks matters more than which of their utterances were drawn, and four
+#    speakers are few to estimate it.
+# 4. In section 6, replace `max` with `min` to read the easiest held-out speaker's confusions. Observe which digit
+#    pairs appear for both speakers (confusions of the words themselves, similar sounds) and which for one only
+#    (confusions of that voice).
+#
+# ## References
+#
+# - Jackson et al. Free Spoken Digit Dataset (FSDD), github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0
+# - Ko, Peddinti, Povey, Khudanpur (2015). Audio Augmentation for Speech Recognition. Interspeech 2015 (speed
+#   perturbation)
+# - Jaitly, Hinton (2013). Vocal Tract Length Perturbation (VTLP) improves speech recognition. ICML 2013 workshop
+#   (the idea behind the formant warp)
+# - Scheibler, Bezzam, Dokmanić (2018). Pyroomacoustics: A Python package for audio room simulations and array
+#   processing algorithms. ICASSP 2018 (the simulated rooms); Allen, Berkley (1979). Image method for efficiently
+#   simulating small-room acoustics. JASA
+# - Park et al. (2019). SpecAugment: A Simple Data Augmentation Method for Automatic Speech Recognition.
+#   Interspeech 2019. arXiv:1904.08779 (masking, the augmentation tutorial 09 draws)
