@@ -31,7 +31,7 @@ import torch
 
 from .files.audiofile import load_audio  # noqa: F401 (part of this module's public surface)
 from .batching import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
-from .config import read_json
+from .files.readers import read_json
 from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 # Everything a caller can hand us as one waveform.

@@ -24,7 +24,8 @@ from torch import nn
 from minispeechseq.weights_convert.core import ConversionReport
 
 from .files.checkpoint import SAFETENSORS, atomic_save, save_state_dict
-from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field, read_json
+from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field
+from .files.readers import read_json
 from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
 from .decoders.gpt2 import GPT2LMHeadModel

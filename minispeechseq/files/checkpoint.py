@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import check_regular_file, file_kind, read_json
+from .readers import check_regular_file, file_kind, read_json
 from .resolve import is_save_container, make_save_container, recover_interrupted_save
 
 StateDict = dict[str, torch.Tensor]
