@@ -102,8 +102,10 @@ class ConfigMixin:
     """Mixin for dataclass configs. Subclasses set `model_type` (the value config.json carries)."""
 
     model_type: ClassVar[str] = ""
-    # Keys that are computed, not stored, and so never written by `to_dict`.
-    _derived_keys: ClassVar[tuple[str, ...]] = ()
+    # transformers' generic names for fields a config calls otherwise (its `attribute_map`: GPT-2's n_embd is also
+    # `hidden_size`), so that code reading any decoder's config asks one set of names. An alias reads and writes
+    # its field; it is not a key of its own, so config.json never stores it (nor does `extra` keep one it holds).
+    attribute_map: ClassVar[dict[str, str]] = {}
     # Field name -> the Rule of its values, where the annotation alone says too little (see `rules`).
     _rules: ClassVar[dict[str, Rule]] = {}
 
@@ -139,7 +141,10 @@ class ConfigMixin:
             )
         names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
         known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k != "model_type" and k not in cls._derived_keys}
+        # Not stored: aliases, and values computed from the fields (properties, such as Wav2Vec2Config's
+        # num_feat_extract_layers, which transformers writes into config.json).
+        computed = {k for k in d if k in cls.attribute_map or isinstance(getattr(cls, k, None), property)}
+        extra = {k: v for k, v in d.items() if k not in names and k != "model_type" and k not in computed}
         config = cls(**known)
         config.extra = extra
         return config
@@ -194,8 +199,14 @@ class ConfigMixin:
         with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(type(self).attribute_map.get(name, name), value)
+
     def __getattr__(self, name: str) -> Any:
-        # Unknown config.json keys stay readable as attributes (config.architectures...), as in transformers.
+        # Only called for names that are not attributes: an alias reads its field (see `attribute_map`), and
+        # unknown config.json keys stay readable as attributes (config.architectures...), as in transformers.
+        if name in type(self).attribute_map:
+            return getattr(self, type(self).attribute_map[name])
         if name != "extra" and not name.startswith("__"):
             extra = self.__dict__.get("extra") or {}
             if name in extra:
