@@ -266,7 +266,7 @@ def test_init_and_errors():
     assert model.embed_tokens.weight[PAD].abs().max() == 0, "the padding row starts at zero, as in transformers"
     assert abs(model.layers[0].fc1.weight.std().item() - 0.5) < 0.1 and model.layers[0].fc1.bias.abs().max() == 0
     assert (model.final_norm.weight == 1).all()
-    with pytest.raises(ValueError, match="exceed the 8 positions"):
+    with pytest.raises(ValueError, match="9 tokens, beyond the decoder's 8 positions"):
         model(torch.ones(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="labels have shape"):
         model(torch.ones(1, 3, dtype=torch.long), labels=torch.ones(1, 2, dtype=torch.long))
