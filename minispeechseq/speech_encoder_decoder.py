@@ -187,7 +187,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             self.enc_to_dec_proj = nn.Linear(enc_size, dec_size)
             self._init_weights(self.enc_to_dec_proj)
         self._generation_config = None
-        self.set_attn_implementation(getattr(self.decoder, "attn_implementation", "sdpa"))
+        self.use_attn_implementation(getattr(self.decoder, "attn_implementation", "sdpa"))  # the half's, already checked
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -442,7 +442,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             logger.warning("enc_to_dec_proj (%d -> %d) is new: the encoder and decoder widths differ.",
                            model.enc_to_dec_proj.in_features, model.enc_to_dec_proj.out_features)
         model.load_report = report
-        model.set_attn_implementation(attn_implementation)
+        model.use_attn_implementation(attn_implementation)  # checked above
         model.eval()
         return model.to(device=device, dtype=resolve_dtype(dtype))
 
