@@ -19,7 +19,6 @@ Shape legend: B batch, H heads, Sq query length, Sk key length, hd head size, D 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -27,15 +26,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .cache import CrossAttentionCache, SelfAttentionCache
+from .files.memory import check_eager_memory, eager_limit_bytes
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash")
-
-# The eager path materialises the (B, H, Sq, Sk) weights: for 10 minutes of audio (30 000 frames) that is
-# 3.6 GB per head in fp32, enough to exhaust a machine. Above this many bytes it refuses, before allocating,
-# and points to sdpa (whose kernels never hold the whole matrix). Override it per call (`attend(...,
-# eager_max_bytes=...)`), by setting this attribute, or with the environment variable below (read at each call).
-EAGER_ATTENTION_MAX_BYTES = 2 * 1024**3
-EAGER_MAX_BYTES_ENV = "MINISPEECHSEQ_EAGER_MAX_BYTES"
 
 
 def check_attn_implementation(name: str) -> str:
@@ -73,37 +66,6 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # then softmaxes to a uniform distribution instead of NaN, as in transformers.
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def eager_limit_bytes() -> int:
-    """The eager path's limit: the environment variable when set, else EAGER_ATTENTION_MAX_BYTES."""
-    raw = os.environ.get(EAGER_MAX_BYTES_ENV)
-    if raw is None or raw.strip() == "":
-        return EAGER_ATTENTION_MAX_BYTES
-    try:
-        value = float(raw)  # accepts "4e9" as well as "4000000000"
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1):  # int(inf) would raise OverflowError, a traceback
-        raise ValueError(f"The environment variable {EAGER_MAX_BYTES_ENV}={raw!r} must be a finite, positive byte "
-                         "count such as 4e9; unset it for the default.")
-    return int(value)
-
-
-def check_eager_memory(q: torch.Tensor, k: torch.Tensor, limit: int | None = None) -> None:
-    """Refuse, before allocating, an eager attention whose weights would exceed `limit` bytes."""
-    limit = eager_limit_bytes() if limit is None else limit
-    B, H, Sq, _ = q.shape
-    Sk = k.shape[2]
-    # The scores (B, H, Sq, Sk) in q's dtype, then their softmax in fp32: the fp32 copy is the largest tensor.
-    need = B * H * Sq * Sk * max(q.element_size(), 4)
-    if need > limit:
-        raise ValueError(
-            f"Eager attention over {Sq} queries x {Sk} keys (batch {B}, {H} heads) would materialise "
-            f"{need:,} bytes ({need / 2**30:.2f} GiB) of attention weights, above the limit of {limit:,} bytes. Use "
-            "attn_implementation='sdpa' (model.set_attn_implementation('sdpa')), which never holds the whole matrix, "
-            f"or raise the limit with the environment variable {EAGER_MAX_BYTES_ENV} (bytes)."
-        )
 
 
 def eager_attention(q, k, v, allowed, scale, dropout, training):
@@ -215,7 +177,8 @@ def attend(
 
     q (B, H, Sq, hd); k, v (B, H, Sk, hd); key_padding_mask (B, Sk), nonzero = a real key.
     Returns the output (B, H, Sq, hd) and, for "eager" with return_weights, the weights (B, H, Sq, Sk).
-    eager_max_bytes: the eager path's memory limit for this call (default: `eager_limit_bytes()`).
+    eager_max_bytes: the eager path's memory limit for this call (default: files/memory.py's `eager_limit_bytes()`;
+    an Attention module passes the limit it was given with its backend, read once).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if return_weights and impl != "eager":
@@ -263,6 +226,7 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5 if scale is None else scale
         self.dropout = dropout
         self.impl = "sdpa"  # set through the model's set_attn_implementation()
+        self.eager_max_bytes: int | None = None  # the eager path's memory limit, read when eager is chosen
         kv_dim = dim if kv_dim is None else kv_dim
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
@@ -324,6 +288,7 @@ class Attention(nn.Module):
             q, k, v,
             key_padding_mask=key_padding_mask, causal=causal, scale=self.scale,
             dropout=self.dropout, training=self.training, impl=self.impl, return_weights=output_attentions,
+            eager_max_bytes=self.eager_max_bytes,
         )
 
 
@@ -361,7 +326,13 @@ def unfold_rows(x: torch.Tensor, group: int) -> torch.Tensor:
 
 def set_attn_implementation(module: nn.Module, name: str) -> None:
     """Switch every Attention inside `module` to the backend `name` ("eager", "sdpa" or "flash")."""
-    check_attn_implementation(name)
+    use_attn_implementation(module, check_attn_implementation(name))
+
+
+def use_attn_implementation(module: nn.Module, name: str) -> None:
+    """set_attn_implementation for a name already checked (a load checks it once, before reading any file). The
+    eager path's memory limit is read here, once, rather than from the environment at every attention call."""
+    limit = eager_limit_bytes() if name == "eager" else None
     for m in module.modules():
         if isinstance(m, Attention):
-            m.impl = name
+            m.impl, m.eager_max_bytes = name, limit

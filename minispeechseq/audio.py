@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from .files.audiofile import load_audio  # noqa: F401 (part of this module's public surface)
-from .batching import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
-from .config import read_json
+from .batching import BatchFeature, batch_columns, check_mask_values, check_return_tensors, padding_strategy, \
+    stack_columns
+from .files.readers import read_json
 from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 # Everything a caller can hand us as one waveform.
@@ -282,9 +283,8 @@ class Wav2Vec2FeatureExtractor:
             values.append(row.astype(np.float32) if row.dtype == np.float64 else row)
         if given_mask is not None:
             masks = [np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m) for m in given_mask]
-            odd = [m[~np.isin(m, (0, 1))][0].item() for m in masks if not np.isin(m, (0, 1)).all()]
-            if odd:  # an int cast would silently turn 0.5 into 0
-                raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+            for m in masks:
+                check_mask_values(m)  # before the int cast, which would turn 0.5 into 0
             masks = [m.astype(np.int32) for m in masks]
             with_mask = True
         else:

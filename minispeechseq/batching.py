@@ -51,6 +51,16 @@ def check_return_tensors(return_tensors: str | None) -> None:
         raise ValueError(f"return_tensors={return_tensors!r}; expected 'pt', 'np' or None.")
 
 
+def check_mask_values(mask: np.ndarray | torch.Tensor) -> None:
+    """The mask rule: an attention mask holds 1 for a real sample and 0 for padding, nothing else (bool masks and
+    float 0.0/1.0 are fine). A 0.5 or a 2 is no answer to "is this sample real?": an int cast would silently turn
+    0.5 into 0, and transformers sums the mask as given, so a 2 counts as two samples, a misreading we name."""
+    values = mask.unique().tolist() if isinstance(mask, torch.Tensor) else np.unique(mask).tolist()
+    odd = [v for v in values if v not in (0, 1)]
+    if odd:
+        raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+
+
 # The keys the extractor's and the tokenizer's pad() pad; any other key of a batch passes through as it is.
 PADDED_KEYS = ("input_values", "input_ids", "attention_mask")
 

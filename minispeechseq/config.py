@@ -20,86 +20,15 @@ import dataclasses
 import json
 import math
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
+from .files.readers import read_json
 from .files.resolve import CONFIG_FILES, resolve_folder
 
 C = TypeVar("C", bound="ConfigMixin")
 
 CONFIG_NAME = "config.json"
-
-
-# ----------------------------------------------------------------------------------------------- reading files
-# Every JSON file the library reads (config.json, generation_config.json, preprocessor_config.json, the tokenizer's
-# files, shard indexes) goes through `read_text`, the one place that decides what may be read. A checkpoint folder is
-# untrusted input: a `config.json` that is a FIFO would block `open()` forever, one that links to /dev/zero would be
-# read until memory runs out, and a 10 GB regular file would be loaded whole. So: stat before opening, refuse anything
-# but a regular file, refuse files over a size cap, open with O_NONBLOCK (a FIFO swapped in after the stat cannot
-# block the open) and check again on the open file, then read at most the cap.
-CONFIG_MAX_BYTES = 64 * 2**20  # the largest real config.json / shard index is a few MB; 64 MiB is headroom, not a limit
-# tokenizer.json holds a whole vocabulary: the largest public ones (262k-token vocabularies, such as Gemma 3's) are
-# about 35 MB. `tokenizers` then builds an in-memory model several times the file's size, so 512 MiB of JSON already
-# means gigabytes of memory: past that, a file is a mistake or an attack, not a tokenizer.
-TOKENIZER_MAX_BYTES = 512 * 2**20
-
-
-def file_kind(mode: int) -> str:
-    """What a stat mode is, for errors: 'a FIFO', 'a character device'..."""
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
-    return next((name for test, name in kinds if test(mode)), "a regular file" if stat.S_ISREG(mode) else "a special file")
-
-
-def _check_regular(path: str, info: os.stat_result, what: str, max_bytes: float) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path} is {file_kind(info.st_mode)}, not a regular file; a {what} must be a plain file.")
-    if info.st_size > max_bytes:
-        raise ValueError(f"{path} is {info.st_size:,} bytes, more than the {max_bytes:,} a {what} may have; "
-                         "it is not a file minispeechseq wrote or reads.")
-
-
-def check_regular_file(path: str | os.PathLike, what: str, max_bytes: float = float("inf")) -> None:
-    """Refuse `path` unless it is a regular file (after symlinks) of at most `max_bytes`: for files that other
-    libraries open by name (weights, vocab.txt), so that a FIFO or a device never reaches their `open()`."""
-    try:
-        _check_regular(os.fspath(path), os.stat(path), what, max_bytes)  # follows symlinks: the target is read
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No {what} at {os.fspath(path)}.") from None
-
-
-def read_text(path: str | os.PathLike, what: str, max_bytes: int = CONFIG_MAX_BYTES) -> str:
-    """The UTF-8 text of the regular file `path`, at most `max_bytes` long (see the comment above). `what` names the
-    file in the errors: missing, not a regular file, too large, or not UTF-8."""
-    path = os.fspath(path)
-    check_regular_file(path, what, max_bytes)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No {what} at {path}.") from None
-    with os.fdopen(fd, "rb") as f:
-        _check_regular(path, os.fstat(fd), what, max_bytes)  # the file may have been swapped since the stat
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:  # it grew while we read
-        raise ValueError(f"{path} is more than the {max_bytes:,} bytes a {what} may have.")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e}); a {what} was expected.") from None
-
-
-def read_json(path: str | os.PathLike, what: str, max_bytes: int = CONFIG_MAX_BYTES) -> dict[str, Any]:
-    """The JSON object stored in `path` (config.json, preprocessor_config.json, a shard index...), read by
-    `read_text`. `what` names the file in the errors, which also cover invalid JSON and JSON that is not an object."""
-    text = read_text(path, what, max_bytes)
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{os.fspath(path)} is not valid JSON ({e}); a {what} was expected.") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{os.fspath(path)} holds a JSON {type(value).__name__}, but a {what} is a JSON object.")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- field checks
@@ -173,8 +102,10 @@ class ConfigMixin:
     """Mixin for dataclass configs. Subclasses set `model_type` (the value config.json carries)."""
 
     model_type: ClassVar[str] = ""
-    # Keys that are computed, not stored, and so never written by `to_dict`.
-    _derived_keys: ClassVar[tuple[str, ...]] = ()
+    # transformers' generic names for fields a config calls otherwise (its `attribute_map`: GPT-2's n_embd is also
+    # `hidden_size`), so that code reading any decoder's config asks one set of names. An alias reads and writes
+    # its field; it is not a key of its own, so config.json never stores it (nor does `extra` keep one it holds).
+    attribute_map: ClassVar[dict[str, str]] = {}
     # Field name -> the Rule of its values, where the annotation alone says too little (see `rules`).
     _rules: ClassVar[dict[str, Rule]] = {}
 
@@ -210,7 +141,10 @@ class ConfigMixin:
             )
         names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
         known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names and k != "model_type" and k not in cls._derived_keys}
+        # Not stored: aliases, and values computed from the fields (properties, such as Wav2Vec2Config's
+        # num_feat_extract_layers, which transformers writes into config.json).
+        computed = {k for k in d if k in cls.attribute_map or isinstance(getattr(cls, k, None), property)}
+        extra = {k: v for k, v in d.items() if k not in names and k != "model_type" and k not in computed}
         config = cls(**known)
         config.extra = extra
         return config
@@ -265,8 +199,14 @@ class ConfigMixin:
         with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(type(self).attribute_map.get(name, name), value)
+
     def __getattr__(self, name: str) -> Any:
-        # Unknown config.json keys stay readable as attributes (config.architectures...), as in transformers.
+        # Only called for names that are not attributes: an alias reads its field (see `attribute_map`), and
+        # unknown config.json keys stay readable as attributes (config.architectures...), as in transformers.
+        if name in type(self).attribute_map:
+            return getattr(self, type(self).attribute_map[name])
         if name != "extra" and not name.startswith("__"):
             extra = self.__dict__.get("extra") or {}
             if name in extra:

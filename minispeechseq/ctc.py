@@ -59,7 +59,7 @@ class _ForCTC(PreTrainedModel):
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(self.encoder.output_size, config.vocab_size)
         self._init_weights(self.lm_head)  # normal(0, initializer_range), zero bias: transformers' init
-        self.set_attn_implementation(self.encoder.attn_implementation)
+        self.use_attn_implementation(self.encoder.attn_implementation)  # the encoder's, already checked
 
     def freeze_feature_encoder(self) -> None:
         """Stop gradients into the conv feature encoder (the usual first step of CTC fine-tuning)."""

@@ -1,6 +1,7 @@
 """Small pieces every model shares: the activation functions config.json files name, fixed sinusoidal positions,
-the causal-LM loss, and the checks of the decoder interface's inputs. (Attention lives in attention.py, the cache
-in cache.py, the decoder skeleton in decoders/base.py.)
+the causal-LM loss, and the two rules about token ids, each written once: the vocabulary rule (`check_vocabulary`)
+and the positions rule (`check_positions`). (Attention lives in attention.py, the cache in cache.py, the decoder
+skeleton and its input checks in decoders/base.py.)
 
 This module imports nothing but torch, so weights_convert/ may use it too (Speech2Text2's converter writes and
 checks the sinusoid table that checkpoints store) without importing any model.
@@ -72,51 +73,27 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool) -> t
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().to(logits.device), ignore_index=-100)
 
 
-def check_decoder_inputs(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    encoder_hidden_states: torch.Tensor | None,
-    encoder_attention_mask: torch.Tensor | None,
-    past: int,
-    max_positions: int,
-    vocab_size: int,
-) -> None:
-    """Clear errors for the mistakes a caller can make with the decoder interface's tensors.
-    (The vocabulary check costs one host sync; it runs once per call, not per layer.)"""
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
-    B, S = input_ids.shape
-    outside = (input_ids < 0) | (input_ids >= vocab_size)  # (B, S); one host sync below, not two
-    if bool(outside.any()):
-        bad = input_ids[outside].unique()[:10].tolist()
-        raise ValueError(
-            f"input_ids contain {bad}, outside the decoder's vocabulary of {vocab_size} tokens "
-            "(is the tokenizer the one this model was trained with?)."
-        )
-    if past + S > max_positions:
-        raise ValueError(
-            f"{past + S} tokens ({past} cached + {S} new) exceed the {max_positions} positions this model has "
-            "embeddings for; generate fewer tokens."
-        )
-    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + S):
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {past + S}): "
-            "one entry per token, cached tokens included."
-        )
-    # Each encoder row may serve several adjacent decoder rows (the beams of one utterance): see attention.py.
-    if encoder_hidden_states is not None and (
-        encoder_hidden_states.shape[0] == 0 or B % encoder_hidden_states.shape[0] != 0
-    ):
-        raise ValueError(
-            f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}; give one "
-            "encoder row per decoder row, or one per group of adjacent rows (the beams of an utterance)."
-        )
-    if (
-        encoder_attention_mask is not None
-        and encoder_hidden_states is not None
-        and tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2])
-    ):
-        raise ValueError(
-            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
-            f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
-        )
+# ------------------------------------------------------------------------------------------- the token rules
+def check_vocabulary(ids: torch.Tensor | list, vocab_size: int, name: str, advice: str = "",
+                     ignore: int | None = None) -> None:
+    """The vocabulary rule: a token id indexes the embedding table and the logits, so 0 <= id < vocab_size.
+
+    `ids`: a tensor (one host sync) or a list of ints, None entries skipped; `ignore`: a value allowed anyway (the
+    loss's -100). A ValueError names `name`, up to ten ids outside, and `advice` (what to do), if given."""
+    if isinstance(ids, torch.Tensor):
+        outside = (ids < 0) | (ids >= vocab_size)
+        if ignore is not None:
+            outside &= ids != ignore
+        bad = ids[outside].unique()[:10].tolist() if bool(outside.any()) else []
+    else:
+        bad = [i for i in ids if i is not None and not (isinstance(i, int) and 0 <= i < vocab_size)]
+    if bad:
+        raise ValueError(f"{name}={bad} is outside the decoder's vocabulary of {vocab_size} tokens (ids 0 to "
+                         f"{vocab_size - 1}){'; ' + advice if advice else ''}.")
+
+
+def check_positions(tokens: int, max_positions: int, what: str, advice: str) -> None:
+    """The positions rule: a decoder has a position embedding (learned, or a sinusoid table of that size) for
+    `max_positions` tokens, so a sequence may not be longer. `what` names the sequence, `advice` says what to do."""
+    if tokens > max_positions:
+        raise ValueError(f"{what}: {tokens} tokens, beyond the decoder's {max_positions} positions; {advice}.")

@@ -22,7 +22,7 @@ from torch import nn
 
 from minispeechseq.weights_convert import converter_for
 
-from .attention import check_attn_implementation, set_attn_implementation
+from .attention import check_attn_implementation, use_attn_implementation
 from .files.checkpoint import SAFETENSORS, atomic_save, load_state_dict, save_state_dict
 from .config import ConfigError
 from .files.memory import check_fits
@@ -142,13 +142,16 @@ class PreTrainedModel(nn.Module):
 
     def post_init(self) -> None:
         self.apply(self._init_weights)
-        self.set_attn_implementation(getattr(self.config, "_attn_implementation", "sdpa"))
+        self.use_attn_implementation(getattr(self.config, "_attn_implementation", "sdpa"))
 
     # --------------------------------------------------------------------------------------- attention
     def set_attn_implementation(self, name: str) -> None:
         """Use "eager", "sdpa" or "flash" attention from now on, in every layer."""
-        check_attn_implementation(name)
-        set_attn_implementation(self, name)  # every Attention module inside, the halves of a pair included
+        self.use_attn_implementation(check_attn_implementation(name))
+
+    def use_attn_implementation(self, name: str) -> None:
+        """set_attn_implementation for a name already checked (from_pretrained checks it once per load)."""
+        use_attn_implementation(self, name)  # every Attention module inside, the halves of a pair included
         for module in self.modules():
             if isinstance(module, PreTrainedModel):
                 module.attn_implementation = name  # so each half reports what its layers run
@@ -192,7 +195,7 @@ class PreTrainedModel(nn.Module):
         load_converted(model, ours, report, converter)
         log_report(f"{cls.__name__}.from_pretrained({os.fspath(name_or_path)!r})", report)
         model.load_report = report
-        model.set_attn_implementation(attn_implementation)
+        model.use_attn_implementation(attn_implementation)  # checked above
         model.eval()  # as in transformers: a loaded model starts in inference mode
         model = model.to(device=device, dtype=resolve_dtype(dtype))
         return QUANTIZERS[quantization](model, quantization) if quantization is not None else model

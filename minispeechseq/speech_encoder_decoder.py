@@ -24,13 +24,14 @@ from torch import nn
 from minispeechseq.weights_convert.core import ConversionReport
 
 from .files.checkpoint import SAFETENSORS, atomic_save, save_state_dict
-from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field, read_json
+from .config import CONFIG_NAME, ConfigError, ConfigMixin, extra_field
+from .files.readers import read_json
 from .decoders.bart import BartForCausalLM, MBartForCausalLM
 from .decoders.bert import BertForCausalLM
 from .decoders.gpt2 import GPT2LMHeadModel
 from .decoders.speech2text2 import Speech2Text2ForCausalLM
 from .generation import GenerationConfig, compute_transition_scores, generate
-from .layers import causal_lm_loss
+from .layers import causal_lm_loss, check_positions, check_vocabulary
 from .modeling import ModelOutput, PreTrainedModel, check_attn_implementation, logger, resolve_dtype
 from .files.resolve import HUB_KWARGS, MODEL_FILES, resolve_folder
 from .wav2vec2 import HubertModel, Wav2Vec2Model
@@ -186,7 +187,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             self.enc_to_dec_proj = nn.Linear(enc_size, dec_size)
             self._init_weights(self.enc_to_dec_proj)
         self._generation_config = None
-        self.set_attn_implementation(getattr(self.decoder, "attn_implementation", "sdpa"))
+        self.use_attn_implementation(getattr(self.decoder, "attn_implementation", "sdpa"))  # the half's, already checked
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -200,9 +201,8 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
     # ------------------------------------------------------------------------------------- properties
     @property
     def max_target_positions(self) -> int:
-        """How many tokens the decoder has positions for (Speech2Text2 names it max_target_positions)."""
-        dec = self.config.decoder
-        return getattr(dec, "max_position_embeddings", None) or dec.max_target_positions
+        """How many tokens the decoder has positions for (its `max_positions`; transformers' name, from Speech2Text2)."""
+        return self.decoder.max_positions
 
     @property
     def generation_config(self) -> GenerationConfig:
@@ -341,18 +341,9 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
                 f"labels must be (batch, tokens) with the audio's batch size {audio_batch}, "
                 f"got shape {tuple(labels.shape)}."
             )
-        vocab = self.config.decoder.vocab_size
-        bad = labels[(labels != -100) & ((labels < 0) | (labels >= vocab))]
-        if bad.numel():
-            raise ValueError(
-                f"labels contain ids {bad.unique()[:10].tolist()} outside the decoder's vocabulary of {vocab} tokens; "
-                "use -100 for ignored positions."
-            )
-        if labels.shape[1] > self.max_target_positions:
-            raise ValueError(
-                f"labels have {labels.shape[1]} tokens but the decoder has only {self.max_target_positions} "
-                "positions; shorten or split the transcripts."
-            )
+        check_vocabulary(labels, self.config.decoder.vocab_size, "labels", "use -100 for ignored positions",
+                         ignore=-100)
+        check_positions(labels.shape[1], self.max_target_positions, "labels", "shorten or split the transcripts")
 
     # --------------------------------------------------------------------------------------- generate
     @torch.no_grad()
@@ -451,7 +442,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel):
             logger.warning("enc_to_dec_proj (%d -> %d) is new: the encoder and decoder widths differ.",
                            model.enc_to_dec_proj.in_features, model.enc_to_dec_proj.out_features)
         model.load_report = report
-        model.set_attn_implementation(attn_implementation)
+        model.use_attn_implementation(attn_implementation)  # checked above
         model.eval()
         return model.to(device=device, dtype=resolve_dtype(dtype))
 

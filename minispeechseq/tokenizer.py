@@ -31,7 +31,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordLevel, WordPiece
 
 from .batching import BatchFeature, batch_columns, check_return_tensors, padding_strategy, stack_columns
-from .config import TOKENIZER_MAX_BYTES, check_regular_file, read_json, read_text
+from .files.readers import TOKENIZER_MAX_BYTES, check_regular_file, read_json, read_text
 from .files.resolve import PREPROCESSING_FILES, resolve_folder
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -141,7 +141,7 @@ def _family(tokenizer_class: str | None, folder: str) -> str | None:
 
 def _vocabulary_file(folder: str, name: str) -> str:
     """The path of a legacy vocabulary file that `tokenizers` opens itself (in Rust, where a FIFO's open() blocks for
-    good): checked first by config.py's rule, a regular file of at most TOKENIZER_MAX_BYTES."""
+    good): checked first by files/readers.py's rule, a regular file of at most TOKENIZER_MAX_BYTES."""
     path = os.path.join(folder, name)
     check_regular_file(path, name, TOKENIZER_MAX_BYTES)
     return path

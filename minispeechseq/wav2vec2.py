@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
+from .batching import check_mask_values
 from .layers import activation
 from .modeling import EncoderOutput, PreTrainedModel
 from .wav2vec2_config import HubertConfig, Wav2Vec2Config
@@ -538,14 +539,8 @@ def check_inputs(
 
 
 def binary_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """The mask as 0/1 integers, refusing other values: a 0.5 or a 2 is no answer to "is this sample real?".
-
-    transformers does not check: it sums the mask as given, so a 2 counts as two samples and a row of halves as
-    half its length, a silent misreading we would rather name. Bool masks and float 0.0/1.0 are fine."""
-    values = attention_mask.unique()
-    if not ((values == 0) | (values == 1)).all():
-        odd = [v for v in values.tolist() if v not in (0, 1)]
-        raise ValueError(f"attention_mask holds {odd[0]!r}; expected 1 for real samples and 0 for padding only.")
+    """The mask as 0/1 integers, other values refused (batching.check_mask_values: transformers does not check)."""
+    check_mask_values(attention_mask)
     return attention_mask.long()
 
 

@@ -67,9 +67,6 @@ class _SpeechEncoderConfig(ConfigMixin):
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
 
-    # transformers writes `num_feat_extract_layers` (= len(conv_dim)) into config.json; we compute it.
-    _derived_keys: ClassVar[tuple[str, ...]] = ("num_feat_extract_layers",)
-
     # What each field accepts beyond its annotated type (config.py: validate).
     _rules: ClassVar = rules({
         SIZE: ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -118,6 +115,7 @@ class _SpeechEncoderConfig(ConfigMixin):
 
     @property
     def num_feat_extract_layers(self) -> int:
+        # transformers writes it (= len(conv_dim)) into config.json; we compute it, so from_dict does not store it.
         return len(self.conv_dim)
 
     def to_dict(self) -> dict[str, Any]:

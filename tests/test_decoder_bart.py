@@ -9,7 +9,16 @@ from torch import nn
 
 from minispeechseq.files.checkpoint import load_state_dict
 from minispeechseq.decoders.bart import BartForCausalLM, MBartConfig, MBartForCausalLM
-from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
+from tests.decoder_parity import (
+    DecoderCase,
+    check_attentions,
+    check_backends_agree,
+    check_cached_steps,
+    check_hidden_states,
+    check_logits,
+    check_loss,
+)
+from tests.utils import ATOL_FP32, assert_close
 
 VARIANTS = {
     "bart": (transformers.BartConfig, transformers.BartForCausalLM, transformers.BartForConditionalGeneration,
@@ -57,76 +66,58 @@ def ours(variant, folder, impl="eager"):
     return VARIANTS[variant][3].from_pretrained(folder, attn_implementation=impl)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_logits_match_transformers(pair, impl):
-    variant, hf, folder = pair
+def hf_cached_steps(hf, prefix: int = 3) -> torch.Tensor:
+    """transformers' own cached decoding of inputs(): `prefix` tokens at once, then one per call -> (B, S, V)."""
     ids, mask, enc, enc_mask = inputs()
     with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc, encoder_attention_mask=enc_mask).logits
-        got = ours(variant, folder, impl)(ids, mask, enc, enc_mask).logits
-    assert_close(got, ref, ATOL_FP32, f"{variant} logits ({impl})")
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_cached_steps(pair, impl):
-    variant, hf, folder = pair
-    model = ours(variant, folder, impl)
-    ids, mask, enc, enc_mask = inputs()
-    prefix = 3
-    with torch.no_grad():
-        full = model(ids, mask, enc, enc_mask).logits
-        cache = model.new_cache()
         out = hf(input_ids=ids[:, :prefix], attention_mask=mask[:, :prefix], encoder_hidden_states=enc,
                  encoder_attention_mask=enc_mask, use_cache=True)
-        ref_steps, past = [out.logits], out.past_key_values
-        steps = [model(ids[:, :prefix], mask[:, :prefix], enc, enc_mask, cache=cache).logits]
+        steps, past = [out.logits], out.past_key_values
         for t in range(prefix, ids.shape[1]):
             out = hf(input_ids=ids[:, t : t + 1], attention_mask=mask[:, : t + 1], encoder_hidden_states=enc,
                      encoder_attention_mask=enc_mask, past_key_values=past, use_cache=True)
-            ref_steps.append(out.logits)
+            steps.append(out.logits)
             past = out.past_key_values
-            step = model(ids[:, t : t + 1], mask[:, : t + 1], enc, enc_mask, cache=cache, logits_to_keep=1)
-            assert step.cache is cache and cache.seq_len == t + 1
-            steps.append(step.logits)
-    steps = torch.cat(steps, dim=1)
-    assert_close(steps, full, ATOL_FP32, f"{variant} cached steps vs our full forward ({impl})")
-    assert_close(steps, torch.cat(ref_steps, dim=1), ATOL_FP32, f"{variant} cached steps vs transformers' ({impl})")
+    return torch.cat(steps, dim=1)
 
 
-def test_eager_and_sdpa_agree(pair):
-    variant, _, folder = pair
-    ids, mask, enc, enc_mask = inputs()
-    with torch.no_grad():
-        a = ours(variant, folder, "eager")(ids, mask, enc, enc_mask).logits
-        b = ours(variant, folder, "sdpa")(ids, mask, enc, enc_mask).logits
-    assert_close(b, a, ATOL_BACKENDS, f"{variant} sdpa vs eager")
-
-
-def test_attentions_hidden_states_and_loss(pair):
+@pytest.fixture(scope="module")
+def case(pair):
     variant, hf, folder = pair
     ids, mask, enc, enc_mask = inputs()
-    labels = ids.masked_fill(ids == PAD, -100)
-    kw = {"output_attentions": True, "output_hidden_states": True}
-    with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc, encoder_attention_mask=enc_mask,
-                 labels=labels, **kw)
-        got = ours(variant, folder)(ids, mask, enc, enc_mask, labels=labels, **kw)
-    for i in range(2):
-        assert_close(got.attentions[i], ref.attentions[i], ATOL_FP32, f"{variant} self-attention, layer {i}")
-        assert_close(got.cross_attentions[i], ref.cross_attentions[i], ATOL_FP32, f"{variant} cross-attn, layer {i}")
-    assert len(got.hidden_states) == len(ref.hidden_states) == 3
-    for i, (a, b) in enumerate(zip(got.hidden_states, ref.hidden_states)):
-        assert_close(a, b, ATOL_FP32, f"{variant} hidden state {i}")
-    assert_close(got.loss, ref.loss, ATOL_FP32, f"{variant} loss")
+
+    def reference(impl, encoder=True, **kw):  # transformers' eager (set in `pair`), whatever backend ours runs
+        with torch.no_grad():
+            return hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc if encoder else None,
+                      encoder_attention_mask=enc_mask if encoder else None, **kw)
+
+    return DecoderCase(name=variant, load=lambda impl: ours(variant, folder, impl), inputs=inputs, layers=2,
+                       reference=reference, reference_steps=lambda impl: hf_cached_steps(hf))
 
 
-def test_without_encoder_states(pair):
-    variant, hf, folder = pair
-    ids, mask, _, _ = inputs()
-    with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask).logits
-        got = ours(variant, folder)(ids, mask).logits
-    assert_close(got, ref, ATOL_FP32, f"{variant} logits as a plain LM")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_logits_match_transformers(case, impl):
+    check_logits(case, impl)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cached_steps(case, impl):
+    check_cached_steps(case, impl)
+
+
+def test_eager_and_sdpa_agree(case):
+    check_backends_agree(case)
+
+
+def test_attentions_hidden_states_and_loss(case):
+    check_attentions(case)
+    check_hidden_states(case, "eager")
+    ids, _, _, _ = inputs()
+    check_loss(case, ids.masked_fill(ids == PAD, -100), "eager")
+
+
+def test_without_encoder_states(case):
+    check_logits(case, "eager", encoder=False)
 
 
 def test_transformers_loads_our_save(pair, tmp_path):
@@ -266,7 +257,7 @@ def test_init_and_errors():
     assert model.embed_tokens.weight[PAD].abs().max() == 0, "the padding row starts at zero, as in transformers"
     assert abs(model.layers[0].fc1.weight.std().item() - 0.5) < 0.1 and model.layers[0].fc1.bias.abs().max() == 0
     assert (model.final_norm.weight == 1).all()
-    with pytest.raises(ValueError, match="exceed the 8 positions"):
+    with pytest.raises(ValueError, match="9 tokens, beyond the decoder's 8 positions"):
         model(torch.ones(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="labels have shape"):
         model(torch.ones(1, 3, dtype=torch.long), labels=torch.ones(1, 2, dtype=torch.long))

@@ -9,7 +9,16 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from minispeechseq.decoders.gpt2 import GPT2Config, GPT2LMHeadModel
-from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
+from tests.decoder_parity import (
+    DecoderCase,
+    check_attentions,
+    check_backends_agree,
+    check_cached_steps,
+    check_hidden_states,
+    check_logits,
+    check_loss,
+)
+from tests.utils import ATOL_FP32, assert_close
 
 TINY = {
     "vocab_size": 99, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "bos_token_id": 1,
@@ -49,18 +58,21 @@ def tiny(tmp_path_factory):
     return hf_model(folder), folder
 
 
-@pytest.mark.parametrize("impl", ["eager", "sdpa"])
-def test_logits_and_hidden_states_match_transformers(tiny, impl):
+@pytest.fixture(scope="module")
+def case(tiny):
     ref, folder = tiny
-    ours = GPT2LMHeadModel.from_pretrained(folder, attn_implementation=impl)
-    ids, mask, enc, enc_mask = inputs()
-    want = ref_forward(ref, impl, ids, mask, enc, enc_mask, output_hidden_states=True)
-    with torch.no_grad():
-        got = ours(ids, mask, enc, enc_mask, output_hidden_states=True)
-    assert_close(got.logits, want.logits, ATOL_FP32, f"logits ({impl})")
-    assert len(got.hidden_states) == len(want.hidden_states) == TINY["n_layer"] + 1
-    for i, (a, b) in enumerate(zip(got.hidden_states, want.hidden_states)):
-        assert_close(a, b, ATOL_FP32, f"hidden state {i} ({impl})")
+    enc = inputs()[2:]
+    return DecoderCase(
+        name="gpt2", load=lambda impl: GPT2LMHeadModel.from_pretrained(folder, attn_implementation=impl),
+        inputs=inputs, layers=TINY["n_layer"],
+        reference=lambda impl, encoder=True, **kw: ref_forward(ref, impl, *inputs()[:2], *(enc if encoder else ()), **kw),
+    )
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_logits_and_hidden_states_match_transformers(case, impl):
+    check_logits(case, impl)
+    check_hidden_states(case, impl)
 
 
 @pytest.mark.parametrize("variant", [
@@ -76,67 +88,26 @@ def test_config_variants_match_transformers(tmp_path, variant):
     assert_close(got, ref_forward(ref, "eager", ids, mask, enc, enc_mask).logits, ATOL_FP32, f"logits {variant}")
 
 
-def test_plain_lm_without_encoder_states(tiny):
-    ref, folder = tiny
-    ours = GPT2LMHeadModel.from_pretrained(folder)
-    ids, mask, _, _ = inputs()
-    with torch.no_grad():
-        got = ours(ids, mask).logits
-    assert_close(got, ref_forward(ref, "sdpa", ids, mask).logits, ATOL_FP32, "logits without cross-attention")
+def test_plain_lm_without_encoder_states(case):
+    check_logits(case, "sdpa", encoder=False)
 
 
-def test_eager_and_sdpa_agree(tiny):
-    folder = tiny[1]
-    ours = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager")
-    ids, mask, enc, enc_mask = inputs()
-    with torch.no_grad():
-        eager = ours(ids, mask, enc, enc_mask).logits
-        ours.set_attn_implementation("sdpa")
-        sdpa = ours(ids, mask, enc, enc_mask).logits
-    assert_close(sdpa, eager, ATOL_BACKENDS, "sdpa vs eager")
+def test_eager_and_sdpa_agree(case):
+    check_backends_agree(case)
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
-def test_cached_steps_match_full_forward(tiny, impl):
-    ref, folder = tiny
-    ours = GPT2LMHeadModel.from_pretrained(folder, attn_implementation=impl)
-    ids, mask, enc, enc_mask = inputs()
-    want = ref_forward(ref, impl, ids, mask, enc, enc_mask).logits
-    with torch.no_grad():
-        full = ours(ids, mask, enc, enc_mask).logits
-        cache = ours.new_cache()
-        prefix = 3
-        out = ours(ids[:, :prefix], mask[:, :prefix], enc, enc_mask, cache=cache)
-        assert out.cache is cache and cache.seq_len == prefix
-        assert_close(out.logits, full[:, :prefix], ATOL_FP32, "prefill vs our full forward")
-        assert_close(out.logits, want[:, :prefix], ATOL_FP32, "prefill vs transformers")
-        for t in range(prefix, S):
-            step = ours(ids[:, t : t + 1], mask[:, : t + 1], enc, enc_mask, cache=cache, logits_to_keep=1).logits
-            assert_close(step[:, 0], full[:, t], ATOL_FP32, f"step {t} vs our full forward")
-            assert_close(step[:, 0], want[:, t], ATOL_FP32, f"step {t} vs transformers")
+def test_cached_steps_match_full_forward(case, impl):
+    check_cached_steps(case, impl)
 
 
-def test_attentions_match_transformers(tiny):
-    ref, folder = tiny
-    ours = GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager")
-    ids, mask, enc, enc_mask = inputs()
-    want = ref_forward(ref, "eager", ids, mask, enc, enc_mask, output_attentions=True)
-    with torch.no_grad():
-        got = ours(ids, mask, enc, enc_mask, output_attentions=True)
-    for i in range(TINY["n_layer"]):
-        assert_close(got.attentions[i], want.attentions[i], ATOL_FP32, f"self-attention weights, layer {i}")
-        assert_close(got.cross_attentions[i], want.cross_attentions[i], ATOL_FP32, f"cross-attention weights, layer {i}")
+def test_attentions_match_transformers(case):
+    check_attentions(case)
 
 
-def test_loss_matches_transformers(tiny):
-    ref, folder = tiny
-    ours = GPT2LMHeadModel.from_pretrained(folder)
-    ids, mask, enc, enc_mask = inputs()
-    labels = ids.masked_fill(mask == 0, -100)
-    want = ref_forward(ref, "sdpa", ids, mask, enc, enc_mask, labels=labels).loss
-    with torch.no_grad():
-        got = ours(ids, mask, enc, enc_mask, labels=labels).loss
-    assert_close(got, want, ATOL_FP32, "causal LM loss")
+def test_loss_matches_transformers(case):
+    ids, mask, _, _ = inputs()
+    check_loss(case, ids.masked_fill(mask == 0, -100))
 
 
 def test_cross_attention_hidden_size(tiny):

@@ -1,12 +1,14 @@
 """Speech2Text2 decoder parity against transformers 4.50.3, through committed reference outputs.
 
 transformers 5.x no longer has Speech2Text2, so tests/make_speech2text2_fixtures.py ran the reference once (see
-its docstring for what each fixture holds). Every expected value below comes from that run, none from our code.
+its docstring for what each fixture holds). Every expected value below comes from that run, none from our code;
+the checks shared with the other decoders are tests/decoder_parity.py's, with that run as the reference.
 """
 
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +18,16 @@ from minispeechseq.files.checkpoint import load_state_dict
 from minispeechseq.decoders.speech2text2 import Speech2Text2Cache, Speech2Text2ForCausalLM
 from minispeechseq.layers import sinusoids
 from minispeechseq.weights_convert import speech2text2 as speech2text2_convert
-from tests.utils import ATOL_BACKENDS, ATOL_FP32, assert_close
+from tests.decoder_parity import (
+    DecoderCase,
+    cached_steps,
+    check_attentions,
+    check_backends_agree,
+    check_cached_steps,
+    check_logits,
+    check_loss,
+)
+from tests.utils import ATOL_FP32, assert_close
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "speech2text2")
 IO = load_file(os.path.join(FIXTURES, "decoder_io.safetensors"))
@@ -32,29 +43,28 @@ def full(model, ids_key="input_ids", mask_key="attention_mask", enc_key="encoder
         return model(IO[ids_key], IO[mask_key], IO[enc_key], IO["encoder_attention_mask"], **kw)
 
 
-def stepwise(model, ids, mask, enc, enc_mask, prefix=3) -> torch.Tensor:
-    """Our cached decoding: `prefix` tokens at once, then one token per call."""
-    cache = model.new_cache()
-    with torch.no_grad():
-        logits = [model(ids[:, :prefix], mask[:, :prefix], enc, enc_mask, cache=cache).logits]
-        for t in range(prefix, ids.shape[1]):
-            logits.append(model(ids[:, t : t + 1], mask[:, : t + 1], enc, enc_mask, cache=cache).logits)
-    return torch.cat(logits, dim=1)
+def reference(impl: str, encoder: bool = True, **kw) -> SimpleNamespace:
+    """What transformers 4.50.3 returned for the fixture's inputs (its eager run; the same for every backend)."""
+    return SimpleNamespace(logits=IO["logits"] if encoder else IO["logits_no_encoder"], hidden_states=None,
+                           attentions=[IO[f"attentions.{i}"] for i in range(2)],
+                           cross_attentions=[IO[f"cross_attentions.{i}"] for i in range(2)], loss=IO["loss"])
+
+
+CASE = DecoderCase(
+    name="speech2text2", load=lambda impl: load("decoder", impl), layers=2, reference=reference,
+    inputs=lambda: (IO["input_ids"], IO["attention_mask"], IO["encoder_hidden_states"], IO["encoder_attention_mask"]),
+    reference_steps=lambda impl: IO["logits_step"],
+)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_full_forward_matches_transformers(impl):
-    assert_close(full(load(impl=impl)).logits, IO["logits"], ATOL_FP32, f"logits ({impl})")
+    check_logits(CASE, impl)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_cached_steps_match_full_forward_and_transformers(impl):
-    model = load(impl=impl)
-    ours_full = full(model).logits
-    ours_step = stepwise(model, IO["input_ids"], IO["attention_mask"], IO["encoder_hidden_states"],
-                         IO["encoder_attention_mask"])
-    assert_close(ours_step, ours_full, ATOL_FP32, f"cached steps vs our full forward ({impl})")
-    assert_close(ours_step, IO["logits_step"], ATOL_FP32, f"cached steps vs transformers' cached steps ({impl})")
+    check_cached_steps(CASE, impl)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -65,8 +75,8 @@ def test_left_padding_positions_skip_pads_with_and_without_cache(impl):
     real = IO["attention_mask_left"].bool()  # a pad query row attends to nothing real: its logits mean nothing
     ours_full = full(model, "input_ids_left", "attention_mask_left").logits
     assert_close(ours_full[real], IO["logits_left"][real], ATOL_FP32, f"left-padded full forward ({impl})")
-    ours_step = stepwise(model, IO["input_ids_left"], IO["attention_mask_left"], IO["encoder_hidden_states"],
-                         IO["encoder_attention_mask"])
+    ours_step = cached_steps(model, IO["input_ids_left"], IO["attention_mask_left"], IO["encoder_hidden_states"],
+                             IO["encoder_attention_mask"])
     assert_close(ours_step[real], IO["logits_left"][real], ATOL_FP32, f"left-padded cached steps ({impl})")
     # The reference's own cached run really differs there (so the comparison above is the meaningful one).
     assert (IO["logits_left_step"][1, 3:] - IO["logits_left"][1, 3:]).abs().max() > 1e-3
@@ -87,17 +97,12 @@ def test_cache_reorder_keeps_padding_counts():
 
 
 def test_attentions_and_loss_match_transformers():
-    out = full(load("decoder", "eager"), output_attentions=True, labels=IO["labels"])
-    for i in range(2):
-        assert_close(out.attentions[i], IO[f"attentions.{i}"], ATOL_FP32, f"self-attention weights, layer {i}")
-        assert_close(out.cross_attentions[i], IO[f"cross_attentions.{i}"], ATOL_FP32, f"cross-attention, layer {i}")
-    assert_close(out.loss.reshape(1), IO["loss"], ATOL_FP32, "loss")
+    check_attentions(CASE)
+    check_loss(CASE, IO["labels"], "eager")
 
 
 def test_without_encoder_states_is_a_plain_lm():
-    with torch.no_grad():
-        logits = load()(IO["input_ids"], IO["attention_mask"]).logits
-    assert_close(logits, IO["logits_no_encoder"], ATOL_FP32, "logits without encoder states")
+    check_logits(CASE, "eager", encoder=False)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -109,7 +114,7 @@ def test_cross_attention_hidden_size(impl):
 
 
 def test_eager_and_sdpa_agree():
-    assert_close(full(load(impl="sdpa")).logits, full(load(impl="eager")).logits, ATOL_BACKENDS, "sdpa vs eager")
+    check_backends_agree(CASE)
 
 
 def test_logits_to_keep():

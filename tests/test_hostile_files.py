@@ -30,7 +30,7 @@ from tests.test_save_interrupted import leftovers, same_weights, tiny_model
 import minispeechseq.files.checkpoint as ckpt
 from minispeechseq import GenerationConfig, SpeechEncoderDecoderModel, Tokenizer, Wav2Vec2FeatureExtractor
 from minispeechseq.tools.cli import bundled_model_dir, main
-from minispeechseq.config import CONFIG_MAX_BYTES, TOKENIZER_MAX_BYTES, read_json
+from minispeechseq.files.readers import CONFIG_MAX_BYTES, TOKENIZER_MAX_BYTES, read_json
 from minispeechseq.tools import train as train_cli
 from minispeechseq.training import train
 

@@ -240,6 +240,16 @@ def test_the_reading_path_imports_neither_recognition_nor_training():
     assert not offenders, f"the reading path imports an application, training or a tool: {offenders}"
 
 
+def test_files_import_nothing_above_them():
+    """files/ (and common/) serve everyone, so they import no other part of the package: the config base, the
+    extractor and the tokenizer read untrusted files through files/readers.py, not the other way round."""
+    graph = import_graph()
+    offenders = sorted(f"{m} -> {t}" for m, targets in graph.items()
+                       if under(m, f"{PACKAGE}.files") or under(m, f"{PACKAGE}.common")
+                       for t in targets if not under(t, f"{PACKAGE}.files") and not under(t, f"{PACKAGE}.common"))
+    assert not offenders, f"files/ or common/ imports the package above it: {offenders}"
+
+
 def test_training_imports_no_command_line_module():
     graph = import_graph()
     offenders = sorted(f"{m} -> {t}" for m, targets in graph.items() if under(m, TRAINING)

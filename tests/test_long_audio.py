@@ -6,7 +6,7 @@ many machines have. SDPA computes the same thing in blocks and never holds the m
 10 minutes through the command line in a subprocess and reads its peak resident memory (ru_maxrss), against the
 same command on 1 second of audio (the imports and the model: the baseline).
 
-Also here: the eager limit itself (`attention.EAGER_ATTENTION_MAX_BYTES`, the environment variable
+Also here: the eager limit itself (`files/memory.py`'s `EAGER_ATTENTION_MAX_BYTES`, the environment variable
 `MINISPEECHSEQ_EAGER_MAX_BYTES`, the per-call `attend(..., eager_max_bytes=...)`).
 """
 
@@ -30,6 +30,7 @@ from minispeechseq import (
     Wav2Vec2FeatureExtractor,
     attention,
 )
+from minispeechseq.files import memory
 from tests.test_doc_examples import VOCAB, write_bert_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,28 +154,44 @@ def test_limit_per_call_env_and_module_default(monkeypatch):
     out, _ = attention.attend(q, k, v, impl="eager", eager_max_bytes=need)  # exactly at the limit: allowed
     with pytest.raises(ValueError, match=r"64 queries x 64 keys .* 32,768 bytes .* limit of 32,767 bytes.*'sdpa'") as info:
         attention.attend(q, k, v, impl="eager", eager_max_bytes=need - 1)
-    assert attention.EAGER_MAX_BYTES_ENV in str(info.value)
+    assert memory.EAGER_MAX_BYTES_ENV in str(info.value)
     # The environment variable, read at each call.
-    monkeypatch.setenv(attention.EAGER_MAX_BYTES_ENV, str(need - 1))
+    monkeypatch.setenv(memory.EAGER_MAX_BYTES_ENV, str(need - 1))
     with pytest.raises(ValueError, match="limit"):
         attention.attend(q, k, v, impl="eager")
     # sdpa has no such limit: it does not materialise the weights.
     sdpa, _ = attention.attend(q, k, v, impl="sdpa")
     assert torch.allclose(sdpa, out, atol=1e-5)
-    monkeypatch.setenv(attention.EAGER_MAX_BYTES_ENV, "4e9")
+    monkeypatch.setenv(memory.EAGER_MAX_BYTES_ENV, "4e9")
     attention.attend(q, k, v, impl="eager")
     # The module-level default, when the variable is unset.
-    monkeypatch.delenv(attention.EAGER_MAX_BYTES_ENV)
-    monkeypatch.setattr(attention, "EAGER_ATTENTION_MAX_BYTES", need - 1)
+    monkeypatch.delenv(memory.EAGER_MAX_BYTES_ENV)
+    monkeypatch.setattr(memory, "EAGER_ATTENTION_MAX_BYTES", need - 1)
     with pytest.raises(ValueError, match="limit"):
         attention.attend(q, k, v, impl="eager")
 
 
+def test_a_module_reads_the_limit_once_when_eager_is_chosen(monkeypatch):
+    """An Attention module is given the limit with its backend: the environment is not read at every call."""
+    q, k, v = qkv(64)
+    need = 1 * 2 * 64 * 64 * 4
+    layer = attention.Attention(8, 2)
+    monkeypatch.setenv(memory.EAGER_MAX_BYTES_ENV, str(need - 1))
+    attention.set_attn_implementation(layer, "eager")
+    assert layer.eager_max_bytes == need - 1
+    monkeypatch.setenv(memory.EAGER_MAX_BYTES_ENV, "4e9")  # too late for this module: it was read when chosen
+    x = torch.randn(1, 64, 8)
+    with pytest.raises(ValueError, match="limit of"):
+        layer(x)
+    attention.set_attn_implementation(layer, "eager")  # chosen again: read again
+    layer(x)
+
+
 @pytest.mark.parametrize("raw", ["lots", "-5", "0"])
 def test_bad_limit_in_the_environment(monkeypatch, raw):
-    monkeypatch.setenv(attention.EAGER_MAX_BYTES_ENV, raw)
+    monkeypatch.setenv(memory.EAGER_MAX_BYTES_ENV, raw)
     q, k, v = qkv(4)
-    with pytest.raises(ValueError, match=f"{attention.EAGER_MAX_BYTES_ENV}='{raw}'"):
+    with pytest.raises(ValueError, match=f"{memory.EAGER_MAX_BYTES_ENV}='{raw}'"):
         attention.attend(q, k, v, impl="eager")
 
 
@@ -185,6 +202,6 @@ def test_the_default_limit_refuses_ten_minutes_and_allows_a_minute():
         q = torch.empty(1, 12, frames, 64, device="meta")  # shapes only: nothing is allocated
         if refused:
             with pytest.raises(ValueError, match="sdpa"):
-                attention.check_eager_memory(q, q, attention.EAGER_ATTENTION_MAX_BYTES)
+                memory.check_eager_memory(q, q, memory.EAGER_ATTENTION_MAX_BYTES)
         else:
-            attention.check_eager_memory(q, q, attention.EAGER_ATTENTION_MAX_BYTES)
+            memory.check_eager_memory(q, q, memory.EAGER_ATTENTION_MAX_BYTES)

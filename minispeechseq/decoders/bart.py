@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -37,21 +38,13 @@ from .base import CausalLMDecoder
 
 # ------------------------------------------------------------------------------------------------- config
 class FairseqDecoderSizes:
-    """transformers' generic size names, for the fairseq-style configs that call them d_model / decoder_layers /
-    decoder_attention_heads (BART, mBART, Speech2Text2)."""
+    """What the fairseq-style decoder configs (BART, mBART, Speech2Text2) share: transformers' generic size names
+    for their d_model / decoder_layers / decoder_attention_heads, their field rules and their size estimate."""
 
-    @property
-    def hidden_size(self) -> int:
-        return self.d_model
-
-    @property
-    def num_hidden_layers(self) -> int:
-        # transformers maps this name to encoder_layers; used as a decoder, the decoder's depth is what counts.
-        return self.decoder_layers
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.decoder_attention_heads
+    # transformers maps num_hidden_layers (and, for BART, num_attention_heads) to the *encoder's* fields; used as a
+    # decoder, the decoder's depth and heads are what count.
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model", "num_hidden_layers": "decoder_layers",
+                                               "num_attention_heads": "decoder_attention_heads"}
 
     # What each field accepts beyond its annotated type (config.py: validate); names a config lacks are skipped.
     _rules = rules({
@@ -79,7 +72,6 @@ class BartConfig(FairseqDecoderSizes, ConfigMixin):
     config.json keys, but only the decoder is built here."""
 
     model_type = "bart"
-    _derived_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads")
 
     vocab_size: int = 50265
     max_position_embeddings: int = 1024  # learned position table has this many rows + 2 (the fairseq offset)

@@ -1,4 +1,4 @@
-"""What every text decoder shares: the checks, the loop over layers, the final norm, the head and the outputs.
+"""What every text decoder shares: the loop over layers, the final norm, the head, the outputs, and the checks.
 
 A decoder is a causal language model whose layers also attend to the speech encoder:
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..cache import DecoderCache
-from ..layers import causal_lm_loss, check_decoder_inputs
+from ..layers import causal_lm_loss, check_positions, check_vocabulary
 from ..modeling import DecoderOutput, PreTrainedModel
 
 
@@ -81,23 +81,6 @@ class CausalLMDecoder(PreTrainedModel):
     def new_cache(self) -> DecoderCache:
         return DecoderCache(len(self.layers))
 
-    def check_inputs(self, input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, cache) -> int:
-        """Clear errors for a wrong call; returns the number of cached (past) tokens."""
-        past = cache.seq_len if cache is not None else 0
-        check_decoder_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, past,
-                             self.max_positions, self.config.vocab_size)
-        name = type(self).__name__
-        if cache is not None and len(cache.self_attn) != len(self.layers):
-            raise ValueError(f"The cache has {len(cache.self_attn)} layers but this {name} has {len(self.layers)}; "
-                             "make it with model.new_cache().")
-        if cache is not None and not self.causal:
-            raise ValueError(f"This {name} attends in both directions (is_decoder=False), so it cannot decode token "
-                             "by token with a cache; set is_decoder=True in its config.")
-        if encoder_hidden_states is not None and not self.has_cross_attention:
-            raise ValueError(f"encoder_hidden_states were given but this {name} has no cross-attention; build it "
-                             "with add_cross_attention=True (and is_decoder=True) in its config.")
-        return past
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -114,7 +97,7 @@ class CausalLMDecoder(PreTrainedModel):
         one row per utterance (B_src divides B: adjacent decoder rows, e.g. beams, may share one);
         encoder_attention_mask (B_src, T), 1 = real frame. With a cache, positions continue after the cached
         tokens. Returns logits (B, S, V), or only the last `logits_to_keep` positions."""
-        past = self.check_inputs(input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, cache)
+        past = check_inputs(self, input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask, cache)
         x = self.dropout(self.embed(input_ids, past, cache, attention_mask))  # (B, S, D)
 
         hidden_states, self_attns, cross_attns = [], [], []
@@ -151,3 +134,51 @@ class CausalLMDecoder(PreTrainedModel):
         super().post_init()
         if self.config.tie_word_embeddings:  # the default of all four: the LM head *is* the embedding matrix
             self.lm_head.weight = self.embed_tokens.weight
+
+
+# ------------------------------------------------------------------------------------------- input checks
+def check_inputs(decoder: CausalLMDecoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 encoder_hidden_states: torch.Tensor | None, encoder_attention_mask: torch.Tensor | None,
+                 cache: DecoderCache | None) -> int:
+    """Clear errors for the mistakes a caller can make with the decoder interface; returns the number of cached
+    (past) tokens. (The vocabulary check costs one host sync; it runs once per call, not per layer.)"""
+    past = cache.seq_len if cache is not None else 0
+    name = type(decoder).__name__
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+    B, S = input_ids.shape
+    check_vocabulary(input_ids, decoder.config.vocab_size, "input_ids",
+                     "is the tokenizer the one this model was trained with?")
+    check_positions(past + S, decoder.max_positions, f"{past} cached + {S} new tokens", "generate fewer tokens")
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + S):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {past + S}): "
+            "one entry per token, cached tokens included."
+        )
+    # Each encoder row may serve several adjacent decoder rows (the beams of one utterance): see attention.py.
+    if encoder_hidden_states is not None and (
+        encoder_hidden_states.shape[0] == 0 or B % encoder_hidden_states.shape[0] != 0
+    ):
+        raise ValueError(
+            f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]} but input_ids has {B}; give one "
+            "encoder row per decoder row, or one per group of adjacent rows (the beams of an utterance)."
+        )
+    if (
+        encoder_attention_mask is not None
+        and encoder_hidden_states is not None
+        and tuple(encoder_attention_mask.shape) != tuple(encoder_hidden_states.shape[:2])
+    ):
+        raise ValueError(
+            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}; expected "
+            f"{tuple(encoder_hidden_states.shape[:2])} (batch, frames) like encoder_hidden_states."
+        )
+    if cache is not None and len(cache.self_attn) != len(decoder.layers):
+        raise ValueError(f"The cache has {len(cache.self_attn)} layers but this {name} has {len(decoder.layers)}; "
+                         "make it with model.new_cache().")
+    if cache is not None and not decoder.causal:
+        raise ValueError(f"This {name} attends in both directions (is_decoder=False), so it cannot decode token "
+                         "by token with a cache; set is_decoder=True in its config.")
+    if encoder_hidden_states is not None and not decoder.has_cross_attention:
+        raise ValueError(f"encoder_hidden_states were given but this {name} has no cross-attention; build it "
+                         "with add_cross_attention=True (and is_decoder=True) in its config.")
+    return past

@@ -42,10 +42,8 @@ class GPT2Config(ConfigMixin):
     """
 
     model_type: ClassVar[str] = "gpt2"
-    # transformers reads these under their generic names too (its attribute_map); here: read-only properties.
-    _derived_keys: ClassVar[tuple[str, ...]] = (
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
-    )
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer",
+                                               "num_attention_heads": "n_head", "max_position_embeddings": "n_positions"}
 
     vocab_size: int = 50257
     n_positions: int = 1024  # the longest sequence (learned position embeddings)
@@ -87,22 +85,6 @@ class GPT2Config(ConfigMixin):
     def approx_num_parameters(self) -> int:
         return decoder_parameters(self.vocab_size, self.n_embd, self.n_layer, self.n_inner or 4 * self.n_embd,
                                   self.n_positions, self.cross_attention_hidden_size, self.add_cross_attention)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.n_embd
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.n_layer
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def max_position_embeddings(self) -> int:
-        return self.n_positions
 
 
 def attention_scale(config: GPT2Config, layer_idx: int) -> float:

@@ -35,7 +35,6 @@ class Speech2Text2Config(FairseqDecoderSizes, ConfigMixin):
     """transformers' (4.x) Speech2Text2Config: config.json keys and defaults."""
 
     model_type = "speech_to_text_2"
-    _derived_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads")
 
     vocab_size: int = 10000
     d_model: int = 256

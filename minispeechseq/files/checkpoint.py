@@ -7,7 +7,7 @@ A checkpoint folder holds `config.json` and the weights in one of four forms, lo
 Writing is atomic: everything goes to a temporary folder next to the destination, which then replaces it by
 renames, so an interrupted save never leaves a half-written checkpoint where a good one was (and a save killed
 between its two renames is undone by the next load or save: see `atomic_save`, and `recover_interrupted_save` in
-resolve.py, which every loader calls while it looks for its folder).
+saves.py, which every loader calls while it looks for its folder).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import check_regular_file, file_kind, read_json
-from .resolve import is_save_container, make_save_container, recover_interrupted_save
+from .readers import check_regular_file, file_kind, read_json
+from .saves import is_save_container, make_save_container, recover_interrupted_save
 
 StateDict = dict[str, torch.Tensor]
 
@@ -201,7 +201,7 @@ def atomic_save(folder: str | os.PathLike, write: Callable[[str], None]) -> None
     renamed back. If the process dies between them, `folder` is missing: the next load or save through this
     module (`recover_interrupted_save`) puts the old checkpoint back. A save killed while writing leaves only
     its `.tmp-` container, which the next save to `folder` removes. Both containers carry the marker of
-    resolve.py's marker rule, so that recovery never removes a folder of the user's. (One save per folder at a time.)
+    saves.py's marker rule, so that recovery never removes a folder of the user's. (One save per folder at a time.)
     """
     folder = os.path.realpath(os.fspath(folder))
     parent, name = os.path.split(folder)

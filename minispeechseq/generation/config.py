@@ -9,7 +9,7 @@ Lengths count the decoder start token: `max_length=20` means the start token plu
 (transformers' convention). `max_new_tokens`, when set, wins over `max_length` and counts only new tokens.
 
 Every setting is checked when a config is made or updated (config.py's `validate`): its type, a finite value for
-every float (`length_penalty=nan` was accepted), sizes >= 1. Settings that only matter for one strategy
+every float (a NaN compares false with everything, so it would pass every range check), sizes >= 1. Settings that only matter for one strategy
 (temperature > 0 when sampling, top_p in (0, 1]) are checked by their processors; token ids against the
 vocabulary by `generate`, which knows it. A None for a setting that cannot be None (num_beams, temperature...)
 means "not given", as transformers 5 writes unset settings, so a caller can forward its own None defaults.

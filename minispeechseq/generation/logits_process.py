@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..layers import check_vocabulary
 from .config import GenerationConfig
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (input_ids (N, S), scores (N, V)) -> (N, V)
@@ -98,10 +99,7 @@ class NoBadWords:
         self.words = [w for w in bad_words_ids if not (len(w) == 1 and w[0] in eos)]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        V = scores.shape[-1]
-        too_big = [t for w in self.words for t in w if t >= V]
-        if too_big:
-            raise ValueError(f"bad_words_ids contain ids {too_big} outside the vocabulary of size {V}.")
+        check_vocabulary([t for w in self.words for t in w], scores.shape[-1], "bad_words_ids")
         banned = torch.zeros_like(scores, dtype=torch.bool)
         for word in self.words:
             *prefix, last = word

@@ -22,6 +22,7 @@ import torch
 
 from ..cache import SelfAttentionCache
 from ..files.memory import check_fits
+from ..layers import check_positions, check_vocabulary
 from .config import DEFAULT_MAX_NEW_TOKENS, GenerationConfig
 from .logits_process import build_processors
 
@@ -64,11 +65,9 @@ def resolve_config(model: Any, generation_config: GenerationConfig | None, kwarg
             f"max_length={max_length} leaves no room after the {P}-token prompt (it counts the prompt, start token "
             "included); use max_new_tokens to count new tokens only."
         )
-    if positions is not None and max_length > positions:
-        raise ValueError(
-            f"max_length={max_length} (prompt of {P} included; max_new_tokens={config.max_new_tokens}) is beyond the "
-            f"decoder's {positions} positions; ask for at most {positions - P} new tokens."
-        )
+    if positions is not None:
+        check_positions(max_length, positions, f"max_length={max_length} (prompt of {P} included; max_new_tokens="
+                        f"{config.max_new_tokens})", f"ask for at most {positions - P} new tokens")
     min_length = P + config.min_new_tokens if config.min_new_tokens is not None else config.min_length
 
     K, n = config.num_beams, config.num_return_sequences
@@ -148,11 +147,7 @@ def check_token_ids(config: GenerationConfig, prompt: torch.Tensor, pad: int | N
              "forced_eos_token_id": config.forced_eos_token_id, "suppress_tokens": config.suppress_tokens,
              "bad_words_ids": bad_words}
     for name, ids in named.items():
-        ids = ids if isinstance(ids, (list, tuple)) else [ids]
-        bad = [i for i in ids if i is not None and not (isinstance(i, int) and 0 <= i < vocab)]
-        if bad:
-            raise ValueError(f"{name}={bad} is outside the decoder's vocabulary of {vocab} tokens (ids 0 to "
-                             f"{vocab - 1}).")
+        check_vocabulary(list(ids) if isinstance(ids, (list, tuple)) else [ids], vocab, name)
 
 
 def decoding_bytes(model: Any, s: _Settings, batch: int, frames: int) -> int:

@@ -15,7 +15,7 @@ the cross-attention of each transcript from them).
 
 `transcribe()` and the CLI take inputs of any lengths, and bound what one input can cost the others:
 `measure_inputs` reads each file's length from its header (no samples), `transcribe_inputs` batches inputs of
-similar lengths (a 30-minute file padding seven 1 s files to 30 minutes took 12 GB), reads a batch's audio only
+similar lengths (a 30-minute file would pad every input of its batch to 30 minutes), reads a batch's audio only
 when its turn comes, sends inputs longer than a chunk through longform.py one at a time, and reports a failing
 input by name while the others go on.
 
