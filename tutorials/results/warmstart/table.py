@@ -39,7 +39,7 @@ def markdown(path: str = DEFAULT) -> str:
         per_speaker = " | ".join(f"{100 * real[s]:.1f}" if s in real else "" for s in SPEAKERS)
         mean = sum(real.values()) / len(real)
         voices = sum(w["voices"] for w in folds.values()) / len(folds)
-        rows.append(f"| {size:,} | {arm} | {per_speaker} | {100 * mean:.1f} ({len(real)} folds) | {100 * voices:.1f} |")
+        rows.append(f"| {size:,} | {arm} | {per_speaker} | {100 * mean:.1f} ({len(real)} fold{'s' if len(real) > 1 else ''}) | {100 * voices:.1f} |")
     return "\n".join([head, *rows])
 
 
