@@ -39,6 +39,7 @@ from torch import nn
 
 from ..audio import Wav2Vec2FeatureExtractor
 from ..files.audiofile import load_audio
+from ..files.checkpoint import torch_load
 from ..wav2vec2 import Wav2Vec2Model
 from ..wav2vec2_config import Wav2Vec2Config
 from ..wav2vec2_pretraining import Wav2Vec2ForPreTraining, compute_mask_indices, sample_negative_indices
@@ -295,7 +296,7 @@ def pretrain(args: argparse.Namespace) -> nn.Module:
     os.makedirs(args.out, exist_ok=True)
     metrics_path = os.path.join(args.out, METRICS_FILE)
     if found and args.resume:
-        state = torch.load(os.path.join(found[-1][1], TRAINER_STATE), weights_only=False)
+        state = torch_load(os.path.join(found[-1][1], TRAINER_STATE), "a pretraining state")  # never runs code
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -377,7 +378,8 @@ def pretrain(args: argparse.Namespace) -> nn.Module:
                      "data_rng": data_rng.bit_generator.state,
                      "targets": targets.state_dict() if targets is not None else None}
             torch.save(state, os.path.join(tmp, TRAINER_STATE))
-            os.replace(tmp, folder) if not os.path.exists(folder) else shutil.rmtree(tmp)
+            shutil.rmtree(folder, ignore_errors=True)  # a checkpoint of this step from an earlier, cut run
+            os.replace(tmp, folder)  # the new checkpoint appears whole, or not at all
             for _, old in _checkpoints(args.out)[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
         if out_of_time:
