@@ -40,18 +40,27 @@ from torch import nn
 from ..audio import Wav2Vec2FeatureExtractor
 from ..files.audiofile import load_audio
 from ..files.checkpoint import torch_load
+from ..files.readers import read_json
 from ..wav2vec2 import Wav2Vec2Model
 from ..wav2vec2_config import Wav2Vec2Config
 from ..wav2vec2_pretraining import Wav2Vec2ForPreTraining, compute_mask_indices, sample_negative_indices
 from .augment import add_noise, make_noise
 from .data import SAMPLING_RATE
-from .digits import DIGIT_WORDS, VARIANTS, english_voices, synthesize_many
+from .digits import DIGIT_WORDS, VARIANTS, DigitsRecipe, english_voices, synthesize_many
 from .fsdd import SAMPLE_TAKES, read_fsdd
-from .train import PRESETS, make_optimizer, rng_state, seed_everything, set_rng_state, warmup_cosine
+from .train import (
+    PRESETS,
+    TRAINER_STATE,
+    checkpoints,
+    make_optimizer,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    warmup_cosine,
+)
 
 OBJECTIVES = ("wav2vec2", "hubert")
 CORPUS_AUDIO, CORPUS_INDEX = "audio.npy", "index.json"
-TRAINER_STATE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
 # Words that are, or sound like, digit names: the unlabelled text must teach sounds, not the task's words.
 _DIGIT_LIKE = set(DIGIT_WORDS) | {"oh", "o", "won", "to", "too", "for", "fore", "ate", "nein"}
@@ -76,13 +85,13 @@ def make_unlabelled_corpus(folder: str | os.PathLike, words_path: str | os.PathL
     speed / pitch / word gap), plus every FSDD recording but the bundled samples' takes, without labels.
     Written as folder/audio.npy (one float32 array at 16 kHz) and folder/index.json (where each piece starts);
     returns the index."""
-    words, voices = read_words(words_path), english_voices()
+    words, voices, ranges = read_words(words_path), english_voices(), DigitsRecipe()  # the digits corpus's ranges
     rng = random.Random(seed)
     groups = []  # 8 sentences per espeak-ng process (synthesize_many), one voice and setting per group
     for start in range(0, sentences, 8):
         texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 10))) for _ in range(min(8, sentences - start))]
         voice = rng.choice(voices) + rng.choice(VARIANTS)
-        groups.append((texts, voice, rng.randint(130, 200), rng.randint(25, 75), rng.randint(0, 8)))
+        groups.append((texts, voice, rng.randint(*ranges.speed_wpm), rng.randint(*ranges.pitch), rng.randint(*ranges.word_gap)))
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:  # espeak-ng runs as subprocesses
         synthetic = [w for ws in pool.map(lambda g: synthesize_many(*g), groups) for w in ws]
     pieces = [("espeak", w) for w in synthetic]
@@ -121,8 +130,7 @@ class UnlabelledCorpus:
             raise FileNotFoundError(f"{folder} is not an unlabelled corpus (no {CORPUS_AUDIO} / {CORPUS_INDEX}); "
                                     "make one with `minispeechseq pretrain --make-corpus ...`.")
         self.audio = np.load(paths[0], mmap_mode="r")
-        with open(paths[1], encoding="utf-8") as f:
-            self.index = json.load(f)
+        self.index = read_json(paths[1], "the unlabelled corpus's index")
         self.offsets = self.index["offsets"]
         if self.offsets[-1] != len(self.audio):
             raise ValueError(f"{folder}: the index covers {self.offsets[-1]} samples but audio.npy holds "
@@ -254,15 +262,6 @@ def gumbel_temperature(step: int, total: int, high: float = 2.0, low: float = 0.
 
 
 # =============================================================================================== the loop
-def _checkpoints(out: str) -> list[tuple[int, str]]:
-    found = []
-    for name in os.listdir(out) if os.path.isdir(out) else []:
-        path = os.path.join(out, name)
-        if name.startswith("checkpoint-") and name[11:].isdigit() and os.path.exists(os.path.join(path, TRAINER_STATE)):
-            found.append((int(name[11:]), path))
-    return sorted(found)
-
-
 def save_encoder(folder: str, encoder: Wav2Vec2Model) -> None:
     """The encoder alone, as a Wav2Vec2Model folder (transformers' Wav2Vec2Model loads it), with the feature
     extractor a fine-tune should use."""
@@ -275,7 +274,7 @@ def pretrain(args: argparse.Namespace) -> nn.Module:
         index = make_unlabelled_corpus(args.corpus, args.words, args.sentences, args.fsdd, args.seed, args.workers)
         print(f"corpus: {len(index['sources'])} pieces, {index['hours']:.2f} h, in {args.corpus}", flush=True)
     corpus = UnlabelledCorpus(args.corpus)
-    found = _checkpoints(args.out)
+    found = checkpoints(args.out)
     if found and not args.resume:
         raise ValueError(f"{args.out} already holds checkpoints (last: {found[-1][1]}); pass --resume, or another --out.")
     seed_everything(args.seed)
@@ -380,7 +379,7 @@ def pretrain(args: argparse.Namespace) -> nn.Module:
             torch.save(state, os.path.join(tmp, TRAINER_STATE))
             shutil.rmtree(folder, ignore_errors=True)  # a checkpoint of this step from an earlier, cut run
             os.replace(tmp, folder)  # the new checkpoint appears whole, or not at all
-            for _, old in _checkpoints(args.out)[:-2]:
+            for _, old in checkpoints(args.out)[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
         if out_of_time:
             print(f"stopped at step {step}: --max-minutes {args.max_minutes} reached", flush=True)
