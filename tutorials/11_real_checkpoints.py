@@ -114,28 +114,28 @@ if transformers is not None:
 # %% [markdown]
 # ## 3. `minispeechseq inspect`: what the loader did, line by line
 #
-# For the legacy folder: the header (class, parameters, the token ids and each half's shape), then one line per
-# tensor, "checkpoint name -> our name [shape]" (the name as the table saw it: after the steps the notes at the end
-# list, such as stripping BERT's `bert.` prefix and renaming `gamma`/`beta`), then what was skipped (a .bin
-# written from a state dict holds the LM head's tied bias under a second name, which the decoder does not need),
-# what had to be initialised (nothing, for a complete checkpoint), and the notes.
+# `minispeechseq inspect FOLDER` prints a model's `load_report`: the header (class, parameters, the token ids and
+# each half's shape), then one line per tensor, "checkpoint name -> our name [shape]" (the name as the table saw
+# it: after the steps the notes at the end list, such as stripping BERT's `bert.` prefix and renaming
+# `gamma`/`beta`), then what was skipped (a .bin written from a state dict holds the LM head's tied bias under a
+# second name, which the decoder does not need), what had to be initialised (nothing, for a complete checkpoint),
+# and the notes. Run it on the legacy folder yourself; here we read the same report as data.
 
 # %%
 if transformers is not None:
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert cli.main(["inspect", folders["legacy_bin"]]) == 0
-    lines = printed.getvalue().splitlines()
-    mapping = [line for line in lines if " -> " in line]
-    print("\n".join(lines[:6]))
-    print("  ...")
+    print(f"$ minispeechseq inspect {folders['legacy_bin']}   # prints this report; read here from the model")
+    report = SpeechEncoderDecoderModel.from_pretrained(folders["legacy_bin"]).load_report
+    print(f"key mapping ({len(report.loaded)} tensors): checkpoint name -> ours")
     for needle in ("pos_conv_embed.conv.weight_g", "layer.1.crossattention.self.query.weight", "embeddings.LayerNorm.weight"):
-        print(next(line for line in mapping if needle in line))
+        theirs, ours = next((theirs, ours) for theirs, ours in report.loaded if theirs.endswith(needle))
+        print(f"  {theirs} -> {ours}")
     print("  ...")
-    print("\n".join(line for line in lines if line.startswith(("skipped", "newly", "note"))))
-    assert any("weight_g" in line for line in lines if line.startswith("note"))
-    assert any("gamma/beta" in line for line in lines if line.startswith("note"))
-    assert lines[lines.index(next(x for x in lines if x.startswith("newly")))] == "newly initialised (0): none"
+    print(f"skipped ({len(report.skipped)}):", ", ".join(report.skipped) or "none")
+    print(f"newly initialised ({len(report.initialized)}):", ", ".join(report.initialized) or "none")
+    print("\n".join(f"note: {note}" for note in report.notes))
+    assert any("weight_g" in note for note in report.notes)
+    assert any("gamma/beta" in note for note in report.notes)
+    assert report.initialized == [], "a complete checkpoint leaves nothing to initialise"
 
 # %% [markdown]
 # Reading the three lines picked out above:
