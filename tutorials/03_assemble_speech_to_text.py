@@ -43,7 +43,7 @@ from minispeechseq import (
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
-import standins  # the tiny stand-in checkpoints, shared by the tutorials  # noqa: E402
+import standins  # the tiny stand-in checkpoints, shared by the tutorials
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)

@@ -33,11 +33,16 @@ from minispeechseq.weights_convert import bert as bert_table
 from minispeechseq.weights_convert import wav2vec2 as wav2vec2_table
 
 import minispeechseq
-from minispeechseq import Processor, SpeechEncoderDecoderModel, Wav2Vec2ForCTC, load_audio
+from minispeechseq import (
+    Processor,
+    SpeechEncoderDecoderModel,
+    Wav2Vec2ForCTC,
+    load_audio,
+)
 from minispeechseq.tools import cli
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tutorials/, for standins.py
-import standins  # the tiny stand-in checkpoints' sizes, shared by the tutorials  # noqa: E402
+import standins  # the tiny stand-in checkpoints' sizes, shared by the tutorials
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)
