@@ -15,6 +15,7 @@ import torch
 import transformers
 from tests.test_doc_examples import VOCAB, tiny_bert_config, tiny_encoder_config, write_bert_tokenizer
 
+from minispeechseq import SpeechEncoderDecoderModel
 from minispeechseq.tools.cli import main
 
 transformers.logging.set_verbosity_error()
@@ -116,6 +117,32 @@ def test_inspect_and_convert_a_legacy_checkpoint(model_dir, tmp_path, capsys):
     assert not any("weight_g" in k for k in converted)
     for k, v in state.items():
         assert torch.equal(converted[k], v), k
+
+
+def test_inspect_prints_the_whole_load_report(model_dir, tmp_path, capsys):
+    """inspect is the load report, line by line (tutorial 11 reads the report as data and shows the command)."""
+    from safetensors.torch import load_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    legacy = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                                 "weight_v"): v
+              for k, v in load_file(model_dir / "model.safetensors").items()}
+    # A .bin written from a state dict holds BERT's tied LM-head bias a second time: the model skips it.
+    legacy["decoder.cls.predictions.decoder.bias"] = torch.zeros(len(VOCAB))
+    torch.save(legacy, old / "pytorch_model.bin")
+    (old / "config.json").write_text((model_dir / "config.json").read_text())
+
+    assert main(["inspect", str(old)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model = SpeechEncoderDecoderModel.from_pretrained(old)
+    report, state = model.load_report, model.state_dict()
+    mapping = [line.strip() for line in lines if line.startswith("  ") and " -> " in line]
+    assert mapping == [f"{theirs} -> {ours} {list(state[ours].shape)}" for theirs, ours in report.loaded]
+    assert f"skipped ({len(report.skipped)}): " + ", ".join(report.skipped) in lines and report.skipped
+    assert f"newly initialised ({len(report.initialized)}): none" in lines and report.initialized == []
+    assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in report.notes]
+    assert report.notes, "the legacy weight_g / weight_v tensors are noted"
 
 
 @pytest.mark.parametrize("command", ["train", "pretrain", "data", "evaluate"])
