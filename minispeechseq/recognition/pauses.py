@@ -74,6 +74,7 @@ SOFT_EDGE_FRAMES = 5  # ... but a sound's onset and tail may reach down there fo
 MIN_PAUSE_S = 0.02  # dips shorter than this do not separate two sounds
 SOFT_SOUND_S = 0.05  # a stretch above OFF this long that never reaches ON is a soft sound (a fricative), not noise
 CLOSURE_S = 0.1  # ... and belongs to a sound this close: a stop's closure ("si_x", "ei_ght") is no pause
+CODA_DB = 15.0  # ... and a sound after a closure this far below the one before it is that sound's coda
 BLOCK_FRAMES = 3000  # frames analysed at once: 30 s of audio
 SILENT_DB = -120.0  # the level of digital silence, so that log(0) never occurs
 DIGITAL_SILENCE_DB = SILENT_DB + 30.0  # a frame (all bands together) below this holds (near) exact zeros
@@ -185,21 +186,22 @@ def within(mask: np.ndarray, seconds: float) -> np.ndarray:
     return np.convolve(mask, np.ones(2 * reach + 1), mode="full")[reach:reach + len(mask)] > 0
 
 
-def loudness(samples: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def loudness(samples: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, ...]:
     """How far each 10 ms frame rises above the local background, the mean over bands in dB (N,); how far the
     background alone rises there (N,, `background_rise`); whether a sound may start there (N,): within
     TALKER_GUARD_S of a frame at the talker's level (`talker_split`) and within BELOW_PEAK_DB of the loudest
-    frame; and whether it is within BELOW_PEAK_DB (N,): a sound's soft onset and tail may reach below that."""
+    frame; whether it is within BELOW_PEAK_DB (N,): a sound's soft onset and tail may reach below that; and
+    each frame's power, all bands together (N,) in dB."""
     levels = band_levels(samples, sampling_rate)
     power = 10 * np.log10(np.sum(10 ** (levels.astype(np.float64) / 10), axis=1))  # (N,): all bands together
     near_peak = power >= (power.max() if len(power) else 0.0) - BELOW_PEAK_DB
     rise = np.clip(levels - local_floor(levels) - NOISE_SPREAD_DB, 0.0, None).mean(axis=1)  # (N,)
     if len(levels) == 0:
-        return rise, rise, near_peak, near_peak
+        return rise, rise, near_peak, near_peak, power
     talker = power >= talker_split(power)  # (N,)
     background = ~within(talker, BACKGROUND_GUARD_S)  # neither at the talker's level nor next to it
     may_start = near_peak & within(talker, TALKER_GUARD_S)
-    return rise, BACKGROUND_FACTOR * background_rise(rise, background), may_start, near_peak
+    return rise, BACKGROUND_FACTOR * background_rise(rise, background), may_start, near_peak, power
 
 
 def with_soft_sounds(runs: list[list[int]], above_off: np.ndarray) -> list[list[int]]:
@@ -223,6 +225,21 @@ def with_soft_sounds(runs: list[list[int]], above_off: np.ndarray) -> list[list[
     return runs
 
 
+def with_codas(runs: list[list[int]], power: np.ndarray) -> list[list[int]]:
+    """`runs` ([first, last + 1] frame each, in order) with each run that starts within CLOSURE_S after the one
+    before and stays CODA_DB below its loudest frame (power (N,) in dB) joined to it: the burst and hiss after a
+    stop's closure ("si_x") are a word's coda, not a word; a word after a short pause has a vowel of its own."""
+    out: list[list[int]] = []
+    closure = round(CLOSURE_S / HOP_S)
+    for run in runs:
+        if out and run[0] - out[-1][1] <= closure and (
+                power[run[0]:run[1]].max() <= power[out[-1][0]:out[-1][1]].max() - CODA_DB):
+            out[-1][1] = run[1]
+        else:
+            out.append(list(run))
+    return out
+
+
 def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN_PAUSE_S) -> list[tuple[float, float]]:
     """The stretches of sound in `samples` (L,), judged against the recording's own background: (start, end) in
     seconds per stretch, in order, separated by pauses of at least min_pause_s."""
@@ -230,7 +247,7 @@ def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN
         raise ValueError(f"sampling_rate must be a positive number of samples per second, got {sampling_rate}.")
     if np.ndim(samples) != 1:
         raise ValueError(f"sound_runs takes one channel (a 1-D waveform), got shape {np.shape(samples)}.")
-    rise, background, may_start, near_peak = loudness(samples, sampling_rate)
+    rise, background, may_start, near_peak, power = loudness(samples, sampling_rate)
     peak = float(np.percentile(rise, 95)) if len(rise) else 0.0
     on, off = max(ON_DB, ON_FRACTION * peak), max(OFF_DB, OFF_FRACTION * peak)
     on, off = np.maximum(on, background + ON_DB - OFF_DB), np.maximum(off, background)  # (N,) each
@@ -254,7 +271,7 @@ def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN
         else:
             runs.append([start, end])
         i = end
-    runs = with_soft_sounds(runs, above_off[:-1] & near_peak)
+    runs = with_codas(with_soft_sounds(runs, above_off[:-1] & near_peak), power)
     length = len(samples) / sampling_rate
     # A frame starts hearing a sound (FRAME_S - HOP_S) / 2 before its own 10 ms, and stops as long after.
     inset = (FRAME_S - HOP_S) / 2
