@@ -73,7 +73,7 @@ BACKGROUND_MIN_S = 0.25  # ... where the window holds this much background (else
 SOFT_EDGE_FRAMES = 5  # ... but a sound's onset and tail may reach down there for up to 50 ms
 MIN_PAUSE_S = 0.02  # dips shorter than this do not separate two sounds
 SOFT_SOUND_S = 0.05  # a stretch above OFF this long that never reaches ON is a soft sound (a fricative), not noise
-CLOSURE_S = 0.1  # ... and belongs to a sound this close: a stop's closure ("si_x", "ei_ght") is no pause
+CLOSURE_S = 0.1  # ... and belongs to a sound that ends this close before it: a stop's closure ("si_x") is no pause
 CODA_DB = 15.0  # ... and a sound after a closure this far below the one before it is that sound's coda
 BLOCK_FRAMES = 3000  # frames analysed at once: 30 s of audio
 SILENT_DB = -120.0  # the level of digital silence, so that log(0) never occurs
@@ -106,6 +106,12 @@ def band_levels(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
         summed = power @ to_bands  # (block, K)
         out[first:last] = 10 * np.log10(np.maximum(summed, 10 ** (SILENT_DB / 10)))
     return out
+
+
+def frame_power(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Each 10 ms frame's power, all bands together, in dB: (N,)."""
+    levels = band_levels(samples, sampling_rate)
+    return 10 * np.log10(np.sum(10 ** (levels.astype(np.float64) / 10), axis=1))
 
 
 def rolling_percentile(x: np.ndarray, before: int, after: int, q: float, step_s: float = FLOOR_STEP_S) -> np.ndarray:
@@ -205,10 +211,10 @@ def loudness(samples: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, ...]:
 
 
 def with_soft_sounds(runs: list[list[int]], above_off: np.ndarray) -> list[list[int]]:
-    """`runs` ([first, last + 1] frame each, in order) joined by the soft sounds next to them: a stretch of at
+    """`runs` ([first, last + 1] frame each, in order) joined by the soft sounds after them: a stretch of at
     least SOFT_SOUND_S above the `off` level (N,) bool that never reached `on` (the /s/ of "six" after its /k/,
-    under noise) belongs to a run that ends within CLOSURE_S before it, else to one that starts within CLOSURE_S
-    after it: the gap between them is a stop's closure, not a pause."""
+    under noise) belongs to a run that ends within CLOSURE_S before it: the gap between them is a stop's
+    closure, not a pause. (A soft onset needs no such rule: with no gap before its vowel, it is in its run.)"""
     closure, shortest = round(CLOSURE_S / HOP_S), round(SOFT_SOUND_S / HOP_S)
     starts = [r[0] for r in runs]
     edges = np.flatnonzero(np.diff(np.concatenate([[0], above_off.astype(np.int8), [0]])))
@@ -220,8 +226,6 @@ def with_soft_sounds(runs: list[list[int]], above_off: np.ndarray) -> list[list[
             continue  # too short for a sound, or part of a run already
         if before and a - before[1] <= closure:  # a coda after its closure, as in "six"
             before[1] = b
-        elif after and after[0] - b <= closure:
-            after[0] = starts[k + 1] = a
     return runs
 
 
