@@ -6,12 +6,11 @@ at a stated SNR by tools/bench_noise.py (white, pink, brown, babble; "fan": pink
 louder part way through). The seeds here are not the bench's (5150), on which the detector's constants were
 chosen.
 
-Targets for the bundled model (40 ms frames): median boundary error <= 60 ms and 90th percentile <= 150 ms, for
-starts and for ends separately, at 30 and 20 dB for every noise kind (babble: the medians only, its 90th percentile
-is not met, see BOUNDARY_KINDS); long-form WER within +2 points of the same strings transcribed one by one (cut out
-of the same noisy audio), asserted at 20 dB for every kind (the suite's time; `python -m
-minispeechseq.tools.bench_noise` measures every level). Real voices (FSDD, one speaker per recording): median
-<= 80 ms, long-form WER within +3 points of one by one.
+Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind: median boundary
+error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends separately; long-form WER within +2 points
+of the same strings transcribed one by one (cut out of the same noisy audio), asserted at 20 dB (the suite's
+time; `python -m minispeechseq.tools.bench_noise` measures every level). Real voices (FSDD, one speaker per
+recording): median <= 80 ms and 90th percentile <= 200 ms, long-form WER within +3 points of one by one.
 """
 
 import os
@@ -47,12 +46,7 @@ LONG_WER_MARGIN = 0.02  # long-form WER may exceed one-by-one by this much
 RATE = 16000
 # A fricative's tail under 20 dB of noise is below the noise: a cut within this of a word's edge is in that tail.
 EDGE_TOLERANCE_S = 0.05
-# Babble (4 other voices 30 and 20 dB below the talker) meets the medians and the long-form target but not the
-# 90th percentile of boundary errors (bench seed 5150: starts 47-148 ms at 30-20 dB): where other voices fill the
-# 60-250 ms gaps between words, the cross-attention (DTW) times are off by 200-600 ms and the boundary that cannot
-# find its pause keeps them. Its boundaries are asserted for the medians only.
-BOUNDARY_KINDS = [k for k in NOISE_KINDS if k != "babble"]
-TARGET_KINDS = list(NOISE_KINDS)  # long-form WER: every kind
+TARGET_KINDS = list(NOISE_KINDS)  # every kind, babble (other voices) included
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +104,7 @@ def test_chunks_are_never_cut_inside_a_word(snr):
 # ------------------------------------------------------------------------------ the targets, per condition
 @needs_espeak
 @pytest.mark.parametrize("snr", [30, 20])
-@pytest.mark.parametrize("kind", NOISE_KINDS)
+@pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_word_boundaries_under_noise(bundled, strings, kind, snr):
     model, processor = bundled
     utterances, others = strings
@@ -122,8 +116,7 @@ def test_word_boundaries_under_noise(bundled, strings, kind, snr):
     for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
         median, p90 = float(np.median(err)), float(np.percentile(err, 90))
         print(f"\n{kind} {snr} dB, {len(err)} {name}s: median {median:.0f} ms, p90 {p90:.0f} ms")
-        p90_target = P90_TARGET_MS if kind in BOUNDARY_KINDS else float("inf")  # babble: see BOUNDARY_KINDS
-        assert median <= MEDIAN_TARGET_MS and p90 <= p90_target, (
+        assert median <= MEDIAN_TARGET_MS and p90 <= P90_TARGET_MS, (
             f"{kind} noise at {snr} dB: {name} errors median {median:.0f} ms (target {MEDIAN_TARGET_MS:.0f}), "
             f"90th percentile {p90:.0f} ms (target {P90_TARGET_MS:.0f})")
 
@@ -162,7 +155,13 @@ needs_fsdd = pytest.mark.skipif(not os.path.isdir(FSDD), reason=f"the real recor
 
 REAL_MEDIAN_TARGET_MS = 80.0  # issue 27, real voices
 SPEAKERS = ["jackson", "nicolas", "theo", "yweweler"]  # FSDD's four in ../shared/data/fsdd
+REAL_P90_TARGET_MS = 200.0
 REAL_LONG_WER_MARGIN = 0.03
+# Where a take's end is not the word's audible end: jackson's "six" takes end in a median 245 ms within 10 dB of
+# the take's own floor (other digits, his and the others': 70-120 ms), with no band rising above the room there,
+# so the truth (the join point) lies up to 0.4 s after anything a detector can hear. Those ends are left out of
+# the 90th percentile asserted (bench_noise's table gives it with them: 180-400 ms).
+UNHEARD_ENDS = {("jackson", "end"): {"six"}}
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +179,8 @@ def real_recordings():
 @pytest.mark.parametrize("speaker", SPEAKERS)
 def test_real_voices(bundled, real_recordings, speaker, noise):
     """One speaker's long recording over their own room (and 30 dB of white noise below 4 kHz, as an 8 kHz
-    recording carries it): its strings one by one give word boundaries within the median target; long-form
-    WER within +3 points of one by one; the long-form words well formed."""
+    recording carries it): its strings one by one give word boundaries within the targets (median, 90th
+    percentile); long-form WER within +3 points of one by one; the long-form words well formed."""
     from minispeechseq.tools.bench_noise import with_room
 
     model, processor = bundled
@@ -196,11 +195,15 @@ def test_real_voices(bundled, real_recordings, speaker, noise):
     long_wer = jiwer.wer(recording.text, long["text"])
     assert_well_formed(long["words"], len(noisy.audio) / RATE)
     assert len(starts) >= 20, f"{speaker}: only {len(starts)} words in correctly transcribed strings"
+    words = [w for p, r in zip(pieces, short) if r["text"] == p.text for w, _, _ in p.words]  # as boundary_errors
     for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
         median, p90 = float(np.median(err)), float(np.percentile(err, 90))
         print(f"\n{speaker} {kind} {snr}: {len(err)} {name}s, median {median:.0f} ms, p90 {p90:.0f} ms")
-        assert median <= REAL_MEDIAN_TARGET_MS, (
-            f"{speaker}, {kind} {snr} dB: {name} errors median {median:.0f} ms (target {REAL_MEDIAN_TARGET_MS:.0f})")
+        if (speaker, name) in UNHEARD_ENDS:  # see UNHEARD_ENDS: the p90 of the other words' ends is asserted
+            p90 = float(np.percentile([e for e, w in zip(err, words) if w not in UNHEARD_ENDS[speaker, name]], 90))
+        assert median <= REAL_MEDIAN_TARGET_MS and p90 <= REAL_P90_TARGET_MS, (
+            f"{speaker}, {kind} {snr} dB: {name} errors median {median:.0f} ms (target {REAL_MEDIAN_TARGET_MS:.0f}), "
+            f"90th percentile {p90:.0f} ms (target {REAL_P90_TARGET_MS:.0f})")
     print(f"{speaker} {kind}: long-form WER {long_wer:.1%}, one by one {short_wer:.1%}")
     assert long_wer <= short_wer + REAL_LONG_WER_MARGIN, (
         f"{speaker}, {kind} {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one (margin +3 points)")

@@ -139,23 +139,24 @@ def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, 
 # ------------------------------------------------------------------------------------------ real voices
 REAL_NOISES = (("own", None), ("white", 30), ("pink", 30))  # the recordings' own room, and noise added to it
 FSDD_RATE = 8000  # FSDD's recordings: noise they carry is below 4 kHz too
-ROOM_FRAME = 320  # 20 ms at 16 kHz: room tone is gathered in windows of this, half overlapping
+ROOM_FRAME = 320  # 20 ms at 16 kHz: room tone is measured in windows of this, half overlapping
 ROOM_PERCENTILE = 10.0  # ... the quietest of each speaker's windows: the room between and around the words
 
 
 def room_tone(takes: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
-    """`length` samples of the room the `takes` (16 kHz) were recorded in: their quietest 20 ms windows (the
-    ROOM_PERCENTILE of the window powers), in random order, overlap-added with Hann windows (no clicks)."""
-    hop = ROOM_FRAME // 2
-    windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(t, ROOM_FRAME)[::hop] for t in takes
-                              if len(t) >= ROOM_FRAME])  # (M, ROOM_FRAME)
-    power = np.mean(windows.astype(np.float64) ** 2, axis=1)
+    """`length` samples of the room the `takes` (16 kHz) were recorded in: steady noise with the power spectrum
+    and level of their quietest 20 ms windows (the ROOM_PERCENTILE of the window powers: the room between and
+    around the words). A room's tone is steady; the windows themselves, cut from takes recorded at different
+    levels and strung together, would jump in level every 10 ms as no room does."""
+    windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(t, ROOM_FRAME)[::ROOM_FRAME // 2]
+                              for t in takes if len(t) >= ROOM_FRAME]).astype(np.float64)  # (M, ROOM_FRAME)
+    power = np.mean(windows ** 2, axis=1)
     quiet = windows[power <= np.percentile(power, ROOM_PERCENTILE)]
-    hann = np.sin(np.pi * (np.arange(ROOM_FRAME) + 0.5) / ROOM_FRAME) ** 2  # sums to 1 at half overlap
-    out = np.zeros(length + ROOM_FRAME, dtype=np.float64)
-    for at in range(0, length, hop):
-        out[at:at + ROOM_FRAME] += hann * quiet[int(rng.integers(len(quiet)))]
-    return out[:length].astype(np.float32)
+    spectrum = np.mean(np.abs(np.fft.rfft(quiet * np.hanning(ROOM_FRAME), axis=1)) ** 2, axis=0)  # (bins,)
+    shaped = np.fft.rfft(rng.standard_normal(length))
+    shaped *= np.sqrt(np.interp(np.fft.rfftfreq(length), np.fft.rfftfreq(ROOM_FRAME), spectrum))
+    tone = np.fft.irfft(shaped, n=length)
+    return (tone * np.sqrt(np.mean(quiet ** 2) / np.mean(tone ** 2))).astype(np.float32)
 
 
 def band_limited_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
