@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 
+from ..audio import load_audio
 from ..processor import Processor
 from ..recognition.recognizer import transcribe
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..training.augment import make_noise
-from ..audio import load_audio
 from ..training.digits import SAMPLING_RATE, TimedUtterance, long_recording, timed_digit_strings
 from .cli import bundled_model_dir
 
@@ -117,23 +117,32 @@ def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, 
         long_noisy = with_noise(recording, kind, snr, rng, others)
         short = transcribe(model, pieces_of(long_noisy, pieces), processor=processor)
         long = transcribe(model, long_noisy.audio, processor=processor, timestamps=True)
-        words = long["words"]
-        rows.append({
-            "noise": kind, "snr_db": snr, "utterances": count, "words_measured": len(starts),
-            "wer": jiwer.wer([u.text for u in noisy], [r["text"] for r in results]),
-            **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
-               for name, err in (("start", starts), ("end", ends))
-               for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
-            "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
-            "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
-            "long_s": len(recording.audio) / SAMPLING_RATE,
-            "long_wer": jiwer.wer(recording.text, long["text"]),
-            "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
-            "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
-            "seconds": time.perf_counter() - began,
-        })
+        wer = jiwer.wer([u.text for u in noisy], [r["text"] for r in results])
+        rows.append(row(kind, snr, count, starts, ends, wer, recording, long, pieces, short, began))
         print(format_row(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def row(noise: str, snr: float | None, count: int, starts: np.ndarray, ends: np.ndarray, wer: float,
+        recording: TimedUtterance, long: dict, pieces: list[TimedUtterance], short: list[dict], began: float) -> dict:
+    """One condition's figures: boundary errors (signed, seconds) summarised in ms, the WERs, the long-form words'
+    order, and the seconds since `began`."""
+    import jiwer
+
+    words = long["words"]
+    return {
+        "noise": noise, "snr_db": snr, "utterances": count, "words_measured": len(starts), "wer": wer,
+        **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
+           for name, err in (("start", starts), ("end", ends))
+           for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
+        "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
+        "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
+        "long_s": len(recording.audio) / SAMPLING_RATE,
+        "long_wer": jiwer.wer(recording.text, long["text"]),
+        "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
+        "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
+        "seconds": time.perf_counter() - began,
+    }
 
 
 # ------------------------------------------------------------------------------------------ real voices
@@ -231,21 +240,9 @@ def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int =
             short = transcribe(model, cut, processor=processor, timestamps=True)
             starts, ends = boundary_errors(short, short_pieces)
             long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
-            words = long["words"]
-            rows.append({
-                "noise": f"{speaker}:{kind}", "snr_db": snr, "utterances": len(pieces), "words_measured": len(starts),
-                "wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
-                **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
-                   for name, err in (("start", starts), ("end", ends))
-                   for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
-                "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
-                "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
-                "long_s": len(recording.audio) / SAMPLING_RATE,
-                "long_wer": jiwer.wer(recording.text, long["text"]),
-                "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
-                "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
-                "seconds": time.perf_counter() - began,
-            })
+            short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
+            rows.append(row(f"{speaker}:{kind}", snr, len(pieces), starts, ends, short_wer, recording, long, pieces,
+                            short, began))
             print(format_row(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
