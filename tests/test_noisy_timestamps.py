@@ -6,15 +6,14 @@ at a stated SNR by tools/bench_noise.py (white, pink, brown, babble; "fan": pink
 louder part way through). The seeds here are not the bench's (5150), on which the detector's constants were
 chosen.
 
-Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind but babble (not met,
-see TARGET_KINDS): median boundary error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends
-separately; long-form WER within +2 points
+Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind: median boundary
+error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends separately; long-form WER within +2 points
 of the same strings transcribed one by one (cut out of the same noisy audio), asserted at 20 dB (the suite's
-time; `python -m minispeechseq.tools.bench_noise` measures every level).
+time; `python -m minispeechseq.tools.bench_noise` measures every level). Real voices (FSDD, one speaker per
+recording): median <= 80 ms and 90th percentile <= 200 ms, long-form WER within +3 points of one by one.
 """
 
 import os
-import random
 import shutil
 
 import jiwer
@@ -36,6 +35,7 @@ from minispeechseq.tools.bench_noise import (
     pieces_of,
     with_noise,
 )
+from minispeechseq.training.digits import TimedUtterance
 
 BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "minispeechseq", "bundled", "digits")
 FSDD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "fsdd")
@@ -46,11 +46,7 @@ LONG_WER_MARGIN = 0.02  # long-form WER may exceed one-by-one by this much
 RATE = 16000
 # A fricative's tail under 20 dB of noise is below the noise: a cut within this of a word's edge is in that tail.
 EDGE_TOLERANCE_S = 0.05
-# Babble (other voices, 30 and 20 dB below the talker) is left out of the target tests because it does not meet
-# them: the detector judges loudness against the background's floor, and a murmur of 4 voices with their own
-# pauses rises and falls like the talker does, so pauses under it are found late or not at all (starts 85-205 ms
-# off at 30-20 dB). `python -m minispeechseq.tools.bench_noise` measures it; issue 27 carries the figures.
-TARGET_KINDS = [k for k in NOISE_KINDS if k != "babble"]
+TARGET_KINDS = list(NOISE_KINDS)  # every kind, babble (other voices) included
 
 
 @pytest.fixture(scope="module")
@@ -154,43 +150,60 @@ def assert_well_formed(words: list[dict], duration: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ real voices
-needs_fsdd = pytest.mark.skipif(not os.path.isdir(FSDD), reason=f"FSDD is not at {FSDD}")
+needs_fsdd = pytest.mark.skipif(not os.path.isdir(FSDD), reason=f"the real recordings (FSDD) are not at {FSDD}")
+
+
+REAL_MEDIAN_TARGET_MS = 80.0  # issue 27, real voices
+SPEAKERS = ["jackson", "nicolas", "theo", "yweweler"]  # FSDD's four in ../shared/data/fsdd
+REAL_P90_TARGET_MS = 200.0
+REAL_LONG_WER_MARGIN = 0.03
+# Where a take's end is not the word's audible end: jackson's "six" takes end in a median 245 ms within 10 dB of
+# the take's own floor (other digits, his and the others': 70-120 ms), with no band rising above the room there,
+# so the truth (the join point) lies up to 0.4 s after anything a detector can hear. Those ends are left out of
+# the 90th percentile asserted (bench_noise's table gives it with them: 180-400 ms).
+UNHEARD_ENDS = {("jackson", "end"): {"six"}}
 
 
 @pytest.fixture(scope="module")
 def real_recordings():
-    """One speaker per recording (two speakers): that speaker's FSDD takes joined into digit strings
-    (fsdd.speaker_strings), the strings joined with 0.6-1.5 s pauses into ~60 s, white noise at 30 dB over all
-    of it (FSDD's joins would otherwise be exact zeros). The join points are the true word boundaries, up to the
-    room tone FSDD's trimming leaves at each take's ends."""
-    from minispeechseq.training.digits import TimedUtterance
-    from minispeechseq.training.fsdd import read_fsdd, speaker_strings
+    """Per FSDD speaker (the bundled model heard all four in training, on other joins of these takes), 90 s of
+    that speaker's takes joined into strings, over their own room tone (bench_noise.real_recordings / with_room).
+    The join points are the true word boundaries, up to the room tone FSDD's trimming leaves at each take's ends."""
+    from minispeechseq.tools.bench_noise import real_recordings as make
 
-    recordings = read_fsdd(FSDD)
-    rng = random.Random(2730)
-    out = {}
-    for speaker in sorted({r.speaker for r in recordings})[:2]:
-        strings = [u for _, u, _ in speaker_strings([r for r in recordings if r.speaker == speaker], 30, seed=2730)]
-        parts, words, at = [], [], 0
-        for u in strings:
-            if at >= 60 * RATE:
-                break
-            pause = np.zeros(int(rng.uniform(0.6, 1.5) * RATE), dtype=np.float32)
-            parts += [pause, u.audio]
-            words += [(w, s + (at + len(pause)) / RATE, e + (at + len(pause)) / RATE) for w, s, e in u.words]
-            at += len(pause) + len(u.audio)
-        recording = TimedUtterance(np.concatenate(parts), " ".join(w for w, _, _ in words), words)
-        out[speaker] = with_noise(recording, "white", 30, np.random.default_rng(5), [])
-    return out
+    return make(FSDD, 90, seed=2731)
 
 
 @needs_fsdd
-def test_real_voices_give_well_formed_words(bundled, real_recordings):
-    """The bundled model hears these voices poorly (issue "A recognizer that hears people"), so the WER is
-    printed, not held to a target; what must hold whatever it hears is that the words are well formed."""
+@pytest.mark.parametrize("noise", [("own", None), ("white", 30)])
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_real_voices(bundled, real_recordings, speaker, noise):
+    """One speaker's long recording over their own room (and 30 dB of white noise below 4 kHz, as an 8 kHz
+    recording carries it): its strings one by one give word boundaries within the targets (median, 90th
+    percentile); long-form WER within +3 points of one by one; the long-form words well formed."""
+    from minispeechseq.tools.bench_noise import with_room
+
     model, processor = bundled
-    for speaker, recording in real_recordings.items():
-        long = transcribe(model, recording.audio, processor=processor, timestamps=True)
-        assert_well_formed(long["words"], len(recording.audio) / RATE)
-        print(f"\n{speaker}: {len(recording.audio) / RATE:.0f} s, long-form WER "
-              f"{jiwer.wer(recording.text, long['text']):.1%}")
+    kind, snr = noise
+    recording, pieces, takes = real_recordings[speaker]
+    noisy = with_room(recording, takes, kind, snr, np.random.default_rng([2731, SPEAKERS.index(speaker), snr or 0]))
+    cut = pieces_of(noisy, pieces)
+    short = transcribe(model, cut, processor=processor, timestamps=True)
+    starts, ends = boundary_errors(short, [TimedUtterance(a, p.text, p.words) for a, p in zip(cut, pieces)])
+    short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
+    long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
+    long_wer = jiwer.wer(recording.text, long["text"])
+    assert_well_formed(long["words"], len(noisy.audio) / RATE)
+    assert len(starts) >= 20, f"{speaker}: only {len(starts)} words in correctly transcribed strings"
+    words = [w for p, r in zip(pieces, short) if r["text"] == p.text for w, _, _ in p.words]  # as boundary_errors
+    for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
+        median, p90 = float(np.median(err)), float(np.percentile(err, 90))
+        print(f"\n{speaker} {kind} {snr}: {len(err)} {name}s, median {median:.0f} ms, p90 {p90:.0f} ms")
+        if (speaker, name) in UNHEARD_ENDS:  # see UNHEARD_ENDS: the p90 of the other words' ends is asserted
+            p90 = float(np.percentile([e for e, w in zip(err, words) if w not in UNHEARD_ENDS[speaker, name]], 90))
+        assert median <= REAL_MEDIAN_TARGET_MS and p90 <= REAL_P90_TARGET_MS, (
+            f"{speaker}, {kind} {snr} dB: {name} errors median {median:.0f} ms (target {REAL_MEDIAN_TARGET_MS:.0f}), "
+            f"90th percentile {p90:.0f} ms (target {REAL_P90_TARGET_MS:.0f})")
+    print(f"{speaker} {kind}: long-form WER {long_wer:.1%}, one by one {short_wer:.1%}")
+    assert long_wer <= short_wer + REAL_LONG_WER_MARGIN, (
+        f"{speaker}, {kind} {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one (margin +3 points)")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers.models import BPE, Unigram
 
-from .pauses import sound_runs
+from .pauses import HOP_S, frame_power, sound_runs
 
 MEDIAN_FILTER_WIDTH = 7  # frames, as whisper (an odd number)
 
@@ -133,10 +133,15 @@ def dtw_path(maps: torch.Tensor, heads: list[list[int]], rows: int, frames: int)
 
 # ----------------------------------------------------------------------------------- sound refinement
 SNAP_SCALE_S = 0.5  # how far (seconds) a token boundary moves to reach a longer silence, per factor e of length
+VALLEY_S = 0.05  # a boundary with no silence goes to the quietest 50 ms of the sound around it ...
+VALLEY_REACH_S = 0.3  # ... within this of its DTW time
+VALLEY_DB = 3.0  # ... spread over the frames within this of that quietest level
+UNMATCHED = np.log(0.02) - 1.0  # the score of a boundary left in no silence: a 20 ms one 0.5 s away scores the same
 MIN_SOUND_S = 0.1  # the first word starts on, and the last ends on, a sound at least this long (not a click)
 
 
-def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]],
+                      power: np.ndarray | None = None) -> list[tuple[float, float]]:
     """Move each boundary between consecutive tokens into a silence of the waveform, and the first start and
     last end onto the sound.
 
@@ -146,7 +151,8 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
     Each of the n - 1 boundaries is matched to a different silence between runs of sound, in order, by dynamic
     programming: a silence scores log(its length) - |its distance from the boundary| / SNAP_SCALE_S, so a long
     pause a little further away beats the short closure inside a word ("ei_ght"). With fewer silences than
-    boundaries (continuous speech), the boundaries keep their DTW times."""
+    boundaries (continuous speech, or a murmur of voices that filled a pause), each silence goes to the
+    boundary it suits best (`match_some`) and the others keep their DTW times."""
     n = len(spans)
     if not runs or n == 0:
         return spans
@@ -169,6 +175,10 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
         for k in range(len(bounds) - 1, -1, -1):
             chosen[k] = gaps[g]
             g = came[k, g]
+    elif len(bounds) > len(gaps) > 0:
+        chosen = match_some(bounds, gaps)
+    if power is not None and len(power) and None in chosen:
+        chosen = into_valleys(chosen, bounds, power)
     # The ends of the utterance: where its first lasting sound begins and its last one stops (a click or a chance
     # peak of the noise is no word), unless that is past the first word's end / before the last word's start (the
     # model heard a word the detector did not).
@@ -179,6 +189,65 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
     starts = [min(first, first_end)] + [c[1] if c else bounds[k] for k, c in enumerate(chosen)]
     ends = [c[0] if c else bounds[k] for k, c in enumerate(chosen)] + [max(last, last_start)]
     return list(zip(starts, ends))
+
+
+def into_valleys(chosen: list[tuple[float, float] | None], bounds: list[float],
+                 power: np.ndarray) -> list[tuple[float, float] | None]:
+    """Each boundary that found no silence (None in `chosen`) moved into the quietest stretch of the sound around
+    it: where a murmur of voices filled the pause between two words, the waveform still dips there to the
+    murmur's level. The dip is the VALLEY_S moving average of the frame power (N,) in dB, its lowest point within
+    VALLEY_REACH_S of the DTW boundary (and between its neighbours), widened while within VALLEY_DB of it."""
+    width = max(1, round(VALLEY_S / HOP_S))
+    smooth = np.convolve(power, np.ones(width) / width, mode="same") if len(power) >= width else power  # (N,)
+    out = list(chosen)
+    for k, t in enumerate(bounds):
+        if out[k] is not None:
+            continue
+        lo = max(t - VALLEY_REACH_S, out[k - 1][1] if k and out[k - 1] else bounds[k - 1] if k else 0.0)
+        hi = min(t + VALLEY_REACH_S, out[k + 1][0] if k + 1 < len(out) and out[k + 1] else
+                 bounds[k + 1] if k + 1 < len(bounds) else len(power) * HOP_S)
+        a, b = max(0, int(lo / HOP_S)), min(len(smooth), int(hi / HOP_S) + 1)
+        if b <= a:
+            continue
+        i = a + int(np.argmin(smooth[a:b]))
+        first, last = i, i
+        while first > a and smooth[first - 1] <= smooth[i] + VALLEY_DB:
+            first -= 1
+        while last + 1 < b and smooth[last + 1] <= smooth[i] + VALLEY_DB:
+            last += 1
+        out[k] = (first * HOP_S, (last + 1) * HOP_S)
+    return out
+
+
+def match_some(bounds: list[float], gaps: list[tuple[float, float]]) -> list[tuple[float, float] | None]:
+    """Fewer silences than boundaries (two words ran together, or a murmur filled a pause): each silence is
+    matched to at most one boundary, in order, scored as in `refine_with_sound`, and a boundary left without one
+    (None) scores UNMATCHED, so only the boundaries that have a silence near them move into it."""
+    score = np.array([[np.log(max(e - a, 1e-3)) - abs((a + e) / 2 - t) / SNAP_SCALE_S for a, e in gaps]
+                      for t in bounds])  # (boundaries, gaps)
+    B, G = score.shape
+    best = np.full((B + 1, G + 1), -np.inf)  # best[k, g]: boundaries 0..k-1 placed, silences 0..g-1 used or passed
+    best[0, :] = 0.0
+    move = np.zeros((B + 1, G + 1), dtype=np.int8)  # 1: boundary k-1 in silence g-1, 2: k-1 unmatched, 3: g-1 unused
+    for k in range(B + 1):
+        for g in range(G + 1):
+            if k == 0:
+                move[k, g] = 3
+                continue
+            options = [(best[k - 1, g - 1] + score[k - 1, g - 1], 1) if g else (-np.inf, 1),
+                       (best[k - 1, g] + UNMATCHED, 2), (best[k, g - 1], 3) if g else (-np.inf, 3)]
+            best[k, g], move[k, g] = max(options)
+    chosen: list[tuple[float, float] | None] = [None] * B
+    k, g = B, G
+    while k > 0:
+        if move[k, g] == 1:
+            chosen[k - 1] = gaps[g - 1]
+            k, g = k - 1, g - 1
+        elif move[k, g] == 2:
+            k -= 1
+        else:
+            g -= 1
+    return chosen
 
 
 def well_formed(spans: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
@@ -279,7 +348,7 @@ def words_of_maps(tokenizer: Any, maps: torch.Tensor, text_ids: list[int], frame
     words = words_of_row(tokenizer, [text_ids[k] for k in keep], [(float(starts[k]), float(ends[k])) for k in keep])
     spans = [(w.start, w.end) for w in words]
     if audio is not None:  # word boundaries (not those inside a word) move into the waveform's pauses
-        spans = refine_with_sound(spans, sound_runs(audio, sampling_rate))
+        spans = refine_with_sound(spans, sound_runs(audio, sampling_rate), frame_power(audio, sampling_rate))
         duration = len(audio) / sampling_rate
     else:  # the samples the real frames saw
         duration = ((frames - 1) * hop + field) / sampling_rate

@@ -6,7 +6,11 @@ white, pink, brown, babble (other digit strings mixed), and "fan": pink noise wh
 through (12 dB quieter before, a 1 s ramp), the slowly varying level of a real room. The SNR is the power of the
 words alone (the pauses carry no speech) over the power of the noise (the fan's at its full level).
 
-    python -m minispeechseq.tools.bench_noise --count 24 --seconds 60      # the table of the README
+    python -m minispeechseq.tools.bench_noise --count 40 --seconds 90 --fsdd ../shared/data/fsdd  # the README's
+
+Real voices (--fsdd): per FSDD speaker, 2-3 minutes of that speaker's takes joined into digit strings (the join
+points are the true word boundaries), over the speaker's own room tone (the quietest moments of their takes), and
+with white and pink noise at 30 dB added as an 8 kHz recording carries it (`measure_real`).
 
 Per condition: the median and 90th percentile of |start error| and of |end error| over the words of the
 utterances transcribed correctly (a wrong transcript has no word to compare), the WER of those utterances, and
@@ -23,6 +27,7 @@ import time
 
 import numpy as np
 
+from ..audio import load_audio
 from ..processor import Processor
 from ..recognition.recognizer import transcribe
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
@@ -112,32 +117,143 @@ def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, 
         long_noisy = with_noise(recording, kind, snr, rng, others)
         short = transcribe(model, pieces_of(long_noisy, pieces), processor=processor)
         long = transcribe(model, long_noisy.audio, processor=processor, timestamps=True)
-        words = long["words"]
-        rows.append({
-            "noise": kind, "snr_db": snr, "utterances": count, "words_measured": len(starts),
-            "wer": jiwer.wer([u.text for u in noisy], [r["text"] for r in results]),
-            **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
-               for name, err in (("start", starts), ("end", ends))
-               for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
-            "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
-            "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
-            "long_s": len(recording.audio) / SAMPLING_RATE,
-            "long_wer": jiwer.wer(recording.text, long["text"]),
-            "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
-            "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
-            "seconds": time.perf_counter() - began,
-        })
+        wer = jiwer.wer([u.text for u in noisy], [r["text"] for r in results])
+        rows.append(row(kind, snr, count, starts, ends, wer, recording, long, pieces, short, began))
         print(format_row(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
-HEADER = (f"{'noise':>7s} {'SNR':>4s} {'words':>5s} {'WER':>6s} | {'start med':>9s} {'p90':>5s} {'bias':>5s} | "
+def row(noise: str, snr: float | None, count: int, starts: np.ndarray, ends: np.ndarray, wer: float,
+        recording: TimedUtterance, long: dict, pieces: list[TimedUtterance], short: list[dict], began: float) -> dict:
+    """One condition's figures: boundary errors (signed, seconds) summarised in ms, the WERs, the long-form words'
+    order, and the seconds since `began`."""
+    import jiwer
+
+    words = long["words"]
+    return {
+        "noise": noise, "snr_db": snr, "utterances": count, "words_measured": len(starts), "wer": wer,
+        **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
+           for name, err in (("start", starts), ("end", ends))
+           for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
+        "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
+        "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
+        "long_s": len(recording.audio) / SAMPLING_RATE,
+        "long_wer": jiwer.wer(recording.text, long["text"]),
+        "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
+        "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
+        "seconds": time.perf_counter() - began,
+    }
+
+
+# ------------------------------------------------------------------------------------------ real voices
+REAL_NOISES = (("own", None), ("white", 30), ("pink", 30))  # the recordings' own room, and noise added to it
+FSDD_RATE = 8000  # FSDD's recordings: noise they carry is below 4 kHz too
+ROOM_FRAME = 320  # 20 ms at 16 kHz: room tone is measured in windows of this, half overlapping
+ROOM_PERCENTILE = 10.0  # ... the quietest of each speaker's windows: the room between and around the words
+
+
+def room_tone(takes: list[np.ndarray], length: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` samples of the room the `takes` (16 kHz) were recorded in: steady noise with the power spectrum
+    and level of their quietest 20 ms windows (the ROOM_PERCENTILE of the window powers: the room between and
+    around the words). A room's tone is steady; the windows themselves, cut from takes recorded at different
+    levels and strung together, would jump in level every 10 ms as no room does."""
+    windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(t, ROOM_FRAME)[::ROOM_FRAME // 2]
+                              for t in takes if len(t) >= ROOM_FRAME]).astype(np.float64)  # (M, ROOM_FRAME)
+    power = np.mean(windows ** 2, axis=1)
+    quiet = windows[power <= np.percentile(power, ROOM_PERCENTILE)]
+    spectrum = np.mean(np.abs(np.fft.rfft(quiet * np.hanning(ROOM_FRAME), axis=1)) ** 2, axis=0)  # (bins,)
+    shaped = np.fft.rfft(rng.standard_normal(length))
+    shaped *= np.sqrt(np.interp(np.fft.rfftfreq(length), np.fft.rfftfreq(ROOM_FRAME), spectrum))
+    tone = np.fft.irfft(shaped, n=length)
+    return (tone * np.sqrt(np.mean(quiet ** 2) / np.mean(tone ** 2))).astype(np.float32)
+
+
+def band_limited_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power `kind` noise as an 8 kHz recording carries it: made at FSDD_RATE and resampled to 16 kHz as
+    load_audio resamples the recording (soxr), so that, like the speech, it has nothing above 4 kHz."""
+    import soxr
+
+    noise = soxr.resample(make_noise(kind, length // 2 + 16, rng), FSDD_RATE, SAMPLING_RATE)[:length]
+    return (noise / np.sqrt(np.mean(noise.astype(np.float64) ** 2))).astype(np.float32)
+
+
+def real_recordings(fsdd: str, seconds: float, seed: int) -> dict[str, tuple[TimedUtterance, list[TimedUtterance],
+                                                                            list[np.ndarray]]]:
+    """Per FSDD speaker: a long recording of that speaker's takes joined into digit strings (fsdd.speaker_strings:
+    2-7 takes, 80-400 ms apart) and the strings joined with 0.6-1.5 s pauses until `seconds`, as long_recording
+    joins espeak-ng's; the strings one by one; and the speaker's takes (for their room tone). The join points are
+    the true word boundaries, to within the room tone FSDD's trimming left at each take's ends."""
+    import random
+
+    from ..training.fsdd import read_fsdd, speaker_strings
+
+    recordings = read_fsdd(fsdd)
+    rng = random.Random(seed)
+    out = {}
+    for speaker in sorted({r.speaker for r in recordings}):
+        own = [r for r in recordings if r.speaker == speaker]
+        strings = [u for _, u, _ in speaker_strings(own, max(1, int(seconds / 1.5)), seed=seed)]
+        parts, words, used, at = [], [], [], 0
+        for piece in strings:
+            if at >= seconds * SAMPLING_RATE:
+                break
+            if parts:
+                pause = np.zeros(int(rng.uniform(0.6, 1.5) * SAMPLING_RATE), dtype=np.float32)
+                parts.append(pause)
+                at += len(pause)
+            parts.append(piece.audio)
+            words += [(w, s + at / SAMPLING_RATE, e + at / SAMPLING_RATE) for w, s, e in piece.words]
+            used.append(piece)
+            at += len(piece.audio)
+        takes = [load_audio(r.path, SAMPLING_RATE) for r in own]
+        out[speaker] = (TimedUtterance(np.concatenate(parts), " ".join(u.text for u in used), words), used, takes)
+    return out
+
+
+def with_room(recording: TimedUtterance, takes: list[np.ndarray], kind: str, snr_db: float | None,
+              rng: np.random.Generator) -> TimedUtterance:
+    """The recording over its speaker's own room tone (everywhere, the joins' exact zeros included), plus `kind`
+    noise, band-limited as an 8 kHz recording's, at snr_db below the words (None: the room alone)."""
+    audio = recording.audio + room_tone(takes, len(recording.audio), rng)
+    if snr_db is not None:
+        scale = np.sqrt(speech_power(recording) / 10 ** (snr_db / 10))
+        audio = audio + scale * band_limited_noise(kind, len(audio), rng)
+    return TimedUtterance(audio.astype(np.float32), recording.text, recording.words)
+
+
+def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int = 5150,
+                 noises=REAL_NOISES) -> list[dict]:
+    """One row per (FSDD speaker, noise): each speaker's long recording transcribed long-form, and its strings
+    cut out of the same noisy audio transcribed one by one with timestamps: their word boundaries (strings
+    transcribed correctly) against the join points, and both WERs. The bundled model trained on all four FSDD
+    speakers (MODEL_CARD.md): these recordings are new takes' joins, not new voices."""
+    import jiwer
+
+    rows = []
+    for s, (speaker, (recording, pieces, takes)) in enumerate(real_recordings(fsdd, seconds, seed).items()):
+        for c, (kind, snr) in enumerate(noises):
+            began = time.perf_counter()
+            rng = np.random.default_rng([seed, s, c])
+            noisy = with_room(recording, takes, kind, snr, rng)
+            cut = pieces_of(noisy, pieces)  # each string with its own words' times
+            short_pieces = [TimedUtterance(a, p.text, p.words) for a, p in zip(cut, pieces)]
+            short = transcribe(model, cut, processor=processor, timestamps=True)
+            starts, ends = boundary_errors(short, short_pieces)
+            long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
+            short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
+            rows.append(row(f"{speaker}:{kind}", snr, len(pieces), starts, ends, short_wer, recording, long, pieces,
+                            short, began))
+            print(format_row(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+HEADER = (f"{'noise':>16s} {'SNR':>4s} {'words':>5s} {'WER':>6s} | {'start med':>9s} {'p90':>5s} {'bias':>5s} | "
           f"{'end med':>7s} {'p90':>5s} {'bias':>5s} | {'long WER':>8s} {'1-by-1':>6s}")
 
 
 def format_row(r: dict) -> str:
     snr = "-" if r["snr_db"] is None else f"{r['snr_db']}"
-    return (f"{r['noise']:>7s} {snr:>4s} {r['words_measured']:>5d} {r['wer']:6.1%} | {r['start_median_ms']:9.0f} "
+    return (f"{r['noise']:>16s} {snr:>4s} {r['words_measured']:>5d} {r['wer']:6.1%} | {r['start_median_ms']:9.0f} "
             f"{r['start_p90_ms']:5.0f} {r['start_bias_ms']:+5.0f} | {r['end_median_ms']:7.0f} {r['end_p90_ms']:5.0f} "
             f"{r['end_bias_ms']:+5.0f} | {r['long_wer']:8.1%} {r['short_wer']:6.1%}")
 
@@ -149,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=5150)
     parser.add_argument("--kinds", nargs="+", default=list(NOISE_KINDS), choices=NOISE_KINDS)
     parser.add_argument("--snrs", nargs="+", type=float, default=list(SNRS_DB))
+    parser.add_argument("--fsdd", help="also measure real voices: the FSDD folder (its recordings/)")
+    parser.add_argument("--real-seconds", type=float, default=120.0, help="length of each speaker's recording")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     folder = bundled_model_dir()
@@ -156,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER, file=sys.stderr)
     rows = measure(model, processor, args.kinds, [int(s) if s == int(s) else s for s in args.snrs], args.count,
                    args.seconds, args.seed)
+    if args.fsdd:
+        rows += measure_real(model, processor, args.fsdd, args.real_seconds, args.seed)
     print(HEADER)
     for r in rows:
         print(format_row(r))
