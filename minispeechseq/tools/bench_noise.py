@@ -32,7 +32,13 @@ from ..processor import Processor
 from ..recognition.recognizer import transcribe
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
 from ..training.augment import make_noise
-from ..training.digits import SAMPLING_RATE, TimedUtterance, long_recording, timed_digit_strings
+from ..training.digits import (
+    SAMPLING_RATE,
+    TimedUtterance,
+    join_with_pauses,
+    long_recording,
+    timed_digit_strings,
+)
 from .cli import bundled_model_dir
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
@@ -193,20 +199,9 @@ def real_recordings(fsdd: str, seconds: float, seed: int) -> dict[str, tuple[Tim
     for speaker in sorted({r.speaker for r in recordings}):
         own = [r for r in recordings if r.speaker == speaker]
         strings = [u for _, u, _ in speaker_strings(own, max(1, int(seconds / 1.5)), seed=seed)]
-        parts, words, used, at = [], [], [], 0
-        for piece in strings:
-            if at >= seconds * SAMPLING_RATE:
-                break
-            if parts:
-                pause = np.zeros(int(rng.uniform(0.6, 1.5) * SAMPLING_RATE), dtype=np.float32)
-                parts.append(pause)
-                at += len(pause)
-            parts.append(piece.audio)
-            words += [(w, s + at / SAMPLING_RATE, e + at / SAMPLING_RATE) for w, s, e in piece.words]
-            used.append(piece)
-            at += len(piece.audio)
+        recording, used = join_with_pauses(strings, seconds, rng)
         takes = [load_audio(r.path, SAMPLING_RATE) for r in own]
-        out[speaker] = (TimedUtterance(np.concatenate(parts), " ".join(u.text for u in used), words), used, takes)
+        out[speaker] = (recording, used, takes)
     return out
 
 

@@ -397,7 +397,13 @@ def long_recording(seconds: float, seed: int, voices: Sequence[str] | None = Non
     """Digit strings said one after another, with pauses of pause_s between them, until `seconds` of audio:
     the long recording, and the same strings as separate utterances (the short-form reference)."""
     rng = random.Random(seed)
-    pieces = timed_digit_strings(max(1, int(seconds / 2)), seed, voices)
+    return join_with_pauses(timed_digit_strings(max(1, int(seconds / 2)), seed, voices), seconds, rng, pause_s)
+
+
+def join_with_pauses(pieces: Sequence[TimedUtterance], seconds: float, rng: random.Random,
+                     pause_s: tuple[float, float] = (0.6, 1.5)) -> tuple[TimedUtterance, list[TimedUtterance]]:
+    """`pieces` one after another, with a pause (digital silence) of pause_s drawn from `rng` between two, until
+    `seconds` of audio: one recording whose word times are the pieces' own, shifted; and the pieces it used."""
     parts, words, used, at = [], [], [], 0
     for piece in pieces:
         if at / SAMPLING_RATE >= seconds:
@@ -410,5 +416,4 @@ def long_recording(seconds: float, seed: int, voices: Sequence[str] | None = Non
         words += [(w, s + at / SAMPLING_RATE, e + at / SAMPLING_RATE) for w, s, e in piece.words]
         used.append(piece)
         at += len(piece.audio)
-    audio = np.concatenate(parts)
-    return TimedUtterance(audio, " ".join(u.text for u in used), words), used
+    return TimedUtterance(np.concatenate(parts), " ".join(u.text for u in used), words), used
