@@ -6,8 +6,8 @@
              --lr 2e-3 --eval-every 250 --save-every 250
 
 The preset it registers, `tiny-kKERNEL`, is the tiny preset with `num_conv_pos_embeddings=KERNEL` and nothing else
-changed, so two runs with the same TRAIN_ARGS differ in that one factor (the ablation of tutorial 05; its commands
-and results are in README.md beside this file). With KERNEL 128 it builds exactly the tiny preset.
+changed, so two runs with the same TRAIN_ARGS differ in that one factor (the ablation of tutorial 14, section 7;
+its commands and results are in README.md beside this file). With KERNEL 128 it builds exactly the tiny preset.
 """
 
 import sys
