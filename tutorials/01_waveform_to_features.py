@@ -309,7 +309,7 @@ print(f"picture: {picture}")
 # 3. Put 3,200 samples (0.2 s) of silence in front of the recording and rerun section 7. Observe: exactly 5 more
 #    trained frames (3,200 / 640), and a block of mutually similar frames at the start of the similarity picture.
 # 4. (Reading) wav2vec 2.0 learned its conv front end by masking frames and picking the true quantised frame among
-#    distractors (a contrastive loss); HuBERT, the same network, predicts k-means cluster ids of masked frames
+#    distractors (a contrastive loss); HuBERT, the same kind of network, predicts k-means cluster ids of masked frames
 #    instead. Which of the two needs a first model (or MFCCs) before it can start? (HuBERT: its first targets are
 #    clusters of MFCC features.)
 #

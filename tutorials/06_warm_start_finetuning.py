@@ -227,15 +227,36 @@ for size in sizes:
              for a in ARMS]
     print(f"  {size:8d} " + "".join(f"{c:>16}" for c in cells))
 
+mean = {key: float(np.mean(values)) for key, values in table.items()}
+# What the paragraph below says, checked on the records it reads.
+assert len(table[("scratch", 200)]) == len(table[("hubert", 200)]) == 4, "200 labelled: all four folds"
+assert mean[("hubert", 200)] < mean[("hubert-frozen", 200)] < mean[("wav2vec2", 200)] < mean[("scratch", 200)], mean
+assert min(mean[(arm, 200)] for arm in ARMS) > 0.75, "no arm hears a new speaker well at this budget"
+assert all(mean[("hubert", n)] < mean[("scratch", n)] for n in sizes), "pretrained beats scratch at every size"
+gaps = [mean[("scratch", n)] - mean[("hubert", n)] for n in sizes]
+assert gaps == sorted(gaps, reverse=True), "the gap shrinks as labels grow"
+
 fig, ax = plt.subplots(figsize=(6, 3.4))
-for arm, label in (("scratch", "from scratch"), ("hubert", "pretrained encoder"), ("hubert-frozen", "pretrained, frozen")):
+for k, (arm, label) in enumerate((("scratch", "from scratch"), ("hubert", "pretrained encoder"),
+                                  ("hubert-frozen", "pretrained, frozen"))):
     have = [s for s in sizes if (arm, s) in table]
-    ax.plot(have, [100 * np.mean(table[(arm, s)]) for s in have], "o-", label=label)
+    line, = ax.plot(have, [100 * mean[(arm, s)] for s in have], "-", label=label)
+    for s in have:  # every fold (held-out speaker) as a dot: how far speakers spread around the mean
+        ax.scatter([s * (1 + 0.06 * (k - 1))] * len(table[(arm, s)]), [100 * w for w in table[(arm, s)]], s=12,
+                   color=line.get_color(), alpha=0.6)
 ax.set(xscale="log", xlabel="labelled utterances", ylabel="WER on held-out speakers (%)",
-       title="600 steps of 16, seed 0; mean over the folds run")
+       title="600 steps of 16, seed 0; dots: one held-out speaker each")
 ax.legend()
 fig.tight_layout()
 fig.savefig(os.path.join(OUT, "06_what_pretraining_buys.png"), dpi=120)
+
+# %% [markdown]
+# Reading it. At 200 labelled utterances, where all four speakers were held out in turn, the pretrained encoder
+# lowers the held-out speakers' WER from about 95 % to about 79 % (frozen: 83 %); wav2vec 2.0's objective, at this
+# size and budget, buys almost nothing (94 %). The gap is widest with the fewest labels (at 50, scratch writes more
+# wrong words than there are: insertions) and narrows as labels grow. But every arm is still near or above 80 %:
+# 600 steps of 16 is far too short for any of them to hear a new voice well, and the dots show that who speaks moves
+# a fold by several points. Tutorial 14 shows what else shortens the road: a CTC head beside the decoder.
 
 # %% [markdown]
 # ## 6. Save, reload, transcribe

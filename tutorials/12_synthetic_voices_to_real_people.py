@@ -83,7 +83,7 @@ def show(ax, wave: np.ndarray, title: str) -> None:
 #
 # `models.jsonl` holds every table of the model card for two models: the synthetic-voices model (the bundled model
 # before this recipe) and the retrained one. Here is the old one on sets it never trained on. FSDD's four speakers
-# (jackson, nicolas, theo: men; yweweler: man; US, Belgian-French and German accents) say isolated digits, and
+# (jackson, nicolas, theo, yweweler: four men; US, Belgian-French, US and German accents) say isolated digits, and
 # "joined" strings are 2-7 of one speaker's recordings put one after another with 80-400 ms pauses. A WER above
 # 100 % means the model wrote more wrong words than the reference has words (insertions count).
 

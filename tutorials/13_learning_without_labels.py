@@ -332,7 +332,7 @@ print("picture:", picture)
 # targets are fixed before training and cannot collapse. The price is the offline clustering, repeated per round.
 #
 # This project's own recipe for pretraining a small encoder this way, on unlabelled audio only, is the
-# `minispeechseq pretrain` command (newer than some releases: `minispeechseq --help` lists it where it exists).
+# `minispeechseq pretrain` command.
 #
 # ## Exercises
 #
