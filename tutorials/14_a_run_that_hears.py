@@ -14,7 +14,7 @@ two changes, each a known idea, make the same tiny model hear in a few hundred s
        minispeechseq/bundled/ssl_encoder (tutorial 06 warm-starts from it too).
 
 We train on strings of one to three digits said by espeak-ng's English voices, and test on strings no training
-utterance says. A learner's run (this file as it stands) is 800 steps and takes a few minutes; the test suite runs
+utterance says. A learner's run (this file as it stands) is 1,200 steps and takes a few minutes; the test suite runs
 its first 250 steps (MINISPEECHSEQ_TUTORIAL_QUICK=1) and draws them over the record of the full run, shipped in
 tutorials/results/hearing/. Section 6 then says what each of the two changes buys, from four shipped runs, and
 section 7 measures one choice of the preset (the positional conv's width) from two runs of the full recipe.
@@ -146,7 +146,7 @@ assert abs(decoder_loss.item() - math.log(len(tokenizer))) < 0.5, "a fresh decod
 # merged, blanks dropped. The record (one line per step, plus the evaluations) is written as it goes.
 
 # %%
-SCHEDULE, BATCH, LR, WARMUP, EVAL_EVERY = 800, 16, 2e-3, 60, 100
+SCHEDULE, BATCH, LR, WARMUP, EVAL_EVERY = 1200, 16, 2e-3, 60, 100
 STEPS = 250 if QUICK else SCHEDULE  # the quick run follows the same schedule and stops early
 record_path = os.path.join(OUT, f"14_{ARM}.jsonl")
 valid_probe = [valid_set[i] for i in range(min(120, len(valid_set)))]  # the curve's 120 validation utterances
@@ -224,13 +224,14 @@ if "MINISPEECHSEQ_HEARING_ARM" in os.environ:
 #
 # Both readers on the held-out strings of the test split (2-3 digits, none said in training; the single digits,
 # said in every split, are left out of the target). The CTC head hears first and best: in every run we made of
-# this file it read them with a WER of a few percent after 800 steps, and under 30 % within the first 250. The
-# decoder, which must also learn *where* to listen, lags: after 800 steps its WER was between about 25 % and 50 %
-# in the runs we made (the shipped one-thread record: 25 % on its validation utterances; a two-thread run of the
-# same code: 49 % on these strings; two threads add up sums in another order, and the runs part after ~150
-# steps). The counts below say how each reader goes wrong; section 6 says why.
+# this file it read them with a WER of a few percent by the end, and under 30 % within the first 200-300 steps. The
+# decoder, which must also learn *where* to listen, lags, and how far depends on the run: after 1,200 steps its
+# validation WER was 16 % in the shipped record (seed 0, one thread), 29 % and 5 % with seeds 1 and 2, and 17 % in a
+# two-thread run of seed 0 (29 % on the held-out test strings; two threads add up sums in another order, and the
+# runs part after ~150 steps).
+# The counts below say how each reader goes wrong; section 6 says why.
 #
-# The curve is this run's own record; under it, pale, the record of the full 800-step run of this same file
+# The curve is this run's own record; under it, pale, the record of the full 1,200-step run of this same file
 # (tutorials/results/hearing/pretrained+ctc.jsonl), which the quick run follows.
 
 # %%
@@ -283,7 +284,7 @@ print(f"this run against the shipped record over its first {first} steps: decode
 assert gap.max() < 0.25, f"the run left the shipped curve by {gap.max():.3f} nats"
 
 fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
-for rows_, style, who in ((full, {"alpha": 0.3, "lw": 5}, "shipped 800-step run"), (rows, {}, "this run")):
+for rows_, style, who in ((full, {"alpha": 0.3, "lw": 5}, "shipped 1,200-step run"), (rows, {}, "this run")):
     steps = [r["step"] for r in rows_][19:]
     ax_loss.plot(steps, smooth([r["decoder_loss"] for r in rows_]), **{"color": "tab:blue", **style},
                  label=f"decoder, {who}")
@@ -320,19 +321,16 @@ print("picture:", picture)
 records = {arm: read_record(os.path.join(RESULTS, "hearing", f"{arm}.jsonl")) for arm in ARMS}
 evaluations = {arm: {r["step"]: r for r in rows_ if "wer_decoder" in r} for arm, rows_ in records.items()}
 print("validation WER (120 utterances, greedy): decoder / CTC head (- where lambda = 0: the head is not trained)")
-print("  arm             |     step 200     |     step 400     |     step 600     |     step 800")
+print("  arm             |     step 200     |     step 400     |     step 800     |    step 1200")
 for arm, at in evaluations.items():
     ctc = ARMS[arm][1] > 0
     print(f"  {arm:15s} | " + " | ".join(f"{at[s]['wer_decoder']:6.1%} / " + (f"{at[s]['wer_ctc']:6.1%}" if ctc else "   -  ")
-                                        for s in (200, 400, 600, 800)))
+                                        for s in (200, 400, 800, 1200)))
 final = {arm: at[SCHEDULE]["wer_decoder"] for arm, at in evaluations.items()}
 # What the prose below says, checked on the records it describes.
-assert final["scratch"] > 0.6 and final["pretrained+ctc"] <= 0.3, final
-assert final["scratch"] > final["pretrained"] > final["scratch+ctc"] > final["pretrained+ctc"], final
+assert final["scratch"] > 0.6 and max(wer for arm, wer in final.items() if arm != "scratch") <= 0.3, final
 ctc_at = {arm: {step: r["wer_ctc"] for step, r in at.items()} for arm, at in evaluations.items()}
 assert ctc_at["pretrained+ctc"][200] < 0.2 and ctc_at["scratch+ctc"][200] > 0.9, "the CTC head at step 200"
-assert ctc_at["pretrained+ctc"][SCHEDULE] < 0.05 and ctc_at["scratch+ctc"][SCHEDULE] > 0.15, "... and at the end"
-assert evaluations["pretrained+ctc"][600]["wer_decoder"] == evaluations["scratch+ctc"][600]["wer_decoder"]
 
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 for (arm, at), colour in zip(evaluations.items(), ("tab:green", "tab:purple", "tab:orange", "tab:grey")):
@@ -349,12 +347,13 @@ plt.close(fig)
 print("picture:", picture)
 
 # %% [markdown]
-# Reading the table (the shipped runs', one seed each): without either change the decoder is still on 05's plateau
-# after 800 steps (about 90 %). The CTC head is where the two changes show most clearly: on the pretrained encoder it
-# reads 85 % of the words right at step 200, on a fresh one it has not started; by step 800 it is at a few percent
-# against about 20 %. The decoder gains from either change (under 50 % with the pretrained encoder alone, about 30 %
-# with the CTC head alone), and with both it ends lowest, but only by a few points, which one seed per arm cannot
-# tell from noise: the two runs with a CTC head are level at step 600.
+# Reading the table (the shipped runs, one seed each): without either change the decoder is still on 05's plateau
+# after 1,200 steps (about 90 %). Either change alone lets it leave: by step 1,200 the three other runs are all
+# between 8 % and 16 %, differences one seed per arm cannot tell from noise (the seeds of section 5 spread more
+# than that). What the pair buys is *speed*: the CTC head on the pretrained encoder reads 83 % of the words right at
+# step 200, where on a fresh encoder it has not started, so the first few hundred steps (the test suite's run)
+# already hear. The decoder follows once the frames carry the digits, in the three arms with a change, after
+# 400-800 steps.
 #
 # Section 5 counted how each reader goes wrong on the held-out strings: the decoder mostly by a word too few, the
 # CTC head hardly ever. Cross-attention has no notion of order or count of its own: it must learn, from the frames,
@@ -452,7 +451,7 @@ print("picture:", picture)
 #    comes back: does the narrow conv still stop the decoder when the CTC head tells each frame what it holds?
 # 4. Make the corpus with `max_digits=6`, raise `max_new_tokens` in `transcribe` to 9 (6 digits, </s>, room for a
 #    run-on), and keep everything else. Observe: the test strings get longer, both WERs
-#    rise after 800 steps, and the decoder's rises more (it must also keep its place in a longer string).
+#    rise after 1,200 steps, and the decoder's rises more (it must also keep its place in a longer string).
 #
 # ## References
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Remakes the four records of tutorial 14's section 6: the tutorial's own run, once per arm, 800 steps each.
+# Remakes the four records of tutorial 14's section 6: the tutorial's own run, once per arm, 1,200 steps each.
 # Usage: bash tutorials/results/hearing/make_records.sh [ARM ...]   (default: all four, one after the other)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
