@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 
 import numpy as np
+import soxr
 
 from ..audio import load_audio
 from ..processor import Processor
@@ -39,6 +41,7 @@ from ..training.digits import (
     long_recording,
     timed_digit_strings,
 )
+from ..training.fsdd import read_fsdd, speaker_strings
 from .cli import bundled_model_dir
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
@@ -133,7 +136,7 @@ def row(noise: str, snr: float | None, count: int, starts: np.ndarray, ends: np.
         recording: TimedUtterance, long: dict, pieces: list[TimedUtterance], short: list[dict], began: float) -> dict:
     """One condition's figures: boundary errors (signed, seconds) summarised in ms, the WERs, the long-form words'
     order, and the seconds since `began`."""
-    import jiwer
+    import jiwer  # optional (the test extra), as in measure()
 
     words = long["words"]
     return {
@@ -177,7 +180,6 @@ def room_tone(takes: list[np.ndarray], length: int, rng: np.random.Generator) ->
 def band_limited_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-power `kind` noise as an 8 kHz recording carries it: made at FSDD_RATE and resampled to 16 kHz as
     load_audio resamples the recording (soxr), so that, like the speech, it has nothing above 4 kHz."""
-    import soxr
 
     noise = soxr.resample(make_noise(kind, length // 2 + 16, rng), FSDD_RATE, SAMPLING_RATE)[:length]
     return (noise / np.sqrt(np.mean(noise.astype(np.float64) ** 2))).astype(np.float32)
@@ -189,9 +191,7 @@ def real_recordings(fsdd: str, seconds: float, seed: int) -> dict[str, tuple[Tim
     2-7 takes, 80-400 ms apart) and the strings joined with 0.6-1.5 s pauses until `seconds`, as long_recording
     joins espeak-ng's; the strings one by one; and the speaker's takes (for their room tone). The join points are
     the true word boundaries, to within the room tone FSDD's trimming left at each take's ends."""
-    import random
 
-    from ..training.fsdd import read_fsdd, speaker_strings
 
     recordings = read_fsdd(fsdd)
     rng = random.Random(seed)
@@ -222,7 +222,7 @@ def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int =
     cut out of the same noisy audio transcribed one by one with timestamps: their word boundaries (strings
     transcribed correctly) against the join points, and both WERs. The bundled model trained on all four FSDD
     speakers (MODEL_CARD.md): these recordings are new takes' joins, not new voices."""
-    import jiwer
+    import jiwer  # optional (the test extra), as in measure()
 
     rows = []
     for s, (speaker, (recording, pieces, takes)) in enumerate(real_recordings(fsdd, seconds, seed).items()):
