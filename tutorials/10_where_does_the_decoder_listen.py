@@ -160,7 +160,7 @@ plt.close(fig)
 # %% [markdown]
 # ## 3. Words on the waveform
 #
-# The picture shows what DTW alone gets wrong. Each token's bright block begins a few frames before its word's
+# The picture shows what DTW alone gets wrong. Most tokens' bright blocks begin a few frames before their word's
 # dotted start: the alignment heads already look at the pause before a word, so the path enters each row early
 # (on held-out strings, DTW's starts are a median of 150-180 ms early). And the last word can collapse: here </s>
 # attends to the frames of "eight" as strongly as "eight" does, and the cheapest path gives "eight" one frame. The

@@ -6,7 +6,8 @@ Run it:  pip install -e ".[tutorials]" && python tutorials/14_a_run_that_hears.p
 
 Tutorial 05 wrote the training loop out and ran it for 30 steps: the loss fell to a plateau and the model heard
 nothing. The full recipe needs about 1,500 steps of 16 before its WER falls below a third (05's right panel). Here
-two changes, each a known idea, make the same tiny model hear in a few hundred steps:
+two changes, each a known idea, make the tiny preset's CTC reading hear within ~200 steps and its decoder within
+~900:
 
     1. a CTC head beside the decoder (hybrid CTC / attention, Kim, Hori, Watanabe 2017): one Linear on the encoder's
        frames, trained with tutorial 07's CTC loss at the same time as the decoder's cross-entropy;
@@ -59,6 +60,10 @@ ARMS = {"pretrained+ctc": (True, 0.3), "pretrained": (True, 0.0), "scratch+ctc":
 if ARM not in ARMS:
     raise ValueError(f"MINISPEECHSEQ_HEARING_ARM={ARM!r}: choose one of {', '.join(ARMS)}")
 PRETRAINED, CTC_WEIGHT = ARMS[ARM]
+SEED = int(os.environ.get("MINISPEECHSEQ_HEARING_SEED", "0"))  # the weights', batches' and augmentation's seed
+MAX_DIGITS = 3
+# The run whose record is shipped: the checks of sections 4-5 compare with it, and hold for it (exercises change it).
+SHIPPED = (ARM, CTC_WEIGHT, MAX_DIGITS, SEED) == ("pretrained+ctc", 0.3, 3, 0)
 
 # %% [markdown]
 # ## 1. Why a sequence-to-sequence model is slow to start, and what CTC changes
@@ -75,7 +80,7 @@ PRETRAINED, CTC_WEIGHT = ARMS[ARM]
 #
 #     loss = (1 - lambda) * cross-entropy of the decoder + lambda * CTC of a Linear(D, V) head,  lambda = 0.3
 #
-# (0.3 is the weight of the hybrid CTC / attention papers; `<pad>` serves as CTC's blank). The head is used only
+# (0.3 is a common choice in hybrid CTC / attention recipes; `<pad>` serves as CTC's blank). The head is used only
 # for training and for a second reading of the audio; the model we save and run is the usual encoder-decoder.
 
 # %% [markdown]
@@ -87,7 +92,7 @@ PRETRAINED, CTC_WEIGHT = ARMS[ARM]
 
 # %%
 DATA = os.path.join(OUT, "14_digits")
-manifests = make_digits_corpus(DATA, DigitsRecipe(num_utterances=3000, seed=0, max_digits=3))
+manifests = make_digits_corpus(DATA, DigitsRecipe(num_utterances=3000, seed=0, max_digits=MAX_DIGITS))
 train_set, valid_set, test_set = (ManifestDataset(manifests[split]) for split in ("train", "valid", "test"))
 tokenizer = Tokenizer.from_pretrained(os.path.join(DATA, "tokenizer"))
 unseen = [t for t in test_set.texts if len(t.split()) > 1]
@@ -104,7 +109,7 @@ print(f"{len(train_set)} training, {len(valid_set)} validation, {len(test_set)} 
 # and both readers use its frames.
 
 # %%
-train.seed_everything(0)
+train.seed_everything(SEED)
 model = train.preset_model("tiny", tokenizer)
 if PRETRAINED:
     train.load_encoder_weights(model, os.path.join(PACKAGE, "bundled", "ssl_encoder"))
@@ -143,7 +148,9 @@ assert abs(decoder_loss.item() - math.log(len(tokenizer))) < 0.5, "a fresh decod
 # Tutorial 05's loop (AdamW, warmup then cosine, clipping at norm 1, batches of similar lengths, the silence / gain
 # / noise augmentation, SpecAugment inside the encoder), with the joint loss. Every 100 steps both readers transcribe
 # 120 validation utterances greedily: the decoder with `generate`, the CTC head by the best token per frame, repeats
-# merged, blanks dropped. The record (one line per step, plus the evaluations) is written as it goes.
+# merged, blanks dropped (about a third of them are single digits, which are said in training too: the target is
+# measured in section 5, on held-out strings only). The record (one line per step, plus the evaluations) is
+# written as it goes.
 
 # %%
 SCHEDULE, BATCH, LR, WARMUP, EVAL_EVERY = 1200, 16, 2e-3, 60, 100
@@ -168,7 +175,8 @@ def transcribe(items: list[dict]) -> tuple[list[str], list[str]]:
     by_decoder, by_ctc = [], []
     for start in range(0, len(items), 32):
         batch = Collator(feature_extractor, tokenizer)(items[start:start + 32])
-        ids = model.generate(batch["input_values"], attention_mask=batch["attention_mask"], max_new_tokens=6)  # 3 digits, </s>, and room to show a run-on
+        # max_new_tokens: 3 digits, </s>, and room to show a run-on
+        ids = model.generate(batch["input_values"], attention_mask=batch["attention_mask"], max_new_tokens=6)
         by_decoder += [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         frames = model.encoder(batch["input_values"], attention_mask=batch["attention_mask"]).last_hidden_state
         by_ctc += ctc_read(ctc_head(frames), frame_lengths(batch["attention_mask"]))
@@ -181,8 +189,8 @@ def wers(items: list[dict]) -> tuple[float, float]:
     return tuple(word_error_rate(references, hypotheses) for hypotheses in transcribe(items))
 
 
-sampler = BucketBatchSampler(train_set.lengths, BATCH, seed=0, shortest_first=True)
-collator = Collator(feature_extractor, tokenizer, Augmentation(), seed=0)
+sampler = BucketBatchSampler(train_set.lengths, BATCH, seed=SEED, shortest_first=True)
+collator = Collator(feature_extractor, tokenizer, Augmentation(), seed=SEED)
 parameters = list(model.parameters()) + list(ctc_head.parameters())
 optimizer = train.make_optimizer(torch.nn.ModuleList([model, ctc_head]), LR, weight_decay=0.01)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: train.warmup_cosine(step, WARMUP, SCHEDULE))
@@ -228,7 +236,7 @@ if "MINISPEECHSEQ_HEARING_ARM" in os.environ:
 # decoder, which must also learn *where* to listen, lags, and how far depends on the run: after 1,200 steps its
 # validation WER was 16 % in the shipped record (seed 0, one thread), 29 % and 5 % with seeds 1 and 2, and 17 % in a
 # two-thread run of seed 0 (29 % on the held-out test strings; two threads add up sums in another order, and the
-# runs part after ~150 steps).
+# runs part after ~150 steps; the three records are in tutorials/results/hearing/ too).
 # The counts below say how each reader goes wrong; section 6 says why.
 #
 # The curve is this run's own record; under it, pale, the record of the full 1,200-step run of this same file
@@ -258,11 +266,15 @@ for reader, counted in kinds.items():
 for i in [i for i in held_out if by_decoder[i] != references[i]][:4]:
     print(f"  said {references[i]!r:24} decoder {by_decoder[i]!r:24} CTC {by_ctc[i]!r}")
 # This tutorial's target: a WER well below chance, at most 30 %, on strings never heard in training.
-assert wer_ctc <= 0.30, f"after {STEPS} steps the CTC head should read the held-out strings: WER {wer_ctc:.1%}"
-if not QUICK:
+if SHIPPED:
+    assert wer_ctc <= 0.30, f"after {STEPS} steps the CTC head should read the held-out strings: WER {wer_ctc:.1%}"
+if SHIPPED and not QUICK:
     assert wer_decoder <= 0.6, f"after {STEPS} steps the decoder should be well below chance: {wer_decoder:.1%}"
     # What section 6 says of the decoder's mistakes, checked on this run.
-    assert kinds["decoder"]["a word short"] > kinds["CTC head"]["a word short"], kinds
+    short, wrong = kinds["decoder"]["a word short"], kinds["decoder"]["wrong"]
+    assert 2 * short > wrong and kinds["CTC head"]["a word short"] < short / 4, kinds
+if not SHIPPED:
+    print("(settings other than the shipped run's: the checks of this section and the next are skipped)")
 
 
 def read_record(path: str) -> list[dict]:
@@ -281,7 +293,7 @@ print(f"this run against the shipped record over its first {first} steps: decode
       f"{gap.max():.3f} nats")
 # Same seed and code: the runs differ by the CPU's floating-point rounding, which grows over the steps (and by the
 # audio, if your espeak-ng is another version than the one that rendered the record's corpus: 1.51).
-assert gap.max() < 0.25, f"the run left the shipped curve by {gap.max():.3f} nats"
+assert gap.max() < 0.25 or not SHIPPED, f"the run left the shipped curve by {gap.max():.3f} nats"
 
 fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
 for rows_, style, who in ((full, {"alpha": 0.3, "lw": 5}, "shipped 1,200-step run"), (rows, {}, "this run")):
@@ -294,11 +306,11 @@ for rows_, style, who in ((full, {"alpha": 0.3, "lw": 5}, "shipped 1,200-step ru
     for key, colour in (("wer_decoder", "tab:blue"), ("wer_ctc", "tab:orange")):
         ax_wer.plot([r["step"] for r in evals], [100 * r[key] for r in evals], marker="o",
                     **{"color": colour, **style}, label=f"{key[4:]}, {who}")
-ax_loss.set_ylim(0, 4)  # CTC starts far above (the first steps' CTC loss is printed in the record): a random head
-# spreads its probability over every path
+ax_loss.set_ylim(0, 4)  # CTC starts far above (about 33 nats at step 1, in the record): a random head spreads its
+# probability over every path
 ax_loss.set_ylabel("loss (nats, mean of 20 steps)")
 ax_wer.set_ylabel("validation WER (%), 120 utterances")
-ax_wer.axhline(30, color="tab:red", ls=":", lw=1, label="the target: 30 %")
+ax_wer.axhline(30, color="tab:red", ls=":", lw=1, label="30 %")
 ax_wer.set_ylim(0, 105)
 for ax in (ax_loss, ax_wer):
     ax.set_xlabel("optimizer step (batches of 16)")
@@ -324,13 +336,18 @@ print("validation WER (120 utterances, greedy): decoder / CTC head (- where lamb
 print("  arm             |     step 200     |     step 400     |     step 800     |    step 1200")
 for arm, at in evaluations.items():
     ctc = ARMS[arm][1] > 0
-    print(f"  {arm:15s} | " + " | ".join(f"{at[s]['wer_decoder']:6.1%} / " + (f"{at[s]['wer_ctc']:6.1%}" if ctc else "   -  ")
-                                        for s in (200, 400, 800, 1200)))
+    cells = [f"{at[s]['wer_decoder']:6.1%} / " + (f"{at[s]['wer_ctc']:6.1%}" if ctc else "   -  ")
+             for s in (200, 400, 800, 1200)]
+    print(f"  {arm:15s} | " + " | ".join(cells))
 final = {arm: at[SCHEDULE]["wer_decoder"] for arm, at in evaluations.items()}
 # What the prose below says, checked on the records it describes.
 assert final["scratch"] > 0.6 and max(wer for arm, wer in final.items() if arm != "scratch") <= 0.3, final
 ctc_at = {arm: {step: r["wer_ctc"] for step, r in at.items()} for arm, at in evaluations.items()}
 assert ctc_at["pretrained+ctc"][200] < 0.2 and ctc_at["scratch+ctc"][200] > 0.9, "the CTC head at step 200"
+first_under = {arm: min((s for s, r in at.items() if r["wer_decoder"] < 0.3), default=None)
+               for arm, at in evaluations.items()}
+assert first_under["scratch+ctc"] == 700 and first_under["pretrained+ctc"] == 900, first_under
+assert min(final, key=final.get) == "scratch+ctc", final
 
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 for (arm, at), colour in zip(evaluations.items(), ("tab:green", "tab:purple", "tab:orange", "tab:grey")):
@@ -348,17 +365,19 @@ print("picture:", picture)
 
 # %% [markdown]
 # Reading the table (the shipped runs, one seed each): without either change the decoder is still on 05's plateau
-# after 1,200 steps (about 90 %). Either change alone lets it leave: by step 1,200 the three other runs are all
-# between 8 % and 16 %, differences one seed per arm cannot tell from noise (the seeds of section 5 spread more
-# than that). What the pair buys is *speed*: the CTC head on the pretrained encoder reads 83 % of the words right at
-# step 200, where on a fresh encoder it has not started, so the first few hundred steps (the test suite's run)
-# already hear. The decoder follows once the frames carry the digits, in the three arms with a change, after
-# 400-800 steps.
+# after 1,200 steps (about 90 %). Either change alone lets it leave: by step 1,200 the other three runs are between
+# 8 % and 16 %. Which of the three ends lowest, one seed per arm cannot say: the seeds of section 5 spread wider
+# than that. Here the fresh encoder with the CTC head is the first decoder under 30 % (step 700) and ends lowest
+# (8 %): the pretrained encoder did not help this decoder. What the pretrained encoder clearly buys is an early CTC
+# head: a WER of 17 % at step 200, where on a fresh encoder the head has not started. That is why this tutorial's
+# run uses both: its first 250 steps (the test suite's run) already hear, through the CTC head; the decoder leads
+# the others only up to step ~400, and passes 30 % at step 900.
 #
 # Section 5 counted how each reader goes wrong on the held-out strings: the decoder mostly by a word too few, the
-# CTC head hardly ever. Cross-attention has no notion of order or count of its own: it must learn, from the frames,
-# where the first digit is, then the second, and when the last one has been written. The CTC head reads the frames
-# in order by construction (its alignments are monotonic), one label per stretch of frames. (Hybrid systems also
+# CTC head rarely (in the full run; the counts are checked there). Cross-attention has no notion of order or count
+# of its own: it must learn, from the frames, where the first digit is, then the second, and when the last one
+# has been written. The CTC head reads the frames in order by construction (its alignments are monotonic), one
+# label per stretch of frames. (Hybrid systems also
 # *decode* with both, letting the CTC score veto a decoder that skips or repeats: Watanabe et al. 2017.)
 
 # %% [markdown]
@@ -447,8 +466,9 @@ print("picture:", picture)
 # 2. Set lambda to 0.7. Observe the trade: the CTC head's curve barely moves, the decoder's starts later. The joint
 #    loss is a mix of two teachers, and 0.3 gives the decoder most of the weight.
 # 3. In section 3, build the model with `train.preset_model("tiny", tokenizer, encoder={"num_conv_pos_embeddings":
-#    16})` and run the scratch+ctc arm (`MINISPEECHSEQ_HEARING_ARM=scratch+ctc`). Observe whether section 7's stall
-#    comes back: does the narrow conv still stop the decoder when the CTC head tells each frame what it holds?
+#    16})` and run the scratch+ctc arm (`MINISPEECHSEQ_HEARING_ARM=scratch+ctc`: the run stops after section 4).
+#    Compare its printed decoder WER with tutorials/results/hearing/scratch+ctc.jsonl (8 % at step 1,200) and with
+#    section 7's stall: does the narrow conv still stop the decoder when the CTC head tells each frame what it holds?
 # 4. Make the corpus with `max_digits=6`, raise `max_new_tokens` in `transcribe` to 9 (6 digits, </s>, room for a
 #    run-on), and keep everything else. Observe: the test strings get longer, both WERs
 #    rise after 1,200 steps, and the decoder's rises more (it must also keep its place in a longer string).
