@@ -207,6 +207,9 @@ assert after < before, f"one step on this pair should lower its loss: {before:.4
 # The picture draws both as shares, so that 45 thousand and 232 million parameters read on one scale: the new glue
 # is about an eighth of each, cross-attention plus a small projection in the tiny pair (its widths differ),
 # cross-attention alone in the real one. Everything else, seven eighths, arrives trained.
+# The strip under the bars draws the real pair tensor by tensor, in the model's order: the new glue is not one
+# block at the end but a slice of every decoder layer, between its self-attention and its feed-forward, so from the
+# first step of fine-tuning every decoder layer computes something its checkpoint never did.
 
 # %%
 n = {name: p.numel() for name, p in model.named_parameters()}
@@ -243,8 +246,10 @@ base_parts = {
 }
 assert sum(base_parts.values()) == base_total
 
-# Two bars of shares, so that a pair of 45 thousand and one of 232 million parameters read on one scale.
-fig, ax = plt.subplots(figsize=(9, 2.6), layout="constrained")
+# Two bars of shares, so that a pair of 45 thousand and one of 232 million parameters read on one scale; below
+# them, the real pair's tensors in the order the model holds them, each as wide as its parameter count: *where*
+# the new glue sits, which no count says.
+fig, (ax, ax_where) = plt.subplots(2, 1, figsize=(9, 3.8), layout="constrained", height_ratios=(2.6, 1))
 colors = ["tab:blue", "tab:green", "tab:red", "tab:orange"]
 for row, (label, counts) in enumerate((("our tiny pair", parts), ("wav2vec2-base\n+ bert-base", base_parts))):
     total, left = sum(counts.values()), 0.0
@@ -256,11 +261,24 @@ for row, (label, counts) in enumerate((("our tiny pair", parts), ("wav2vec2-base
             ax.text(left + share / 2, row, f"{share:.0%}\n{size}", ha="center", va="center", fontsize=8,
                     color="white")
         left += share
+left, new_stretches = 0, 0
+for name, p in base_pair.named_parameters():  # module order: encoder, then each decoder layer in turn
+    is_new = ".cross_attn" in name
+    color = "tab:red" if is_new else "tab:blue" if name.startswith("encoder.") else "tab:green"
+    ax_where.barh(0, p.numel() / base_total, left=left / base_total, color=color, height=1.0)
+    new_stretches += is_new and ".cross_attn.q_proj.weight" in name
+    left += p.numel()
+assert new_stretches == base_pair.config.decoder.num_hidden_layers, "one new cross-attention per decoder layer"
+ax_where.set_xlim(0, 1)
+ax_where.set_yticks([])
+ax_where.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+ax_where.set_xlabel("wav2vec2-base + bert-base, tensor by tensor in the model's order: the new cross-attention "
+                    f"(red) sits in every one of the {new_stretches} decoder layers", fontsize=8)
 ax.set_yticks([0, 1], ["our tiny pair", "wav2vec2-base\n+ bert-base"])
 ax.invert_yaxis()
 ax.set_xlim(0, 1)
 ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-ax.set_xlabel("share of the parameters")
+ax.set_xlabel("share of the parameters", fontsize=8)
 ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
 ax.set_title("a warm-started speech encoder-decoder: two checkpoints + the new glue (red, orange: newly "
              "initialised)", fontsize=9)
