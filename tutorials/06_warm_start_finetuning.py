@@ -255,9 +255,9 @@ fig.savefig(os.path.join(OUT, "06_what_pretraining_buys.png"), dpi=120)
 # lowers the held-out speakers' WER from about 95 % to about 79 % (frozen: 83 %); wav2vec 2.0's objective, at this
 # size and budget, buys almost nothing (94 %; not drawn). The gap is widest with the fewest labels (at 50, scratch
 # writes more wrong words than there are: insertions) and narrows as labels grow; 50 and 1,000 were run for two
-# held-out speakers only, so that trend is weaker evidence than the 200 column. But every arm is still near or above 80 %:
-# 600 steps of 16 is far too short for any of them to hear a new voice well, and the dots show that who speaks moves
-# a fold by several points. Tutorial 14 shows what else shortens the road: a CTC head beside the decoder.
+# held-out speakers only, so that trend is weaker evidence than the 200 column. But every arm is still near or
+# above 80 %: 600 steps of 16 is far too short for any of them to hear a new voice well, and the dots show that who
+# speaks moves a fold by several points. Tutorial 14 shows what else shortens the road: a CTC head beside the decoder.
 
 # %% [markdown]
 # ## 6. Save, reload, transcribe
