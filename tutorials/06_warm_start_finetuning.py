@@ -37,7 +37,13 @@ from minispeechseq import (
 )
 from minispeechseq.training.data import SAMPLING_RATE, Collator
 from minispeechseq.training.digits import digits_to_text, synthesize_many
-from minispeechseq.training.train import PRESETS, make_optimizer, seed_everything, token_ids, warmup_cosine
+from minispeechseq.training.train import (
+    PRESETS,
+    make_optimizer,
+    seed_everything,
+    token_ids,
+    warmup_cosine,
+)
 
 OUT = os.environ.get("MINISPEECHSEQ_TUTORIAL_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 os.makedirs(OUT, exist_ok=True)

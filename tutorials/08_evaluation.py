@@ -26,8 +26,8 @@ import torch
 
 import minispeechseq
 from minispeechseq import Processor, SpeechEncoderDecoderModel
-from minispeechseq.tools import cli
 from minispeechseq.recognition.recognizer import transcribe_batch
+from minispeechseq.tools import cli
 from minispeechseq.training.digits import recipe_utterances
 from minispeechseq.training.metrics import character_error_rate, word_error_rate
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import os
 
-from minispeechseq import BertConfig, BertForCausalLM, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+from minispeechseq import (
+    BertConfig,
+    BertForCausalLM,
+    Wav2Vec2Config,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Model,
+)
 
 # wav2vec2's hop in 4 conv layers instead of 7 (5 * 4 * 4 * 4 = 320 samples = 20 ms per frame), width 32, 2 layers.
 TINY_WAV2VEC2 = dict(
