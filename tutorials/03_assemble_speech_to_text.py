@@ -345,10 +345,13 @@ if transformers is not None:
 # %% [markdown]
 # ## Exercises
 #
-# Each says what to change and what you should see; run the file again after each change.
+# Each says what to change and what you should see; run the file again after each change. Exercises 1 and 2 remove
+# the projection, so the checks written for section 1's widths (section 3 on) stop the script with an
+# AssertionError or AttributeError after the first print you need: that is the checks doing their job.
 #
 # 1. Make the decoder as wide as the encoder (hidden_size=32 in section 1). Observe: `enc_to_dec_proj` is gone
-#    (the loader no longer reports it), and the new parameters are the cross-attention blocks alone.
+#    (the loader no longer reports it; section 3 prints `projection: None`), and the new parameters are the
+#    cross-attention blocks alone (`model.decoder.load_report.initialized`).
 # 2. Keep width 24 but set `cross_attention_hidden_size=32` in the decoder config. Observe: no projection either;
 #    each cross-attention's k_proj / v_proj weight is (24, 32), reading the encoder's width directly.
 # 3. Pass the whole `ids` (with [CLS]) as labels, as transformers' documentation does. Observe: the loss now has

@@ -287,6 +287,8 @@ for said, got in zip(test_texts[:4], heard):
 # %% [markdown]
 # ## Exercises
 #
+# (Exercises 1 and 3 change the run that section 4's final check describes: it may then fail, which is an answer.)
+#
 # 1. Set `STEPS = 300`. Observe where each curve ends, and whether the from-scratch one keeps turning up (it
 #    memorises 64 utterances) or starts to fall; then compare with section 5, where 600 steps drew from more data.
 # 2. Freeze the whole pretrained encoder (`for p in warm.encoder.parameters(): p.requires_grad = False`) before
