@@ -198,6 +198,8 @@ scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: train.warm
 
 
 def batches():
+    """Collated batches, epoch after epoch: tutorial 05's `training_batches` (the library's `train.batch_stream`
+    yields the same through a DataLoader, with workers, ranks and `--resume` on top)."""
     epoch = 0
     while True:
         for indices in sampler.batches(epoch):
