@@ -11,7 +11,7 @@ word from the words before it). Neither has heard audio. SpeechEncoderDecoderMod
 model together and teaches the text model to write what the encoder heard (warm-starting: Wang et al. 2021 and
 Li et al. 2021 for speech, Rothe et al. 2020 for text to text):
 
-    waveform (B, N) --wav2vec2--> frames (B, T, D_enc) --enc_to_dec_proj--> memory (B, T, D_dec)
+    waveform (B, L) --wav2vec2--> frames (B, T, D_enc) --enc_to_dec_proj--> memory (B, T, D_dec)
     text so far (B, S) --BERT with causal self-attention + NEW cross-attention to memory--> next-token logits (B, S, V)
 
 We (1) write two tiny "pretrained" halves to disk (random weights: there is no model hub on this machine, but the
@@ -19,7 +19,7 @@ folders have exactly the layout of real checkpoints), (2) join them, (3) look at
 one (audio, text) pair and take one optimizer step, (5) save the joint model and load it back, in minispeechseq and,
 when it is installed, in transformers' own SpeechEncoderDecoderModel.
 
-Shape legend: B batch, N audio samples, T encoder frames, S text tokens, D width, V vocabulary.
+Shape legend: B batch, L audio samples, T encoder frames, S text tokens, D width, V vocabulary.
 """
 
 # %%
@@ -161,7 +161,7 @@ if audio is None:
     t = np.arange(int(0.4 * SR)) / SR
     audio = np.concatenate([np.sin(2 * np.pi * 300 * t), np.zeros(SR // 10), np.sin(2 * np.pi * 700 * t)])
 audio = audio.astype(np.float32)
-input_values = fe(audio, sampling_rate=SR, return_tensors="pt").input_values  # (B=1, N)
+input_values = fe(audio, sampling_rate=SR, return_tensors="pt").input_values  # (B=1, L)
 
 model.config.decoder_start_token_id = tokenizer.cls_token_id
 model.config.pad_token_id = tokenizer.pad_token_id

@@ -29,7 +29,7 @@ own metrics file, shipped with it). Tutorial 14 continues from here: two changes
 tiny preset hear held-out digit strings in a few minutes of CPU, and what each buys, measured. Without espeak-ng
 installed, synthetic "words" (a distinct pair of tones per digit) stand in for speech, and the tutorial says so.
 
-Shape legend: B batch, N audio samples, T encoder frames, D model width, S label tokens.
+Shape legend: B batch, L audio samples, T encoder frames, D model width, S label tokens.
 """
 
 # %%
@@ -183,7 +183,7 @@ print(f"the tutorial preset: {preview.num_parameters()} parameters (tiny: ~1.8 M
 assert preview.config.decoder.vocab_size == len(tokenizer)
 assert preview.config.decoder_start_token_id == tokenizer.bos_token_id  # decoding starts at <s>
 assert preview.encoder.receptive_field == 680, "section 1: each frame's conv features see 680 samples (42.5 ms)"
-audio = torch.from_numpy(datasets["train"][0]["audio"])[None]  # (B=1, N)
+audio = torch.from_numpy(datasets["train"][0]["audio"])[None]  # (B=1, L)
 with torch.no_grad():
     frames = preview.encoder(audio).last_hidden_state  # (B, T, D)
 assert frames.shape[1] == int(preview.encoder.output_lengths(torch.tensor(audio.shape[1])))
@@ -242,7 +242,7 @@ scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: train.warm
 losses, learning_rates, grad_norms = [], [], []
 batches = training_batches()
 for step in range(STEPS):
-    batch = next(batches)  # input_values (B, N), attention_mask (B, N), labels (B, S)
+    batch = next(batches)  # input_values (B, L), attention_mask (B, L), labels (B, S)
     learning_rates.append(scheduler.get_last_lr()[0])  # the rate this step's update uses
     loss = model(**batch).loss  # forward: teacher-forced cross-entropy, mean over label tokens
     loss.backward()

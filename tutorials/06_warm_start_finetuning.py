@@ -14,7 +14,7 @@ weights on the same data, and watch the two loss curves. A few dozen steps run h
 (50 to 1,000 labelled utterances, held-out speakers) were made by `tutorials/results/warmstart/grid.py` and are
 read from their committed records at the end.
 
-Shape legend: B batch, N audio samples, T encoder frames, S label tokens, V vocabulary.
+Shape legend: B batch, L audio samples, T encoder frames, S label tokens, V vocabulary.
 """
 
 # %%

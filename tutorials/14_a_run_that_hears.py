@@ -21,7 +21,7 @@ record of the full run, shipped in tutorials/results/hearing/. Section 6 then sa
 buys, from four shipped runs, and section 7 measures one choice of the preset (the positional conv's width) from
 two runs of the full recipe.
 
-Shape legend: B batch, N audio samples, T encoder frames (40 ms), D encoder width (144), V vocabulary (14 tokens),
+Shape legend: B batch, L audio samples, T encoder frames (40 ms), D encoder width (144), V vocabulary (14 tokens),
 S label tokens.
 """
 
@@ -120,7 +120,7 @@ feature_extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True, do_norm
 
 
 def frame_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, N) sample mask -> (B,) number of real encoder frames."""
+    """(B, L) sample mask -> (B,) number of real encoder frames."""
     return model.encoder.output_lengths(attention_mask.sum(-1))
 
 
