@@ -222,3 +222,25 @@ def test_bench_int8_quality_small(tmp_path, capsys):
     for mode in ("int8", "int8-all"):
         assert 0.0 <= report[mode]["identical"] <= report[mode]["token_agreement"] <= 1.0, report
     assert "tokens as fp32" in capsys.readouterr().out
+
+
+def test_step_seconds_retimes_a_difference_that_noise_made_negative():
+    """A per-step time is a difference of two timings; a loaded moment can make the 1-token call the slower one.
+    step_seconds then times more pairs until the difference is the work, and never returns a negative latency."""
+    import time
+
+    from minispeechseq.tools.bench_timing import RETIME_LIMIT, step_seconds
+
+    calls = []
+
+    def slow():  # the 32-token call: 5 ms
+        calls.append("many")
+        time.sleep(0.005)
+
+    step = step_seconds([0.010], [0.012], 31, slow, lambda: None, "test")  # the 1-token call met a slow moment
+    assert calls == ["many"], calls  # one more pair was enough
+    assert 0.004 / 31 < step < 0.010 / 31, step  # (about 5 ms - about 0) / 31
+    calls.clear()
+    with pytest.raises(RuntimeError, match="too loaded"):  # a 32-token call never slower: an error, not a latency
+        step_seconds([0.0], [0.001], 31, lambda: calls.append("many"), lambda: None, "test")
+    assert len(calls) == RETIME_LIMIT, calls

@@ -62,7 +62,7 @@ from .bench_int8 import (
     kernel_rows,
     step_rows,
 )
-from .bench_timing import Row, _time, alternate
+from .bench_timing import Row, _time, alternate, exactly, step_seconds
 from ..decoders.bert import BertConfig
 from ..decoders.gpt2 import GPT2Config
 from ..speech_encoder_decoder import SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
@@ -166,7 +166,7 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
     x1, _ = audio(seconds, dtype=dtype, device=device)
     xe, me = audio(seconds, batch=enc_batch, dtype=dtype, device=device)
     xg, mg = audio(seconds, batch=greedy_batch, dtype=dtype, device=device)
-    gen = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    gen = exactly(NEW_TOKENS)
     pair = f"wav2vec2-base+{decoder_kind}" if size != "tiny" else f"tiny+{decoder_kind}"
     rows: list[Row] = []
 
@@ -186,12 +186,13 @@ def bench_pair(decoder_kind: str, size: str, repeats: int, with_transformers: bo
     greedy = both(f"greedy {NEW_TOKENS} tokens", lambda: ours.generate(x1, **gen), lambda: theirs.generate(x1, **gen))
     # Per-token latency: 32 tokens minus 1 token (the encoder and the first step), timed back to back, so the
     # difference is decoding steps alone, whatever the machine's load was earlier.
-    one = {"max_new_tokens": 1, "min_new_tokens": 1}
+    one = exactly(1)
     with torch.no_grad():
-        per_token = alternate("per-token", lambda: ours.generate(x1, **gen), lambda: ours.generate(x1, **one),
-                              repeats, device)
-    greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours),
-                        per_token_s=(min(per_token.ours) - min(per_token.theirs)) / (NEW_TOKENS - 1))
+        call_many, call_one = lambda: ours.generate(x1, **gen), lambda: ours.generate(x1, **one)
+        per_token = alternate("per-token", call_many, call_one, repeats, device)
+        per_token_s = step_seconds(per_token.ours, per_token.theirs, NEW_TOKENS - 1, call_many, call_one,
+                                   f"{decoder_kind}: per-token latency", device)
+    greedy.extra.update(decoder_stream_bytes=decoder_stream_bytes(ours), per_token_s=per_token_s)
     int8_results = []
     if device.type == "cpu" and dtype == torch.float32:  # fbgemm's int8 kernels: CPU, fp32 activations
         int8_results = int8_rows(pair, ours, theirs, x1, repeats, NEW_TOKENS)  # their fp32 row holds the reads

@@ -27,7 +27,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
 from .bench_bounds import step_reads
-from .bench_timing import Row, _time, alternate
+from .bench_timing import Row, _time, alternate, exactly, step_seconds
 from .cli import bundled_model_dir
 from ..processor import Processor
 from ..recognition.quantize import Int8Linear, quantize, quantize_rows, replace_linears
@@ -52,11 +52,13 @@ def transformers_dynamic_int8(theirs: nn.Module) -> tuple[nn.Module, int, int]:
     return model, linear, matrices
 
 
-def greedy_timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int, new_tokens: int) -> dict:
-    """name -> (times of `new_tokens`-token calls, times of 1-token calls); every model's calls alternate within
-    each repeat, so a drifting machine load touches them all alike."""
-    many = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
-    one = {"max_new_tokens": 1, "min_new_tokens": 1}
+def greedy_timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int, new_tokens: int,
+                   pair: str) -> tuple[dict, dict]:
+    """name -> (times of `new_tokens`-token calls, times of 1-token calls), and name -> seconds per decoding step
+    (bench_timing.step_seconds); every model's calls alternate within each repeat, so a drifting machine load
+    touches them all alike."""
+    many = exactly(new_tokens)
+    one = exactly(1)
     times = {name: ([], []) for name in models}
     with torch.no_grad():
         for model in models.values():  # warm-up
@@ -65,7 +67,10 @@ def greedy_timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int, 
             for name, model in models.items():
                 times[name][0].append(_time(lambda: model.generate(x, **many)))
                 times[name][1].append(_time(lambda: model.generate(x, **one)))
-    return times
+        per_token = {name: step_seconds(*times[name], new_tokens - 1, lambda m=model: m.generate(x, **many),
+                                        lambda m=model: m.generate(x, **one), f"{pair}: per-token latency, {name}")
+                     for name, model in models.items()}
+    return times, per_token
 
 
 def int8_rows(pair: str, ours: nn.Module, theirs: nn.Module | None, x: torch.Tensor, repeats: int,
@@ -80,8 +85,7 @@ def int8_rows(pair: str, ours: nn.Module, theirs: nn.Module | None, x: torch.Ten
         models["transformers fp32"] = theirs
         models["transformers int8"], linear, matrices = transformers_dynamic_int8(theirs)
         note = {"transformers_int8_matrices": f"{linear} of {matrices}"}
-    times = greedy_timings(models, x, repeats, new_tokens)
-    per_token = {name: (min(t[0]) - min(t[1])) / (new_tokens - 1) for name, t in times.items()}
+    times, per_token = greedy_timings(models, x, repeats, new_tokens, pair)
     frames = int(ours.encoder.output_lengths(torch.tensor([x.shape[-1]]))[0])
     rows = []
     for name in ("ours int8", "ours int8-all", "transformers int8"):
@@ -198,15 +202,17 @@ def kernel_rows(repeats: int, shapes=KERNEL_SHAPES) -> list[dict]:
 
 def step_rows(pair: str, model: nn.Module, x: torch.Tensor, repeats: int, new_tokens: int) -> list[dict]:
     """Each candidate on the whole decoder of `model`: per-token greedy latency, (t(new_tokens) - t(1)) / (n - 1)."""
-    many = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
-    one = {"max_new_tokens": 1, "min_new_tokens": 1}
+    many = exactly(new_tokens)
+    one = exactly(1)
     rows = []
     for name, transform in candidates().items():
         variant = copy.deepcopy(model)
         transform(variant.decoder)
-        t_many = best_seconds(lambda: variant.generate(x, **many), repeats)
-        t_one = best_seconds(lambda: variant.generate(x, **one), repeats)
-        rows.append({"shape": f"{pair}: greedy step", "kernel": name, "s": (t_many - t_one) / (new_tokens - 1)})
+        call_many, call_one = lambda: variant.generate(x, **many), lambda: variant.generate(x, **one)
+        with torch.no_grad():
+            t_many, t_one = [best_seconds(call_many, repeats)], [best_seconds(call_one, repeats)]
+            step = step_seconds(t_many, t_one, new_tokens - 1, call_many, call_one, f"{pair}: greedy step, {name}")
+        rows.append({"shape": f"{pair}: greedy step", "kernel": name, "s": step})
     fp32 = rows[0]["s"]
     return [{**r, "speedup": fp32 / r["s"]} for r in rows]
 

@@ -60,3 +60,31 @@ def alternate(name: str, ours: Callable[[], object], theirs: Callable[[], object
             if fn is not None:
                 times.append(_time(fn, device))
     return row
+
+
+def exactly(tokens: int) -> dict:
+    """generate() arguments for exactly `tokens` new tokens, an end-of-sequence token or not."""
+    return {"max_new_tokens": tokens, "min_new_tokens": tokens}
+
+
+RETIME_LIMIT = 20  # extra back-to-back pairs a step time may take before the machine is called too loaded
+
+
+def step_seconds(many: list[float], one: list[float], steps: int, time_many: Callable[[], object],
+                 time_one: Callable[[], object], name: str, device: torch.device | str = "cpu") -> float:
+    """Seconds per step of the `steps` decoding steps a `many`-token call makes beyond a one-token call:
+    (min(many) - min(one)) / steps, from calls timed back to back. Each minimum is the least loaded moment of its
+    calls; when a loaded machine leaves that difference at or below zero (timing noise larger than the steps'
+    work, as with a tiny model and one repeat), more pairs are timed, until it is positive, at most RETIME_LIMIT of
+    them (kept here: the rows' own lists stay paired). Still not positive: an error, not a negative latency."""
+    many, one = list(many), list(one)
+    for _ in range(RETIME_LIMIT):
+        if min(many) > min(one):
+            break
+        many.append(_time(time_many, device))
+        one.append(_time(time_one, device))
+    if min(many) <= min(one):
+        raise RuntimeError(f"{name}: {len(many)} timings of {steps + 1} tokens were never slower than the fastest "
+                           f"of 1 token ({min(many):.2e} s vs {min(one):.2e} s): the machine is too loaded to time "
+                           f"one decoding step; rerun it on a quieter machine or with more --repeats")
+    return (min(many) - min(one)) / steps
