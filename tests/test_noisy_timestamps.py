@@ -10,7 +10,9 @@ Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every
 error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends separately; long-form WER within +2 points
 of the same strings transcribed one by one (cut out of the same noisy audio), asserted at 20 dB (the suite's
 time; `python -m minispeechseq.tools.bench_noise` measures every level). Real voices (FSDD, one speaker per
-recording): median <= 80 ms and 90th percentile <= 200 ms, long-form WER within +3 points of one by one.
+recording): median <= 80 ms and 90th percentile <= 200 ms, long-form WER within +3 points of one by one, asserted
+for the bundled model (which heard the four speakers in training) and, as the issue asks, for speakers held out of
+training: each speaker with the leave-one-speaker-out model that never heard them (tutorials/results/voices/folds).
 """
 
 import os
@@ -19,6 +21,7 @@ import shutil
 import jiwer
 import numpy as np
 import pytest
+import torch
 
 from minispeechseq import Processor, SpeechEncoderDecoderModel, transcribe
 from minispeechseq.recognition.longform import (
@@ -31,6 +34,7 @@ from minispeechseq.tools.bench_noise import (
     NOISE_KINDS,
     babble_sources,
     boundary_errors,
+    long_boundary_errors,
     noise_for,
     pieces_of,
     with_noise,
@@ -38,6 +42,8 @@ from minispeechseq.tools.bench_noise import (
 from minispeechseq.training.digits import TimedUtterance
 
 BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "minispeechseq", "bundled", "digits")
+FOLDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tutorials", "results", "voices",
+                     "folds")  # the leave-one-speaker-out models
 FSDD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "fsdd")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng makes the held-out audio (apt-get install espeak-ng)")
@@ -111,7 +117,7 @@ def test_word_boundaries_under_noise(bundled, strings, kind, snr):
     rng = np.random.default_rng([2727, snr, NOISE_KINDS.index(kind)])
     noisy = [with_noise(u, kind, snr, rng, others) for u in utterances]
     results = transcribe(model, [u.audio for u in noisy], processor=processor, timestamps=True)
-    starts, ends = boundary_errors(results, noisy)
+    starts, ends, _ = boundary_errors(results, noisy)
     assert len(starts) >= 40, f"only {len(starts)} words were transcribed correctly at {kind} {snr} dB"
     for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
         median, p90 = float(np.median(err)), float(np.percentile(err, 90))
@@ -139,6 +145,14 @@ def test_long_recording_under_noise(bundled, strings, kind, snr):
     assert long_wer <= short_wer + LONG_WER_MARGIN, (
         f"{kind} noise at {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one (margin +2 points)")
     assert_well_formed(long["words"], len(noisy.audio) / RATE)
+    starts, ends, _ = long_boundary_errors(long["words"], noisy, pieces)  # the strings long-form got right
+    assert len(starts) >= 0.8 * len(recording.words), f"{len(starts)} of {len(recording.words)} words measured"
+    for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
+        median, p90 = float(np.median(err)), float(np.percentile(err, 90))
+        print(f"long-form {name}s ({len(err)}): median {median:.0f} ms, p90 {p90:.0f} ms")
+        assert median <= MEDIAN_TARGET_MS and p90 <= P90_TARGET_MS, (
+            f"{kind} noise at {snr} dB, long-form: {name} errors median {median:.0f} ms (target "
+            f"{MEDIAN_TARGET_MS:.0f}), 90th percentile {p90:.0f} ms (target {P90_TARGET_MS:.0f})")
 
 
 def assert_well_formed(words: list[dict], duration: float) -> None:
@@ -166,44 +180,117 @@ UNHEARD_ENDS = {("jackson", "end"): {"six"}}
 
 @pytest.fixture(scope="module")
 def real_recordings():
-    """Per FSDD speaker (the bundled model heard all four in training, on other joins of these takes), 90 s of
-    that speaker's takes joined into strings, over their own room tone (bench_noise.real_recordings / with_room).
-    The join points are the true word boundaries, up to the room tone FSDD's trimming leaves at each take's ends."""
+    """Per FSDD speaker, 90 s of that speaker's takes joined into strings, over their own room tone
+    (bench_noise.real_recordings / with_room). The bundled model heard all four speakers in training (on other
+    joins of these takes); each fold's model never heard its speaker. The join points are the true word boundaries, up to the room tone FSDD's trimming leaves at each take's ends."""
     from minispeechseq.tools.bench_noise import real_recordings as make
 
     return make(FSDD, 90, seed=2731)
 
 
-@needs_fsdd
-@pytest.mark.parametrize("noise", [("own", None), ("white", 30)])
-@pytest.mark.parametrize("speaker", SPEAKERS)
-def test_real_voices(bundled, real_recordings, speaker, noise):
+@pytest.fixture(scope="module")
+def longer_real_recordings():
+    """As real_recordings, 240 s per speaker: a model that never heard the speaker gets about 6 strings in 10
+    right (its fold's WER, MODEL_CARD.md), so a longer recording is needed for as many measured words."""
+    from minispeechseq.tools.bench_noise import real_recordings as make
+
+    return make(FSDD, 240, seed=2731)
+
+
+REAL_NOISES = [("own", None), ("white", 30)]
+
+
+def check_real_voice(model, processor, recordings, speaker, noise, heard: str) -> None:
     """One speaker's long recording over their own room (and 30 dB of white noise below 4 kHz, as an 8 kHz
-    recording carries it): its strings one by one give word boundaries within the targets (median, 90th
-    percentile); long-form WER within +3 points of one by one; the long-form words well formed."""
+    recording carries it), transcribed long-form and its strings one by one: the word boundaries of both (the
+    strings each transcribed right, pooled, as the issue pooled short and long) within the targets (median, 90th
+    percentile); long-form WER within +3 points of one by one; the long-form words well formed. `heard` says which
+    model, for the messages."""
     from minispeechseq.tools.bench_noise import with_room
 
-    model, processor = bundled
     kind, snr = noise
-    recording, pieces, takes = real_recordings[speaker]
+    recording, pieces, takes = recordings[speaker]
     noisy = with_room(recording, takes, kind, snr, np.random.default_rng([2731, SPEAKERS.index(speaker), snr or 0]))
     cut = pieces_of(noisy, pieces)
     short = transcribe(model, cut, processor=processor, timestamps=True)
-    starts, ends = boundary_errors(short, [TimedUtterance(a, p.text, p.words) for a, p in zip(cut, pieces)])
     short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
     long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
     long_wer = jiwer.wer(recording.text, long["text"])
     assert_well_formed(long["words"], len(noisy.audio) / RATE)
-    assert len(starts) >= 20, f"{speaker}: only {len(starts)} words in correctly transcribed strings"
-    words = [w for p, r in zip(pieces, short) if r["text"] == p.text for w, _, _ in p.words]  # as boundary_errors
+    one_by_one = boundary_errors(short, [TimedUtterance(a, p.text, p.words) for a, p in zip(cut, pieces)])
+    long_form = long_boundary_errors(long["words"], noisy, pieces)
+    starts, ends, words = (np.concatenate([a, b]) for a, b in zip(one_by_one, long_form))
+    print(f"\n{speaker} ({heard}) {kind} {snr}: {len(one_by_one[0])} words one by one, {len(long_form[0])} long-form")
+    assert len(starts) >= 20, f"{speaker} ({heard}): only {len(starts)} words in strings transcribed right"
     for name, err in (("start", np.abs(starts) * 1e3), ("end", np.abs(ends) * 1e3)):
         median, p90 = float(np.median(err)), float(np.percentile(err, 90))
-        print(f"\n{speaker} {kind} {snr}: {len(err)} {name}s, median {median:.0f} ms, p90 {p90:.0f} ms")
+        print(f"{name}s: median {median:.0f} ms, p90 {p90:.0f} ms")
         if (speaker, name) in UNHEARD_ENDS:  # see UNHEARD_ENDS: the p90 of the other words' ends is asserted
             p90 = float(np.percentile([e for e, w in zip(err, words) if w not in UNHEARD_ENDS[speaker, name]], 90))
         assert median <= REAL_MEDIAN_TARGET_MS and p90 <= REAL_P90_TARGET_MS, (
-            f"{speaker}, {kind} {snr} dB: {name} errors median {median:.0f} ms (target {REAL_MEDIAN_TARGET_MS:.0f}), "
-            f"90th percentile {p90:.0f} ms (target {REAL_P90_TARGET_MS:.0f})")
-    print(f"{speaker} {kind}: long-form WER {long_wer:.1%}, one by one {short_wer:.1%}")
+            f"{speaker} ({heard}), {kind} {snr} dB: {name} errors median {median:.0f} ms (target "
+            f"{REAL_MEDIAN_TARGET_MS:.0f}), 90th percentile {p90:.0f} ms (target {REAL_P90_TARGET_MS:.0f})")
+    print(f"long-form WER {long_wer:.1%}, one by one {short_wer:.1%}")
     assert long_wer <= short_wer + REAL_LONG_WER_MARGIN, (
-        f"{speaker}, {kind} {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one (margin +3 points)")
+        f"{speaker} ({heard}), {kind} {snr} dB: long-form WER {long_wer:.1%} vs {short_wer:.1%} one by one "
+        f"(margin +3 points)")
+
+
+@needs_fsdd
+@pytest.mark.parametrize("noise", REAL_NOISES)
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_real_voices(bundled, real_recordings, speaker, noise):
+    """The bundled model, which heard these four speakers in training (other joins of these takes)."""
+    check_real_voice(*bundled, real_recordings, speaker, noise, heard="bundled model, heard in training")
+
+
+@needs_fsdd
+@pytest.mark.parametrize("noise", REAL_NOISES)
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_real_voices_never_heard(longer_real_recordings, speaker, noise):
+    """The issue's real-voice targets on a speaker held out of training: each speaker measured with the
+    leave-one-speaker-out model that never heard them (tutorials/results/voices/folds/SPEAKER, made by folds.sh
+    and fold_models.py; its alignment heads chosen on synthetic speech only)."""
+    folder = os.path.join(FOLDS, speaker)
+    model, processor = SpeechEncoderDecoderModel.from_pretrained(folder), Processor.from_pretrained(folder)
+    check_real_voice(model, processor, longer_real_recordings, speaker, noise, heard="never heard: its fold's model")
+
+
+@pytest.mark.parametrize("speaker", SPEAKERS)
+def test_fold_models_load_and_hear_the_synthetic_samples(speaker):
+    """Each shipped fold model (float16 on disk) loads as float32 with alignment heads of its own, and hears the
+    package's synthetic sample strings (espeak-ng voices it trained on, strings it did not): every fold heard the
+    whole synthetic corpus, only one real speaker is missing. Needs no FSDD: the files are checked where CI runs."""
+    import csv
+
+    folder = os.path.join(FOLDS, speaker)
+    model, processor = SpeechEncoderDecoderModel.from_pretrained(folder), Processor.from_pretrained(folder)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    heads = model.generation_config.alignment_heads
+    assert heads and all(0 <= layer < 2 and 0 <= head < 4 for layer, head in heads), heads
+    samples = os.path.join(os.path.dirname(BUNDLED), "samples")
+    with open(os.path.join(samples, "transcripts.tsv"), encoding="utf-8") as f:
+        rows = [(name, text) for name, text in csv.reader(f, delimiter="\t") if not name.startswith("fsdd_")]
+    heard = transcribe(model, [os.path.join(samples, name) for name, _ in rows], processor=processor)
+    wer = jiwer.wer([text for _, text in rows], [r["text"] for r in heard])
+    assert len(rows) == 8 and wer <= 0.10, f"fold without {speaker}: WER {wer:.1%} on the {len(rows)} synthetic samples"
+
+
+def test_long_form_words_are_measured_per_string_transcribed_right():
+    """long_boundary_errors gives each long-form word to the string whose stretch (reaching halfway into the pauses
+    either side) holds its middle, and measures only the strings whose words read as their text: a word heard in
+    a pause goes to the nearer string, and a wrong string is left out whole."""
+    silent = np.zeros(RATE, dtype=np.float32)
+    pieces = [TimedUtterance(silent, "one two", [("one", 0.1, 0.4), ("two", 0.5, 0.8)]),
+              TimedUtterance(silent, "three", [("three", 0.1, 0.5)]),
+              TimedUtterance(silent, "four", [("four", 0.1, 0.3)])]
+    recording = TimedUtterance(np.zeros(6 * RATE, dtype=np.float32), "one two three four",
+                               [("one", 1.0, 1.3), ("two", 1.4, 1.7), ("three", 3.0, 3.4), ("four", 5.0, 5.2)])
+    words = [{"word": "one", "start": 1.02, "end": 1.31}, {"word": "two", "start": 1.45, "end": 2.2},  # ends late
+             {"word": "three", "start": 2.9, "end": 3.3},
+             {"word": "four", "start": 4.2, "end": 4.4},  # in the pause, nearer four: "three" alone stays right
+             {"word": "five", "start": 5.0, "end": 5.2}]  # "four five" for "four": left out
+    starts, ends, names = long_boundary_errors(words, recording, pieces)
+    assert names == ["one", "two", "three"], names
+    np.testing.assert_allclose(starts, [0.02, 0.05, -0.1], atol=1e-9)
+    np.testing.assert_allclose(ends, [0.01, 0.5, -0.1], atol=1e-9)

@@ -10,18 +10,26 @@ words alone (the pauses carry no speech) over the power of the noise (the fan's 
 
 Real voices (--fsdd): per FSDD speaker, 2-3 minutes of that speaker's takes joined into digit strings (the join
 points are the true word boundaries), over the speaker's own room tone (the quietest moments of their takes), and
-with white and pink noise at 30 dB added as an 8 kHz recording carries it (`measure_real`).
+with white and pink noise at 30 dB added as an 8 kHz recording carries it (`measure_real`). The bundled model heard
+all four speakers in training; `--heldout FOLDS` measures each speaker with the model that never heard them
+(FOLDS/SPEAKER, leave-one-speaker-out):
+
+    python -m minispeechseq.tools.bench_noise --fsdd ../shared/data/fsdd --real-only \
+        --heldout tutorials/results/voices/folds
 
 Per condition: the median and 90th percentile of |start error| and of |end error| over the words of the
 utterances transcribed correctly (a wrong transcript has no word to compare), the WER of those utterances, and
 a long recording (digit strings with 0.6-1.5 s pauses, the same noise throughout) transcribed long-form, beside
-the WER of its strings cut out of the same noisy audio and transcribed one by one.
+the WER of its strings cut out of the same noisy audio and transcribed one by one; and the long-form words'
+boundary errors, over the strings the long-form transcript got right (`long_boundary_errors`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import random
 import sys
 import time
@@ -85,15 +93,33 @@ def babble_sources(seed: int, count: int = 12) -> list[np.ndarray]:
     return [u.audio for u in timed_digit_strings(count, seed=seed + 7919, min_digits=4)]
 
 
-def boundary_errors(results: list[dict], utterances: list[TimedUtterance]) -> tuple[np.ndarray, np.ndarray]:
+def boundary_errors(results: list[dict], utterances: list[TimedUtterance]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Signed start errors and signed end errors (seconds, + late) of the words of correctly transcribed
-    utterances."""
-    starts, ends = [], []
-    for u, r in zip(utterances, results):
-        if r["text"] == u.text:
-            starts += [w["start"] - s for w, (_, s, _) in zip(r["words"], u.words)]
-            ends += [w["end"] - e for w, (_, _, e) in zip(r["words"], u.words)]
-    return np.array(starts), np.array(ends)
+    utterances, and those words. (A wrong transcript has no word to compare: with a word inserted or dropped,
+    which spoken word a transcribed one stands for is a guess, and the guess would be measured, not the times.)"""
+    pairs = [(w, truth) for u, r in zip(utterances, results, strict=True) if r["text"] == u.text
+             for w, truth in zip(r["words"], u.words)]
+    starts = np.array([w["start"] - s for w, (_, s, _) in pairs])
+    ends = np.array([w["end"] - e for w, (_, _, e) in pairs])
+    return starts, ends, [name for _, (name, _, _) in pairs]
+
+
+def long_boundary_errors(words: list[dict], recording: TimedUtterance,
+                         pieces: list[TimedUtterance]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """boundary_errors for a long recording's long-form `words`: each transcribed word goes to the string
+    (`pieces`, in order) whose stretch of the recording holds its middle, a stretch reaching halfway into the
+    pauses either side; the strings whose words read as their text are measured against their true times."""
+    timed, first = [], 0  # each string with its words at their times in the recording
+    for piece in pieces:
+        timed.append(TimedUtterance(piece.audio, piece.text, recording.words[first:first + len(piece.words)]))
+        first += len(piece.words)
+    spans = [(t.words[0][1], t.words[-1][2]) for t in timed]
+    cuts = [(a[1] + b[0]) / 2 for a, b in itertools.pairwise(spans)]  # halfway through each pause
+    heard: list[list[dict]] = [[] for _ in pieces]
+    for w in words:
+        heard[int(np.searchsorted(cuts, (w["start"] + w["end"]) / 2))].append(w)
+    results = [{"text": " ".join(w["word"] for w in ws), "words": ws} for ws in heard]
+    return boundary_errors(results, timed)
 
 
 def pieces_of(recording: TimedUtterance, pieces: list[TimedUtterance]) -> list[np.ndarray]:
@@ -122,7 +148,7 @@ def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, 
         rng = np.random.default_rng([seed, c])
         noisy = [with_noise(u, kind, snr, rng, others) for u in utterances]
         results = transcribe(model, [u.audio for u in noisy], processor=processor, timestamps=True)
-        starts, ends = boundary_errors(results, noisy)
+        starts, ends, _ = boundary_errors(results, noisy)
         long_noisy = with_noise(recording, kind, snr, rng, others)
         short = transcribe(model, pieces_of(long_noisy, pieces), processor=processor)
         long = transcribe(model, long_noisy.audio, processor=processor, timestamps=True)
@@ -132,23 +158,33 @@ def measure(model, processor, kinds=NOISE_KINDS, snrs=SNRS_DB, count: int = 24, 
     return rows
 
 
+def error_figures(starts: np.ndarray, ends: np.ndarray, prefix: str = "") -> dict:
+    """Signed boundary errors (seconds) summarised in ms: the median and 90th percentile of |error| and the median
+    signed error (bias, + late), for starts and ends each; NaN where no word was measured."""
+    out = {}
+    for name, err in (("start", starts), ("end", ends)):
+        for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90))):
+            out[f"{prefix}{name}_{stat}_ms"] = float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
+        out[f"{prefix}{name}_bias_ms"] = float(np.median(err)) * 1e3 if len(err) else float("nan")
+    return out
+
+
 def row(noise: str, snr: float | None, count: int, starts: np.ndarray, ends: np.ndarray, wer: float,
         recording: TimedUtterance, long: dict, pieces: list[TimedUtterance], short: list[dict], began: float) -> dict:
-    """One condition's figures: boundary errors (signed, seconds) summarised in ms, the WERs, the long-form words'
-    order, and the seconds since `began`."""
+    """One condition's figures: boundary errors of the short utterances and of the long recording's long-form
+    words (words transcribed right, against `recording`'s true times), the WERs, the long-form words' order, and
+    the seconds since `began`."""
     import jiwer  # optional (the test extra), as in measure()
 
     words = long["words"]
+    long_starts, long_ends, _ = long_boundary_errors(words, recording, pieces)
     return {
         "noise": noise, "snr_db": snr, "utterances": count, "words_measured": len(starts), "wer": wer,
-        **{f"{name}_{stat}_ms": float(fn(np.abs(err))) * 1e3 if len(err) else float("nan")
-           for name, err in (("start", starts), ("end", ends))
-           for stat, fn in (("median", np.median), ("p90", lambda x: np.percentile(x, 90)))},
-        "start_bias_ms": float(np.median(starts)) * 1e3 if len(starts) else float("nan"),
-        "end_bias_ms": float(np.median(ends)) * 1e3 if len(ends) else float("nan"),
+        **error_figures(starts, ends),
         "long_s": len(recording.audio) / SAMPLING_RATE,
         "long_wer": jiwer.wer(recording.text, long["text"]),
         "short_wer": jiwer.wer([p.text for p in pieces], [r["text"] for r in short]),
+        "long_words_measured": len(long_starts), **error_figures(long_starts, long_ends, prefix="long_"),
         "long_words_ordered": all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:])),
         "seconds": time.perf_counter() - began,
     }
@@ -217,15 +253,19 @@ def with_room(recording: TimedUtterance, takes: list[np.ndarray], kind: str, snr
 
 
 def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int = 5150,
-                 noises=REAL_NOISES) -> list[dict]:
+                 noises=REAL_NOISES, speakers: list[str] | None = None) -> list[dict]:
     """One row per (FSDD speaker, noise): each speaker's long recording transcribed long-form, and its strings
     cut out of the same noisy audio transcribed one by one with timestamps: their word boundaries (strings
-    transcribed correctly) against the join points, and both WERs. The bundled model trained on all four FSDD
-    speakers (MODEL_CARD.md): these recordings are new takes' joins, not new voices."""
+    transcribed correctly) against the join points, and both WERs. `speakers`: only these (their recordings and
+    noise are the same as in a run over all). The bundled model trained on all four FSDD speakers (MODEL_CARD.md):
+    with it these recordings are new takes' joins, not new voices; a leave-one-speaker-out model (main's
+    --heldout) measures a voice it never heard."""
     import jiwer  # optional (the test extra), as in measure()
 
     rows = []
     for s, (speaker, (recording, pieces, takes)) in enumerate(real_recordings(fsdd, seconds, seed).items()):
+        if speakers is not None and speaker not in speakers:
+            continue
         for c, (kind, snr) in enumerate(noises):
             began = time.perf_counter()
             rng = np.random.default_rng([seed, s, c])
@@ -233,7 +273,7 @@ def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int =
             cut = pieces_of(noisy, pieces)  # each string with its own words' times
             short_pieces = [TimedUtterance(a, p.text, p.words) for a, p in zip(cut, pieces)]
             short = transcribe(model, cut, processor=processor, timestamps=True)
-            starts, ends = boundary_errors(short, short_pieces)
+            starts, ends, _ = boundary_errors(short, short_pieces)
             long = transcribe(model, noisy.audio, processor=processor, timestamps=True)
             short_wer = jiwer.wer([p.text for p in pieces], [r["text"] for r in short])
             rows.append(row(f"{speaker}:{kind}", snr, len(pieces), starts, ends, short_wer, recording, long, pieces,
@@ -242,15 +282,26 @@ def measure_real(model, processor, fsdd: str, seconds: float = 90.0, seed: int =
     return rows
 
 
+def heldout_speakers(folds: str) -> list[str]:
+    """The speakers with a leave-one-out model in `folds` (a folder per speaker, each a model folder)."""
+    found = [name for name in os.listdir(folds) if os.path.isfile(os.path.join(folds, name, "config.json"))]
+    if not found:
+        raise FileNotFoundError(f"{folds}: no model folders (SPEAKER/config.json) in it")
+    return found
+
+
 HEADER = (f"{'noise':>16s} {'SNR':>4s} {'words':>5s} {'WER':>6s} | {'start med':>9s} {'p90':>5s} {'bias':>5s} | "
-          f"{'end med':>7s} {'p90':>5s} {'bias':>5s} | {'long WER':>8s} {'1-by-1':>6s}")
+          f"{'end med':>7s} {'p90':>5s} {'bias':>5s} | {'long WER':>8s} {'1-by-1':>6s} | {'long words':>10s} "
+          f"{'start med/p90':>13s} {'end med/p90':>11s}")
 
 
 def format_row(r: dict) -> str:
     snr = "-" if r["snr_db"] is None else f"{r['snr_db']}"
     return (f"{r['noise']:>16s} {snr:>4s} {r['words_measured']:>5d} {r['wer']:6.1%} | {r['start_median_ms']:9.0f} "
             f"{r['start_p90_ms']:5.0f} {r['start_bias_ms']:+5.0f} | {r['end_median_ms']:7.0f} {r['end_p90_ms']:5.0f} "
-            f"{r['end_bias_ms']:+5.0f} | {r['long_wer']:8.1%} {r['short_wer']:6.1%}")
+            f"{r['end_bias_ms']:+5.0f} | {r['long_wer']:8.1%} {r['short_wer']:6.1%} | {r['long_words_measured']:10d} "
+            f"{r['long_start_median_ms']:6.0f}/{r['long_start_p90_ms']:<6.0f} {r['long_end_median_ms']:5.0f}/"
+            f"{r['long_end_p90_ms']:<5.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,14 +313,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snrs", nargs="+", type=float, default=list(SNRS_DB))
     parser.add_argument("--fsdd", help="also measure real voices: the FSDD folder (its recordings/)")
     parser.add_argument("--real-seconds", type=float, default=120.0, help="length of each speaker's recording")
+    parser.add_argument("--model", help="the model folder (default: the bundled model)")
+    parser.add_argument("--heldout", metavar="FOLDS",
+                        help="real voices heard by models that never heard them: FOLDS/SPEAKER is a model trained "
+                             "without SPEAKER (tutorials/results/voices/folds); only those speakers are measured")
+    parser.add_argument("--real-only", action="store_true", help="skip the espeak-ng conditions")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-    folder = bundled_model_dir()
+    if (args.heldout or args.real_only) and not args.fsdd:
+        parser.error("--heldout and --real-only measure real voices: give --fsdd too")
+    folder = args.model or bundled_model_dir()
     model, processor = SpeechEncoderDecoderModel.from_pretrained(folder), Processor.from_pretrained(folder)
     print(HEADER, file=sys.stderr)
-    rows = measure(model, processor, args.kinds, [int(s) if s == int(s) else s for s in args.snrs], args.count,
-                   args.seconds, args.seed)
-    if args.fsdd:
+    rows = [] if args.real_only else measure(model, processor, args.kinds,
+                                             [int(s) if s == int(s) else s for s in args.snrs], args.count,
+                                             args.seconds, args.seed)
+    if args.heldout:
+        for speaker in sorted(heldout_speakers(args.heldout)):
+            fold = os.path.join(args.heldout, speaker)
+            rows += [{**r, "model": fold, "heldout": True} for r in measure_real(
+                SpeechEncoderDecoderModel.from_pretrained(fold), Processor.from_pretrained(fold), args.fsdd,
+                args.real_seconds, args.seed, speakers=[speaker])]
+    elif args.fsdd:
         rows += measure_real(model, processor, args.fsdd, args.real_seconds, args.seed)
     print(HEADER)
     for r in rows:
