@@ -136,3 +136,43 @@ def test_model_card_quotes_the_voices_records():
         cells = " | ".join(f"{100 * old[f'{noise}_{s}dB']:.1f} % → **{100 * new[f'{noise}_{s}dB']:.1f} %**"
                            for s in (30, 20, 10, 5))
         assert f"| {noise} | {cells} |" in card, f"the card's {noise} noise row"
+
+
+def test_shipped_fold_models_are_the_recorded_folds():
+    """tutorials/results/voices/folds/ holds the four leave-one-speaker-out models the timestamp tests load. Their
+    rerun (folds/rerun.jsonl) scored what the card's folds.jsonl records, WER and CER to the last digit; each
+    model's training record ends at the recipe's 1,200 steps; each was trained on a manifest without its speaker."""
+    voices = os.path.join(RESULTS, "voices")
+    records = {}
+    for name in ("folds.jsonl", os.path.join("folds", "rerun.jsonl")):
+        with open(os.path.join(voices, name), encoding="utf-8") as f:
+            records[name] = {r["arm"]: r for r in map(json.loads, f)}
+    card, rerun = records.values()
+    assert set(card) == set(rerun) == {f"fold_{s}" for s in ("jackson", "nicolas", "theo", "yweweler")}, rerun.keys()
+    for arm, r in rerun.items():
+        speaker = arm.removeprefix("fold_")
+        assert (r["wer"], r["cer"]) == (card[arm]["wer"], card[arm]["cer"]), f"{arm}: {r['wer']} vs {card[arm]['wer']}"
+        manifest = r["train_args"][r["train_args"].index("--train-manifest") + 1]
+        assert manifest.endswith(os.path.join("folds", speaker, "train.tsv")), manifest
+        with open(os.path.join(voices, "folds", speaker, "training_metrics.jsonl"), encoding="utf-8") as f:
+            steps = [json.loads(line)["step"] for line in f]
+        assert max(steps) == int(r["train_args"][r["train_args"].index("--steps") + 1]) == 1200, (speaker, max(steps))
+
+
+def test_model_card_quotes_the_heldout_timestamp_record():
+    """The card's table of word timestamps on voices never heard is tutorials/results/timestamps/heldout.json
+    (bench_noise --heldout), rounded as printed, and that record says every speaker was measured by its own fold."""
+    with open(os.path.join(RESULTS, "timestamps", "heldout.json"), encoding="utf-8") as f:
+        rows = json.load(f)
+    with open(MODEL_CARD, encoding="utf-8") as f:
+        card = f.read()
+    assert len(rows) == 12, len(rows)  # 4 speakers x (own room, + white 30, + pink 30)
+    for r in rows:
+        speaker, kind = r["noise"].split(":")
+        assert r["heldout"] and r["model"].endswith(os.path.join("folds", speaker)), r["model"]
+        noise = "own room" if kind == "own" else f"+ {kind} {r['snr_db']} dB"
+        cells = [f"{r[f'{prefix}{name}_median_ms']:.0f} / {r[f'{prefix}{name}_p90_ms']:.0f}"
+                 for prefix in ("", "long_") for name in ("start", "end")]
+        line = (f"| {speaker} | {noise} | {r['words_measured']} + {r['long_words_measured']} | {' | '.join(cells)} | "
+                f"{100 * r['long_wer']:.1f} % ({100 * r['short_wer']:.1f} %) |")
+        assert line in card, f"the card's row for {speaker}, {noise} should read {line!r}"

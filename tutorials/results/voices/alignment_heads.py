@@ -20,20 +20,24 @@ from minispeechseq.training.data import SAMPLING_RATE, ManifestDataset
 
 
 @torch.no_grad()
-def main() -> int:
-    model_dir, manifest = sys.argv[1:3]
-    model = SpeechEncoderDecoderModel.from_pretrained(model_dir).eval()
-    processor = Processor.from_pretrained(model_dir)
+def mean_head_scores(model, processor, manifest: str, count: int = 60) -> torch.Tensor:
+    """Each cross-attention head's score (L, H), averaged over the first `count` utterances of `manifest`."""
     dataset = ManifestDataset(manifest)
     scores = []
-    for i in range(min(60, len(dataset))):
+    for i in range(min(count, len(dataset))):
         x = processor(dataset[i]["audio"], sampling_rate=SAMPLING_RATE, return_tensors="pt")
         encoder_outputs = model.get_encoder()(x.input_values)
         sequences = model.generate(encoder_outputs=encoder_outputs)
         maps = cross_attention_maps(model, encoder_outputs, None, sequences)  # (L, 1, H, S, T)
         rows = sequences.shape[1] - 1  # every generated token, the EOS included
         scores.append(head_scores(maps[:, 0, :, :rows], rows, maps.shape[-1]))
-    mean = torch.stack(scores).mean(0)  # (L, H)
+    return torch.stack(scores).mean(0)
+
+
+def main() -> int:
+    model_dir, manifest = sys.argv[1:3]
+    model = SpeechEncoderDecoderModel.from_pretrained(model_dir).eval()
+    mean = mean_head_scores(model, Processor.from_pretrained(model_dir), manifest)
     for layer, row in enumerate(mean.tolist()):
         print(f"layer {layer}: " + ", ".join(f"{s:.2f}" for s in row))
     heads = choose_alignment_heads(mean)
