@@ -6,10 +6,11 @@ at a stated SNR by tools/bench_noise.py (white, pink, brown, babble; "fan": pink
 louder part way through). The seeds here are not the bench's (5150), on which the detector's constants were
 chosen.
 
-Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind: median boundary
-error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends separately; long-form WER within +2 points
-of the same strings transcribed one by one (cut out of the same noisy audio), asserted at 20 dB (the suite's
-time; `python -m minispeechseq.tools.bench_noise` measures every level). Real voices (FSDD, one speaker per
+Targets for the bundled model (40 ms frames), asserted at 30 and 20 dB for every noise kind (and at 40 dB, which
+must be no harder): median boundary error <= 60 ms and 90th percentile <= 150 ms, for starts and for ends
+separately, one by one and in the long-form output; long-form WER within +2 points of the same strings transcribed
+one by one (cut out of the same noisy audio). 10 dB is reported, not targeted: `python -m
+minispeechseq.tools.bench_noise` measures every level. Real voices (FSDD, one speaker per
 recording): median <= 80 ms and 90th percentile <= 200 ms, long-form WER within +3 points of one by one, asserted
 for the bundled model (which heard the four speakers in training) and, as the issue asks, for speakers held out of
 training: each speaker with the leave-one-speaker-out model that never heard them (tutorials/results/voices/folds).
@@ -109,7 +110,7 @@ def test_chunks_are_never_cut_inside_a_word(snr):
 
 # ------------------------------------------------------------------------------ the targets, per condition
 @needs_espeak
-@pytest.mark.parametrize("snr", [30, 20])
+@pytest.mark.parametrize("snr", [40, 30, 20])  # the issue's targets are at 30 and 20 dB; 40 must not be worse
 @pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_word_boundaries_under_noise(bundled, strings, kind, snr):
     model, processor = bundled
@@ -128,7 +129,7 @@ def test_word_boundaries_under_noise(bundled, strings, kind, snr):
 
 
 @needs_espeak
-@pytest.mark.parametrize("snr", [20])  # the harder of the two target levels; both are in bench_noise's table
+@pytest.mark.parametrize("snr", [40, 30, 20])
 @pytest.mark.parametrize("kind", TARGET_KINDS)
 def test_long_recording_under_noise(bundled, strings, kind, snr):
     from minispeechseq.training.digits import long_recording
@@ -173,7 +174,8 @@ REAL_P90_TARGET_MS = 200.0
 REAL_LONG_WER_MARGIN = 0.03
 # Where a take's end is not the word's audible end: jackson's "six" takes end in a median 245 ms within 10 dB of
 # the take's own floor (other digits, his and the others': 70-120 ms), with no band rising above the room there,
-# so the truth (the join point) lies up to 0.4 s after anything a detector can hear. Those ends are left out of
+# so the truth (the join point) lies up to 0.4 s after anything a detector can hear. (FSDD is recorded at 8 kHz,
+# which keeps nothing above 4 kHz, where most of a final /s/ lies.) Those ends are left out of
 # the 90th percentile asserted (bench_noise's table gives it with them: 180-400 ms).
 UNHEARD_ENDS = {("jackson", "end"): {"six"}}
 
