@@ -137,6 +137,36 @@ def test_word_boundaries_under_noise(bundled, strings, kind, snr):
     assert_boundaries_within(starts, ends, f"\n{kind} noise at {snr} dB", MEDIAN_TARGET_MS, P90_TARGET_MS)
 
 
+CONNECTED_MEDIAN_MS, CONNECTED_P90_MS = 60.0, 250.0  # words said without a break: no issue's target, a floor
+CONNECTED_SQUEEZED = 0.05  # at most this share of words shorter than 50 ms
+
+
+@needs_espeak
+@pytest.mark.parametrize("noise", [("clean", None), ("white", 30)])
+def test_words_said_without_a_break(bundled, noise):
+    """Digit words one right after the other (each starts where the one before ends: no pause for the detector
+    to find), so every boundary is placed by DTW and the dips of the sound (timestamps.into_valleys). A boundary
+    moved to the quiet edge of its search window used to squeeze words to nothing: 8-27 % of the words came out
+    shorter than 50 ms and the 90th percentile was 240-280 ms (seed 4242, before the rule that a dip needs sound
+    rising above it on both sides); now 2-4 % and 180-250 ms."""
+    from minispeechseq.training.digits import timed_digit_strings
+
+    model, processor = bundled
+    kind, snr = noise
+    utterances = timed_digit_strings(40, seed=4242, min_digits=2, max_digits=7, gap_s=(0.0, 0.0))
+    noisy = [with_noise(u, kind, snr, np.random.default_rng(4242), []) for u in utterances]
+    results = transcribe(model, [u.audio for u in noisy], processor=processor, timestamps=True)
+    for r, u in zip(results, noisy):
+        assert_well_formed(r["words"], len(u.audio) / RATE)
+    words = [w for r in results for w in r["words"]]
+    squeezed = sum(w["end"] - w["start"] < 0.05 for w in words) / len(words)
+    assert squeezed <= CONNECTED_SQUEEZED, f"{squeezed:.1%} of {len(words)} words are shorter than 50 ms"
+    starts, ends, _ = boundary_errors(results, noisy)
+    assert len(starts) >= 120, f"only {len(starts)} words in strings transcribed right"
+    assert_boundaries_within(starts, ends, f"\nwords without a break, {kind} {snr}", CONNECTED_MEDIAN_MS,
+                             CONNECTED_P90_MS)
+
+
 @needs_espeak
 @pytest.mark.parametrize("snr", [40, 30, 20])
 @pytest.mark.parametrize("kind", TARGET_KINDS)

@@ -136,6 +136,7 @@ SNAP_SCALE_S = 0.5  # how far (seconds) a token boundary moves to reach a longer
 VALLEY_S = 0.05  # a boundary with no silence goes to the quietest 50 ms of the sound around it ...
 VALLEY_REACH_S = 0.3  # ... within this of its DTW time
 VALLEY_DB = 3.0  # ... spread over the frames within this of that quietest level
+VALLEY_RISE_DB = 6.0  # ... and a dip: the sound rises this far above it on both sides
 UNMATCHED = np.log(0.02) - 1.0  # the score of a boundary left in no silence: a 20 ms one 0.5 s away scores the same
 MIN_SOUND_S = 0.1  # the first word starts on, and the last ends on, a sound at least this long (not a click)
 
@@ -193,10 +194,13 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
 
 def into_valleys(chosen: list[tuple[float, float] | None], bounds: list[float],
                  power: np.ndarray) -> list[tuple[float, float] | None]:
-    """Each boundary that found no silence (None in `chosen`) moved into the quietest stretch of the sound around
-    it: where a murmur of voices filled the pause between two words, the waveform still dips there to the
-    murmur's level. The dip is the VALLEY_S moving average of the frame power (N,) in dB, its lowest point within
-    VALLEY_REACH_S of the DTW boundary (and between its neighbours), widened while within VALLEY_DB of it."""
+    """Each boundary that found no silence (None in `chosen`) moved into a dip of the sound around it: where a
+    murmur of voices filled the pause between two words, the waveform still dips there to the murmur's level. The
+    level is the VALLEY_S moving average of the frame power (N,) in dB; the dip is its lowest point within
+    VALLEY_REACH_S of the DTW boundary (and between its neighbours) that the sound rises above by VALLEY_RISE_DB on
+    both sides, widened while within VALLEY_DB of it. With no such dip (words said without a break between them,
+    or the quiet edge of a silence next door), the boundary keeps its DTW time: a window's lowest point at its edge
+    is no dip, and moving there squeezed a word to nothing."""
     width = max(1, round(VALLEY_S / HOP_S))
     smooth = np.convolve(power, np.ones(width) / width, mode="same") if len(power) >= width else power  # (N,)
     out = list(chosen)
@@ -207,9 +211,15 @@ def into_valleys(chosen: list[tuple[float, float] | None], bounds: list[float],
         hi = min(t + VALLEY_REACH_S, out[k + 1][0] if k + 1 < len(out) and out[k + 1] else
                  bounds[k + 1] if k + 1 < len(bounds) else len(power) * HOP_S)
         a, b = max(0, int(lo / HOP_S)), min(len(smooth), int(hi / HOP_S) + 1)
-        if b <= a:
+        window = smooth[a:b]
+        if len(window) < 3:
             continue
-        i = a + int(np.argmin(smooth[a:b]))
+        rise_before = np.maximum.accumulate(window) - window  # how far the sound rose above each frame earlier ...
+        rise_after = np.maximum.accumulate(window[::-1])[::-1] - window  # ... and later in the window
+        dips = np.flatnonzero((rise_before >= VALLEY_RISE_DB) & (rise_after >= VALLEY_RISE_DB))
+        if not len(dips):
+            continue
+        i = a + int(dips[np.argmin(window[dips])])
         first, last = i, i
         while first > a and smooth[first - 1] <= smooth[i] + VALLEY_DB:
             first -= 1

@@ -378,9 +378,10 @@ def timed_utterance(words: Sequence[str], clips: dict[str, np.ndarray], rng: ran
 
 
 def timed_digit_strings(count: int, seed: int, voices: Sequence[str] | None = None, min_digits: int = 1,
-                        max_digits: int = 8) -> list[TimedUtterance]:
+                        max_digits: int = 8, gap_s: tuple[float, float] = (0.05, 0.25)) -> list[TimedUtterance]:
     """`count` random digit strings with exact word boundaries, voices and speeds drawn from `seed` (one espeak-ng
-    call per distinct voice setting)."""
+    call per distinct voice setting); gap_s: the silence between two words ((0, 0): words said without a break,
+    each starting where the one before ends)."""
     rng = random.Random(seed)
     voices = list(voices) if voices is not None else english_voices()
     settings = [(rng.choice(voices), rng.randint(140, 190), rng.randint(35, 65)) for _ in range(max(1, count // 4))]
@@ -388,7 +389,7 @@ def timed_digit_strings(count: int, seed: int, voices: Sequence[str] | None = No
     out = []
     for _ in range(count):
         digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(min_digits, max_digits)))
-        out.append(timed_utterance(digits_to_text(digits).split(), clips[rng.choice(settings)], rng))
+        out.append(timed_utterance(digits_to_text(digits).split(), clips[rng.choice(settings)], rng, gap_s))
     return out
 
 
