@@ -146,9 +146,9 @@ CONNECTED_SQUEEZED = 0.05  # at most this share of words shorter than 50 ms
 def test_words_said_without_a_break(bundled, noise):
     """Digit words one right after the other (each starts where the one before ends: no pause for the detector
     to find), so every boundary is placed by DTW and the dips of the sound (timestamps.into_valleys). A boundary
-    moved to the quiet edge of its search window used to squeeze words to nothing: 8-27 % of the words came out
-    shorter than 50 ms and the 90th percentile was 240-280 ms (seed 4242, before the rule that a dip needs sound
-    rising above it on both sides); now 2-4 % and 180-250 ms."""
+    moved to the quiet edge of its search window used to squeeze words to nothing: 17-27 % of the words came out
+    shorter than 50 ms and the 90th percentile was 242-282 ms (seed 4242, before the rule that a dip needs sound
+    rising above it on both sides); now 2-4 % and 184-221 ms."""
     from minispeechseq.training.digits import timed_digit_strings
 
     model, processor = bundled
