@@ -2,9 +2,10 @@
 
 The audio is made here, with exact word boundaries: espeak-ng digit strings built word by word
 (training/digits.py), with noise added at a stated signal-to-noise ratio (training/augment.py's `make_noise`):
-white, pink, brown, babble (other digit strings mixed), and "fan": pink noise whose level switches on part way
-through (12 dB quieter before, a 1 s ramp), the slowly varying level of a real room. The SNR is the power of the
-words alone (the pauses carry no speech) over the power of the noise (the fan's at its full level).
+white, pink, brown, babble (other digit strings mixed), "fan": pink noise whose level switches on part way
+through (12 dB quieter before, a 1 s ramp), the slowly varying level of a real room, and "room": the speech said in
+a simulated reverberant room (RT60 0.3-0.6 s, `in_room`) over pink noise. The SNR is the power of the words alone
+(the pauses carry no speech) over the power of the noise (the fan's at its full level).
 
     python -m minispeechseq.tools.bench_noise --count 40 --seconds 90 --fsdd ../shared/data/fsdd  # the README's
 
@@ -41,7 +42,7 @@ from ..audio import load_audio
 from ..processor import Processor
 from ..recognition.recognizer import transcribe
 from ..speech_encoder_decoder import SpeechEncoderDecoderModel
-from ..training.augment import make_noise
+from ..training.augment import make_noise, reverberate, room_impulse_response
 from ..training.digits import (
     SAMPLING_RATE,
     TimedUtterance,
@@ -52,10 +53,11 @@ from ..training.digits import (
 from ..training.fsdd import read_fsdd, speaker_strings
 from .cli import bundled_model_dir
 
-NOISE_KINDS = ("white", "pink", "brown", "babble", "fan")
+NOISE_KINDS = ("white", "pink", "brown", "babble", "fan", "room")
 SNRS_DB = (40, 30, 20, 10)
 FAN_QUIET_DB = 12.0  # the fan's level before it switches on, below its full level
 FAN_RAMP_S = 1.0
+ROOM_RT60_S = (0.3, 0.6)  # "room": the speech said in a simulated room of this reverberation time, + pink noise
 
 
 def speech_power(utterance: TimedUtterance) -> float:
@@ -69,8 +71,10 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
     """Unit-power noise (at its full level) of one of NOISE_KINDS, `length` samples."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
-    if kind != "fan":
+    if kind not in ("fan", "room"):
         return make_noise(kind, length, rng, others)
+    if kind == "room":  # the room's own noise floor, under its reverberation (in_room)
+        return make_noise("pink", length, rng)
     noise = make_noise("pink", length, rng)
     switch = rng.uniform(0.2, 0.7) * length  # the fan switches on somewhere in the middle part
     t = (np.arange(length) - switch) / (FAN_RAMP_S * SAMPLING_RATE)
@@ -78,11 +82,22 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
     return (noise * (quiet + (1 - quiet) * np.clip(t + 0.5, 0.0, 1.0))).astype(np.float32)
 
 
+def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`audio` as a microphone across a simulated room hears it (training/augment.py's image-method shoebox rooms,
+    RT60 in ROOM_RT60_S), its clock starting when the direct sound arrives: the true word times hold for the
+    direct sound, and the reverberation is what follows it (a word's tail, and sound in the pauses)."""
+    rir = room_impulse_response(rng, ROOM_RT60_S)
+    return reverberate(audio, rir[int(np.argmax(np.abs(rir))):])
+
+
 def with_noise(utterance: TimedUtterance, kind: str, snr_db: float | None, rng: np.random.Generator,
                others: list[np.ndarray]) -> TimedUtterance:
-    """The utterance with noise at snr_db (speech power over the noise's full-level power); None: unchanged."""
+    """The utterance with noise at snr_db (speech power over the noise's full-level power); None: unchanged.
+    "room": said in a simulated room first (in_room), then pink noise."""
     if snr_db is None:
         return utterance
+    if kind == "room":
+        utterance = TimedUtterance(in_room(utterance.audio, rng), utterance.text, utterance.words)
     noise = noise_for(kind, len(utterance.audio), rng, others)
     scale = np.sqrt(speech_power(utterance) / 10 ** (snr_db / 10))  # the noise has unit power at full level
     return TimedUtterance((utterance.audio + scale * noise).astype(np.float32), utterance.text, utterance.words)
