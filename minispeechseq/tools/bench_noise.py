@@ -71,10 +71,10 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
     """Unit-power noise (at its full level) of one of NOISE_KINDS, `length` samples."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
-    if kind not in ("fan", "room"):
-        return make_noise(kind, length, rng, others)
     if kind == "room":  # the room's own noise floor, under its reverberation (in_room)
         return make_noise("pink", length, rng)
+    if kind != "fan":
+        return make_noise(kind, length, rng, others)
     noise = make_noise("pink", length, rng)
     switch = rng.uniform(0.2, 0.7) * length  # the fan switches on somewhere in the middle part
     t = (np.arange(length) - switch) / (FAN_RAMP_S * SAMPLING_RATE)
@@ -85,7 +85,8 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
 def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`audio` as a microphone across a simulated room hears it (training/augment.py's image-method shoebox rooms,
     RT60 in ROOM_RT60_S), its clock starting when the direct sound arrives: the true word times hold for the
-    direct sound, and the reverberation is what follows it (a word's tail, and sound in the pauses)."""
+    direct sound, and the reverberation is what follows it (a word's tail, and sound in the pauses). Needs
+    pyroomacoustics (the test and train extras), as the bench needs jiwer."""
     rir = room_impulse_response(rng, ROOM_RT60_S)
     return reverberate(audio, rir[int(np.argmax(np.abs(rir))):])
 
