@@ -25,6 +25,7 @@ from tokenizers import decoders, models, pre_tokenizers
 from minispeechseq import Processor, SpeechEncoderDecoderModel, Tokenizer, transcribe
 from minispeechseq.tools.cli import main as cli_main
 from minispeechseq.recognition.longform import plan_chunks, stitch
+from minispeechseq.recognition.pauses import sound_runs
 from minispeechseq.recognition.recognizer import subtitles
 from minispeechseq.recognition.timestamps import (
     Word,
@@ -33,7 +34,6 @@ from minispeechseq.recognition.timestamps import (
     head_scores,
     median_filter,
     refine_with_sound,
-    sound_runs,
     words_of_row,
 )
 

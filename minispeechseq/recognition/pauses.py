@@ -108,9 +108,8 @@ def band_levels(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
     return out
 
 
-def frame_power(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Each 10 ms frame's power, all bands together, in dB: (N,)."""
-    levels = band_levels(samples, sampling_rate)
+def total_power(levels: np.ndarray) -> np.ndarray:
+    """Each frame's power, all bands together, in dB: (N,), from band levels (N, K) in dB."""
     return 10 * np.log10(np.sum(10 ** (levels.astype(np.float64) / 10), axis=1))
 
 
@@ -199,7 +198,7 @@ def loudness(samples: np.ndarray, sampling_rate: int) -> tuple[np.ndarray, ...]:
     frame; whether it is within BELOW_PEAK_DB (N,): a sound's soft onset and tail may reach below that; and
     each frame's power, all bands together (N,) in dB."""
     levels = band_levels(samples, sampling_rate)
-    power = 10 * np.log10(np.sum(10 ** (levels.astype(np.float64) / 10), axis=1))  # (N,): all bands together
+    power = total_power(levels)  # (N,)
     near_peak = power >= (power.max() if len(power) else 0.0) - BELOW_PEAK_DB
     rise = np.clip(levels - local_floor(levels) - NOISE_SPREAD_DB, 0.0, None).mean(axis=1)  # (N,)
     if len(levels) == 0:
@@ -247,6 +246,13 @@ def with_codas(runs: list[list[int]], power: np.ndarray) -> list[list[int]]:
 def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN_PAUSE_S) -> list[tuple[float, float]]:
     """The stretches of sound in `samples` (L,), judged against the recording's own background: (start, end) in
     seconds per stretch, in order, separated by pauses of at least min_pause_s."""
+    return sounds_and_power(samples, sampling_rate, min_pause_s)[0]
+
+
+def sounds_and_power(samples: np.ndarray, sampling_rate: int,
+                     min_pause_s: float = MIN_PAUSE_S) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """`sound_runs`, and each 10 ms frame's power (N,) in dB that it measured on the way (word boundaries that find
+    no pause look for a dip in it: timestamps.into_valleys), so the spectrum is taken once."""
     if sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be a positive number of samples per second, got {sampling_rate}.")
     if np.ndim(samples) != 1:
@@ -280,4 +286,4 @@ def sound_runs(samples: np.ndarray, sampling_rate: int, min_pause_s: float = MIN
     # A frame starts hearing a sound (FRAME_S - HOP_S) / 2 before its own 10 ms, and stops as long after.
     inset = (FRAME_S - HOP_S) / 2
     return [(min((a + 0.5) * HOP_S + inset, length), min(max((b - 0.5) * HOP_S - inset, (a + 0.5) * HOP_S + inset),
-                                                         length)) for a, b in runs]
+                                                         length)) for a, b in runs], power

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers.models import BPE, Unigram
 
-from .pauses import HOP_S, frame_power, sound_runs
+from .pauses import HOP_S, sounds_and_power
 
 MEDIAN_FILTER_WIDTH = 7  # frames, as whisper (an odd number)
 
@@ -141,6 +141,13 @@ UNMATCHED = np.log(0.02) - 1.0  # the score of a boundary left in no silence: a 
 MIN_SOUND_S = 0.1  # the first word starts on, and the last ends on, a sound at least this long (not a click)
 
 
+def silence_scores(bounds: list[float], gaps: list[tuple[float, float]]) -> np.ndarray:
+    """How well each silence suits each boundary: (boundaries, silences), log(its length) - |its distance from the
+    boundary| / SNAP_SCALE_S (see refine_with_sound)."""
+    return np.array([[np.log(max(e - a, 1e-3)) - abs((a + e) / 2 - t) / SNAP_SCALE_S for a, e in gaps]
+                     for t in bounds])
+
+
 def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, float]],
                       power: np.ndarray | None = None) -> list[tuple[float, float]]:
     """Move each boundary between consecutive tokens into a silence of the waveform, and the first start and
@@ -161,8 +168,7 @@ def refine_with_sound(spans: list[tuple[float, float]], runs: list[tuple[float, 
     bounds = [spans[k][1] for k in range(n - 1)]  # DTW's boundary after token k
     chosen: list[tuple[float, float] | None] = [None] * (n - 1)
     if 0 < len(bounds) <= len(gaps):
-        score = np.array([[np.log(max(e - a, 1e-3)) - abs((a + e) / 2 - t) / SNAP_SCALE_S for a, e in gaps]
-                          for t in bounds])  # (n - 1, gaps)
+        score = silence_scores(bounds, gaps)  # (n - 1, gaps)
         # best[k, g]: the best total for boundaries 0..k with boundary k in silence g (strictly increasing g).
         best = np.full(score.shape, -np.inf)
         came = np.zeros(score.shape, dtype=np.int64)
@@ -233,8 +239,7 @@ def match_some(bounds: list[float], gaps: list[tuple[float, float]]) -> list[tup
     """Fewer silences than boundaries (two words ran together, or a murmur filled a pause): each silence is
     matched to at most one boundary, in order, scored as in `refine_with_sound`, and a boundary left without one
     (None) scores UNMATCHED, so only the boundaries that have a silence near them move into it."""
-    score = np.array([[np.log(max(e - a, 1e-3)) - abs((a + e) / 2 - t) / SNAP_SCALE_S for a, e in gaps]
-                      for t in bounds])  # (boundaries, gaps)
+    score = silence_scores(bounds, gaps)  # (boundaries, gaps)
     B, G = score.shape
     best = np.full((B + 1, G + 1), -np.inf)  # best[k, g]: boundaries 0..k-1 placed, silences 0..g-1 used or passed
     best[0, :] = 0.0
@@ -358,7 +363,7 @@ def words_of_maps(tokenizer: Any, maps: torch.Tensor, text_ids: list[int], frame
     words = words_of_row(tokenizer, [text_ids[k] for k in keep], [(float(starts[k]), float(ends[k])) for k in keep])
     spans = [(w.start, w.end) for w in words]
     if audio is not None:  # word boundaries (not those inside a word) move into the waveform's pauses
-        spans = refine_with_sound(spans, sound_runs(audio, sampling_rate), frame_power(audio, sampling_rate))
+        spans = refine_with_sound(spans, *sounds_and_power(audio, sampling_rate))
         duration = len(audio) / sampling_rate
     else:  # the samples the real frames saw
         duration = ((frames - 1) * hop + field) / sampling_rate
