@@ -149,8 +149,8 @@ ROOM_END_MEDIAN_MS, ROOM_END_P90_MS = 120.0, 200.0  # no target: a floor (the be
 @needs_espeak
 @pytest.mark.parametrize("snr", [30, 20])
 def test_reverberant_room(bundled, strings, snr):
-    """Strings said in a simulated room (RT60 0.3-0.6 s, bench_noise.in_room) over pink noise. Starts meet the
-    issue's targets; ends come late, since the room rings on after each word (the bench measured medians of
+    """Strings said in a simulated room (RT60 0.3-0.6 s, bench_noise.in_reverberant_room) over pink noise. Starts
+    meet the issue's targets; ends come late, since the room rings on after each word (the bench measured medians of
     35-77 ms late at 40-20 dB) and the detector hears that as the word: they are held to a looser floor here, and
     the words are well formed."""
     model, processor = bundled
@@ -247,7 +247,8 @@ UNHEARD_ENDS = {("jackson", "end"): {"six"}}
 def real_recordings():
     """Per FSDD speaker, 90 s of that speaker's takes joined into strings, over their own room tone
     (bench_noise.real_recordings / with_room). The bundled model heard all four speakers in training (on other
-    joins of these takes); each fold's model never heard its speaker. The join points are the true word boundaries, up to the room tone FSDD's trimming leaves at each take's ends."""
+    joins of these takes); each fold's model never heard its speaker. The join points are the true word
+    boundaries, up to the room tone FSDD's trimming leaves at each take's ends."""
     from minispeechseq.tools.bench_noise import real_recordings as make
 
     return make(FSDD, 90, seed=2731)

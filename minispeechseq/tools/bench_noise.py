@@ -4,8 +4,8 @@ The audio is made here, with exact word boundaries: espeak-ng digit strings buil
 (training/digits.py), with noise added at a stated signal-to-noise ratio (training/augment.py's `make_noise`):
 white, pink, brown, babble (other digit strings mixed), "fan": pink noise whose level switches on part way
 through (12 dB quieter before, a 1 s ramp), the slowly varying level of a real room, and "room": the speech said in
-a simulated reverberant room (RT60 0.3-0.6 s, `in_room`) over pink noise. The SNR is the power of the words alone
-(the pauses carry no speech) over the power of the noise (the fan's at its full level).
+a simulated reverberant room (RT60 0.3-0.6 s, `in_reverberant_room`) over pink noise. The SNR is the power of the
+words alone (the pauses carry no speech) over the power of the noise (the fan's at its full level).
 
     python -m minispeechseq.tools.bench_noise --count 40 --seconds 90 --fsdd ../shared/data/fsdd  # the README's
 
@@ -71,7 +71,7 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
     """Unit-power noise (at its full level) of one of NOISE_KINDS, `length` samples."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"noise kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}.")
-    if kind == "room":  # the room's own noise floor, under its reverberation (in_room)
+    if kind == "room":  # the room's own noise floor, under its reverberation (in_reverberant_room)
         return make_noise("pink", length, rng)
     if kind != "fan":
         return make_noise(kind, length, rng, others)
@@ -82,7 +82,7 @@ def noise_for(kind: str, length: int, rng: np.random.Generator, others: list[np.
     return (noise * (quiet + (1 - quiet) * np.clip(t + 0.5, 0.0, 1.0))).astype(np.float32)
 
 
-def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def in_reverberant_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`audio` as a microphone across a simulated room hears it (training/augment.py's image-method shoebox rooms,
     RT60 in ROOM_RT60_S), its clock starting when the direct sound arrives: the true word times hold for the
     direct sound, and the reverberation is what follows it (a word's tail, and sound in the pauses). Needs
@@ -94,11 +94,11 @@ def in_room(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def with_noise(utterance: TimedUtterance, kind: str, snr_db: float | None, rng: np.random.Generator,
                others: list[np.ndarray]) -> TimedUtterance:
     """The utterance with noise at snr_db (speech power over the noise's full-level power); None: unchanged.
-    "room": said in a simulated room first (in_room), then pink noise."""
+    "room": said in a simulated room first (in_reverberant_room), then pink noise."""
     if snr_db is None:
         return utterance
     if kind == "room":
-        utterance = TimedUtterance(in_room(utterance.audio, rng), utterance.text, utterance.words)
+        utterance = TimedUtterance(in_reverberant_room(utterance.audio, rng), utterance.text, utterance.words)
     noise = noise_for(kind, len(utterance.audio), rng, others)
     scale = np.sqrt(speech_power(utterance) / 10 ** (snr_db / 10))  # the noise has unit power at full level
     return TimedUtterance((utterance.audio + scale * noise).astype(np.float32), utterance.text, utterance.words)
@@ -232,7 +232,6 @@ def room_tone(takes: list[np.ndarray], length: int, rng: np.random.Generator) ->
 def band_limited_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-power `kind` noise as an 8 kHz recording carries it: made at FSDD_RATE and resampled to 16 kHz as
     load_audio resamples the recording (soxr), so that, like the speech, it has nothing above 4 kHz."""
-
     noise = soxr.resample(make_noise(kind, length // 2 + 16, rng), FSDD_RATE, SAMPLING_RATE)[:length]
     return (noise / np.sqrt(np.mean(noise.astype(np.float64) ** 2))).astype(np.float32)
 
@@ -243,8 +242,6 @@ def real_recordings(fsdd: str, seconds: float, seed: int) -> dict[str, tuple[Tim
     2-7 takes, 80-400 ms apart) and the strings joined with 0.6-1.5 s pauses until `seconds`, as long_recording
     joins espeak-ng's; the strings one by one; and the speaker's takes (for their room tone). The join points are
     the true word boundaries, to within the room tone FSDD's trimming left at each take's ends."""
-
-
     recordings = read_fsdd(fsdd)
     rng = random.Random(seed)
     out = {}
